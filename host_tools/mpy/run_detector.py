@@ -1,0 +1,33 @@
+# Runs firmware/gait.py under the micropython binary over a binary trace.
+# argv: TRACE.bin RATE_HZ. The file holds little-endian uint16 triples
+# (heel, arch, forefoot). Prints one line per event:
+#   C,contact_ms,contact_seq             (heel strike)
+#   S,seq,strike_ms,...,share_forefoot   (step summary, events-CSV order)
+import sys
+from array import array
+
+from gait import EV_STEP, EV_STRIKE, GaitDetector
+
+_CHUNK = 3 * 512
+
+
+def main():
+    path = sys.argv[1]
+    det = GaitDetector(int(sys.argv[2]))
+    buf = array("H", bytes(2 * _CHUNK))
+    write = sys.stdout.write
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf) // 2
+            if not n:
+                break
+            for i in range(0, n - n % 3, 3):
+                ev = det.feed(buf[i], buf[i + 1], buf[i + 2])
+                if ev:
+                    if ev & EV_STEP:
+                        write("S," + ",".join(str(v) for v in det.summary()) + "\n")
+                    if ev & EV_STRIKE:
+                        write("C,%d,%d\n" % (det.contact_ms, det.contact_seq))
+
+
+main()

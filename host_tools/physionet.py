@@ -1,0 +1,242 @@
+"""Readers for the PhysioNet gait databases and their conversion to insole traces.
+
+gaitndd (Hausdorff et al. 2000): one FSR signal per foot, WFDB format 212, 300 Hz.
+gaitpdb (Yogev 2005, Hausdorff 2007): eight force sensors per foot in newtons, 100 Hz.
+
+A trace is what the firmware's ADC would read: three columns (heel, arch, forefoot)
+of ``read_u16()`` counts 0..65535.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+NDD_RATE_HZ = 300
+NDD_INVALID = -2048
+PDB_RATE_HZ = 100
+PDB_FULL_SCALE_N = 1200.0
+U16_MAX = 65535
+
+# gaitpdb column (0-based) of the sensors that emulate a 3-FSR insole: heel L1, arch L5, forefoot L7.
+PDB_COLUMNS = {"left": (1, 5, 7), "right": (9, 13, 15)}
+PDB_TOTAL = {"left": 17, "right": 18}
+
+NDD_GROUPS = {"control": "control", "hunt": "huntington", "park": "parkinson", "als": "als"}
+
+
+def read_format212(path: Path) -> np.ndarray:
+    """Decode a single-signal WFDB format-212 file into signed 12-bit samples."""
+    raw = np.frombuffer(Path(path).read_bytes(), dtype=np.uint8)
+    raw = raw[: len(raw) // 3 * 3].reshape(-1, 3).astype(np.int32)
+    s0 = raw[:, 0] | ((raw[:, 1] & 0x0F) << 8)
+    s1 = raw[:, 2] | ((raw[:, 1] & 0xF0) << 4)
+    out = np.empty(len(raw) * 2, dtype=np.int32)
+    out[0::2] = s0
+    out[1::2] = s1
+    out[out > 2047] -= 4096
+    return out
+
+
+def ndd_to_counts(signal: np.ndarray, step: int = 3) -> np.ndarray:
+    """gaitndd FSR values -> read_u16 counts at 100 Hz: every third sample, no averaging.
+
+    v maps to (v + 2048) * 16; an invalid sample (-2048) maps to 0, which is what a
+    disconnected FSR divider reads on a real board.
+    """
+    picked = signal[::step].astype(np.int64)
+    counts = np.clip((picked + 2048) * 16, 0, U16_MAX)
+    counts[picked == NDD_INVALID] = 0
+    return counts.astype(np.int32)
+
+
+def newtons_to_counts(force: np.ndarray) -> np.ndarray:
+    """gaitpdb newtons -> counts, 1200 N = 65535, clipped."""
+    counts = np.round(np.asarray(force, dtype=float) * (U16_MAX / PDB_FULL_SCALE_N))
+    return np.clip(counts, 0, U16_MAX).astype(np.int32)
+
+
+@dataclass
+class Recording:
+    """One foot of one walk, ready for the detector."""
+
+    name: str  # e.g. "hunt1-left" or "GaCo01_01-right"
+    database: str  # "gaitndd" or "gaitpdb"
+    group: str  # control / huntington / parkinson / als / Ga / Ju
+    side: str
+    rate_hz: int
+    trace: np.ndarray  # shape (n, 3): heel, arch, forefoot counts
+    reference_ms: np.ndarray  # reference initial contacts, ms from the first sample
+    window_ms: tuple[float, float]  # only compare events inside this span
+
+
+def ndd_group(record: str) -> str:
+    for prefix, group in NDD_GROUPS.items():
+        if record.startswith(prefix):
+            return group
+    raise ValueError(f"unknown gaitndd record {record!r}")
+
+
+def _crossing_times_ms(counts: np.ndarray, rate_hz: int, frac: float) -> np.ndarray:
+    """Offline rising crossings of ``frac`` of the local range (min..max over 3 s around).
+
+    The local range follows slow baseline drift. A crossing counts only after the signal
+    spent 100 ms below the level, so ripples on a rising edge count once.
+    """
+    x = np.asarray(counts, dtype=float)
+    half = int(1.5 * rate_hz)
+    pad = np.pad(x, half, mode="edge")
+    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1)[: len(x)]
+    lo, hi = win.min(axis=1), win.max(axis=1)
+    level = lo + frac * (hi - lo)
+    below = x < level
+    quiet = max(1, rate_hz // 10)
+    run = np.zeros(len(x), dtype=int)
+    for i in range(1, len(x)):
+        run[i] = run[i - 1] + 1 if below[i - 1] else 0
+    idx = np.nonzero(~below[1:] & below[:-1] & (run[1:] >= quiet) & (hi - lo > 2000)[1:])[0] + 1
+    return idx * 1000.0 / rate_hz
+
+
+def ndd_reference(ts: np.ndarray, side: str, counts: np.ndarray, rate_hz: int) -> np.ndarray:
+    """Reference heel strikes (ms) for one foot of a gaitndd record.
+
+    Left: the ``.ts`` column 1 itself. Right: column 3 holds the right strides, the
+    intervals between right heel strikes, so the strike times are their running sum
+    plus an offset. The series has no absolute time and skips a stride here and there
+    (its sum falls short of the walk's length), so the offset is tracked along the
+    walk: each rebuilt strike is pulled to the median, over its last 7 accepted
+    neighbours, of the distance to the signal's rising crossing of 15 % of the
+    recording's range, 10 ms earlier (the relation column 1 has to the left signal).
+    Stride-to-stride timing therefore stays the authors'; the anchor is the signal's.
+    """
+    if side == "left":
+        return ts[:, 0] * 1000.0
+    crossings = _crossing_times_ms(counts, rate_hz, 0.15) - 10.0
+    start = ts[0, 0] * 1000.0
+    strides = ts[:, 2] * 1000.0
+    if len(crossings) == 0:
+        return np.concatenate([[0.0], np.cumsum(strides[1:])]) + start
+    # The row holding a stride is not always the row of the strike that ends it:
+    # try the pairings one or two rows apart and keep the one the signal agrees with.
+    best, best_cost = None, np.inf
+    for shift in (-2, -1, 0, 1, 2):
+        lo = max(1, 1 + shift)
+        steps = strides[lo : len(strides) + min(0, shift)]
+        rel = np.concatenate([[0.0], np.cumsum(steps)])
+        out, cost = _track_offset(rel, crossings, start, strides)
+        if cost < best_cost:
+            best, best_cost = out, cost
+    assert best is not None
+    return best
+
+
+def _track_offset(
+    rel: np.ndarray, crossings: np.ndarray, start: float, strides: np.ndarray
+) -> tuple[np.ndarray, float]:
+    def nearest(t: float) -> float:
+        k = int(np.searchsorted(crossings, t))
+        best = np.inf
+        for j in (k - 1, k):
+            if 0 <= j < len(crossings) and abs(crossings[j] - t) < abs(best):
+                best = crossings[j] - t
+        return float(best)
+
+    first = crossings[(crossings >= start - 100) & (crossings <= start + 1500)]
+    offset = float(first[0] - rel[0]) if len(first) else start
+    accepted: list[float] = []
+    residuals: list[float] = []
+    misses = 0
+    out = np.empty_like(rel)
+    for i, t in enumerate(rel):
+        r = nearest(t + offset)
+        residuals.append(abs(r))
+        med = float(np.median(accepted[-7:])) if accepted else 0.0
+        if abs(r - med) < 120.0:
+            accepted.append(r)
+            misses = 0
+        else:
+            misses += 1
+            if misses >= 3 and abs(r) < 0.5 * float(np.median(strides)):
+                # a skipped stride: re-acquire on the nearest crossing
+                offset += r
+                accepted = [0.0]
+                misses = 0
+        corr = float(np.median(accepted[-7:])) if accepted else 0.0
+        out[i] = t + offset + corr
+    return out, float(np.mean(np.minimum(residuals, 300.0)))
+
+
+def load_ndd(root: Path, record: str, side: str) -> Recording:
+    root = Path(root)
+    ext = "let" if side == "left" else "rit"
+    signal = read_format212(root / f"{record}.{ext}")
+    counts = ndd_to_counts(signal)
+    ts = np.loadtxt(root / f"{record}.ts", ndmin=2)
+    rate = NDD_RATE_HZ // 3
+    ref = ndd_reference(ts, side, counts, rate)
+    trace = np.stack([counts, counts, counts], axis=1)
+    return Recording(
+        name=f"{record}-{side}",
+        database="gaitndd",
+        group=ndd_group(record),
+        side=side,
+        rate_hz=rate,
+        trace=trace,
+        reference_ms=ref,
+        window_ms=(float(ref[0]), float(ref[-1])),
+    )
+
+
+def read_pdb(path: Path) -> np.ndarray:
+    with gzip.open(path, "rt") as f:
+        return np.loadtxt(f, ndmin=2)
+
+
+def pdb_onsets_ms(total_n: np.ndarray, rate_hz: int, level_n: float = 20.0) -> np.ndarray:
+    """Reference contacts: total force rising through ``level_n`` after at least 100 ms below.
+
+    The crossing time is interpolated between the two samples around it.
+    """
+    below = total_n < level_n
+    out = []
+    min_gap = max(1, rate_hz // 10)
+    run = 0
+    for i in range(1, len(total_n)):
+        run = run + 1 if below[i - 1] else 0
+        if below[i - 1] and not below[i] and run >= min_gap:
+            a, b = total_n[i - 1], total_n[i]
+            frac = (level_n - a) / (b - a) if b != a else 0.0
+            out.append((i - 1 + frac) * 1000.0 / rate_hz)
+    return np.asarray(out)
+
+
+def load_pdb(path: Path, side: str) -> Recording:
+    path = Path(path)
+    data = read_pdb(path)
+    cols = PDB_COLUMNS[side]
+    trace = np.stack([newtons_to_counts(data[:, c]) for c in cols], axis=1)
+    ref = pdb_onsets_ms(data[:, PDB_TOTAL[side]], PDB_RATE_HZ)
+    name = path.name.split(".")[0]
+    n_ms = len(data) * 1000.0 / PDB_RATE_HZ
+    return Recording(
+        name=f"{name}-{side}",
+        database="gaitpdb",
+        group=name[:2],
+        side=side,
+        rate_hz=PDB_RATE_HZ,
+        trace=trace,
+        reference_ms=ref,
+        window_ms=(float(ref[0]) if len(ref) else 0.0, float(ref[-1]) if len(ref) else n_ms),
+    )
+
+
+def ndd_records(root: Path) -> list[str]:
+    return [r.strip() for r in (Path(root) / "RECORDS").read_text().split() if r.strip()]
+
+
+def pdb_files(root: Path) -> list[Path]:
+    return sorted(Path(root).glob("*.txt.gz"))
