@@ -193,3 +193,20 @@ def markdown_table(rows: list[tuple[str, str, GroupStats]]) -> str:
             f"{s.p95_abs_ms:.1f} | {s.cadence_err_pct:.2f} |"
         )
     return "\n".join(lines)
+
+
+def side_table(results: list[FootResult]) -> list[tuple[str, str, GroupStats]]:
+    """gaitndd split by foot: the left reference is the authors' own strike times."""
+    rows = []
+    for side in ("left", "right"):
+        sel = [r for r in results if r.database == "gaitndd" and r.name.endswith(side)]
+        if sel:
+            rows.append(("gaitndd", f"{side} feet", summarise(f"{side} feet", sel)))
+    return rows
+
+
+def worst(results: list[FootResult], n: int = 8) -> list[FootResult]:
+    def f1(r: FootResult) -> float:
+        return r.matched / max(r.n_ref, 1) + r.matched / max(r.n_det, 1)
+
+    return sorted(results, key=f1)[:n]

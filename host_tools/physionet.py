@@ -197,19 +197,26 @@ def read_pdb(path: Path) -> np.ndarray:
 
 
 def pdb_onsets_ms(total_n: np.ndarray, rate_hz: int, level_n: float = 20.0) -> np.ndarray:
-    """Reference contacts: total force rising through ``level_n`` after at least 100 ms below.
+    """Reference contacts: total force rising through ``level_n`` above its swing level.
 
-    The crossing time is interpolated between the two samples around it.
+    The swing level is the lowest total force within 1.5 s either side, so a sensor that
+    never quite unloads does not hide the foot's contacts. A rise counts after at least
+    100 ms below the level; its time is interpolated between the two samples around it.
     """
-    below = total_n < level_n
+    x = np.asarray(total_n, dtype=float)
+    half = int(1.5 * rate_hz)
+    pad = np.pad(x, half, mode="edge")
+    floor = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1)[: len(x)].min(axis=1)
+    level = floor + level_n
+    below = x < level
     out = []
     min_gap = max(1, rate_hz // 10)
     run = 0
-    for i in range(1, len(total_n)):
+    for i in range(1, len(x)):
         run = run + 1 if below[i - 1] else 0
         if below[i - 1] and not below[i] and run >= min_gap:
-            a, b = total_n[i - 1], total_n[i]
-            frac = (level_n - a) / (b - a) if b != a else 0.0
+            a, b = x[i - 1] - level[i - 1], x[i] - level[i]
+            frac = -a / (b - a) if b != a else 0.0
             out.append((i - 1 + frac) * 1000.0 / rate_hz)
     return np.asarray(out)
 
