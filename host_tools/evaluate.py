@@ -73,7 +73,7 @@ def score(rec: physionet.Recording, strikes_ms: Iterable[float], window_ms: floa
         matched=len(pairs),
         errors_ms=[float(det[i] - ref[j]) for i, j in pairs],
         cadence_ref=(len(ref) - 1) / span_min if len(ref) > 1 else 0.0,
-        cadence_det=(len([t for t in det if lo <= t <= hi]) - 1) / span_min if len(det) > 1 else 0.0,
+        cadence_det=max(len([t for t in det if lo <= t <= hi]) - 1, 0) / span_min,
     )
 
 
@@ -139,7 +139,9 @@ def summarise(group: str, results: list[FootResult]) -> GroupStats:
     matched = sum(r.matched for r in results)
     errs = [e for r in results for e in r.errors_ms]
     abs_errs = np.abs(errs) if errs else np.asarray([np.nan])
-    cad = [abs(r.cadence_det - r.cadence_ref) / r.cadence_ref * 100 for r in results if r.cadence_ref]
+    cad = [
+        abs(r.cadence_det - r.cadence_ref) / r.cadence_ref * 100 for r in results if r.cadence_ref
+    ]
     return GroupStats(
         group=group,
         feet=len(results),

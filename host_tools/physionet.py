@@ -21,7 +21,7 @@ PDB_RATE_HZ = 100
 PDB_FULL_SCALE_N = 1200.0
 U16_MAX = 65535
 
-# gaitpdb column (0-based) of the sensors that emulate a 3-FSR insole: heel L1, arch L5, forefoot L7.
+# gaitpdb columns (0-based) emulating a 3-FSR insole: heel L1, arch L5, forefoot L7.
 PDB_COLUMNS = {"left": (1, 5, 7), "right": (9, 13, 15)}
 PDB_TOTAL = {"left": 17, "right": 18}
 

@@ -114,7 +114,7 @@ def read_trace(path: str | Path) -> Trace:
         if len(cells) != width:
             raise _fail(path, lineno, f"expected {width} columns, found {len(cells)}")
         values = []
-        for name, idx in zip(CHANNELS, columns):
+        for name, idx in zip(CHANNELS, columns, strict=True):
             cell = cells[idx]
             try:
                 v = int(cell)
@@ -152,7 +152,7 @@ def write_trace(
 
 def event_row(summary: Sequence[int]) -> dict[str, int | str]:
     """One detector step summary (GaitDetector.summary() order) as an events-CSV row."""
-    row: dict[str, int | str] = dict(zip(EVENT_COLUMNS, (int(v) for v in summary)))
+    row: dict[str, int | str] = dict(zip(EVENT_COLUMNS, (int(v) for v in summary), strict=True))
     row["pattern"] = PATTERN_NAMES[int(summary[7])]
     return row
 
@@ -187,6 +187,7 @@ def read_events(path: str | Path) -> list[dict[str, int | str]]:
                 try:
                     row[c] = int(v)
                 except (TypeError, ValueError):
-                    raise TraceError(f"{path}:{reader.line_num}: {c} {v!r} is not an integer") from None
+                    where = f"{path}:{reader.line_num}"
+                    raise TraceError(f"{where}: {c} {v!r} is not an integer") from None
             out.append(row)
     return out

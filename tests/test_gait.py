@@ -1,0 +1,197 @@
+"""The fixed-point gait detector (firmware/gait.py) on CPython: behaviour on known traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from host_tools import engine, evaluate, physionet
+from tests import gaitsynth
+
+gait = engine.load_firmware_module()
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def strikes(samples, rate=100):
+    return [c[0] for c in engine.contacts(engine.run_cpython(samples, rate, gait))]
+
+
+def steps(samples, rate=100):
+    return engine.step_summaries(engine.run_cpython(samples, rate, gait))
+
+
+def assert_matches(found, truth, tol_ms):
+    assert len(found) == len(truth), (found, truth)
+    err = np.asarray(found) - np.asarray(truth)
+    assert np.abs(err).max() <= tol_ms, err
+
+
+@pytest.mark.parametrize("rate", [50, 100, 200, 1000])
+def test_every_step_found_at_any_rate(rate):
+    w = gaitsynth.Walk(rate_hz=rate)
+    found = strikes(gaitsynth.make(w), rate)
+    # the heel starts to load at the contact; 2 samples or 20 ms, whichever is larger
+    assert_matches(found, w.contacts_ms(), max(20, 2000 / rate))
+    summaries = steps(gaitsynth.make(w), rate)
+    assert len(summaries) == len(w.contacts_ms())
+    assert [s[0] for s in summaries] == list(range(1, len(summaries) + 1))
+
+
+def test_step_summary_fields():
+    w = gaitsynth.Walk(strides_ms=[1000.0] * 12, stance_frac=0.6)
+    rows = steps(gaitsynth.make(w))
+    assert len(rows) == 12
+    for i, r in enumerate(rows):
+        seq, strike, toe, heel_off, stance, swing, stride, pattern = r[:8]
+        assert toe - strike == stance
+        assert strike < heel_off < toe
+        # the forefoot pulse ends at 600 ms; its ramp starts 70 ms earlier
+        assert 530 <= stance <= 610, stance
+        if i:
+            # the first contact is dated before any span is known: allow it more
+            assert abs(stride - 1000) <= (25 if i == 1 else 10), (i, stride)
+            assert swing == strike - rows[i - 1][2]
+        else:
+            assert stride == 0 and swing == 0
+        assert pattern == gait.PATTERN_REAR
+        shares = r[11:14]
+        assert abs(sum(shares) - 1000) <= 3
+        # heel carries the largest amplitude and the longest part of this stance
+        assert shares[0] > shares[1]
+        peaks = r[8:11]
+        assert abs(peaks[0] - 30000) < 600 and abs(peaks[2] - 26000) < 600
+
+
+def test_forefoot_strike_pattern():
+    w = gaitsynth.Walk(strike_order="fore", amp=(12000, 9000, 30000))
+    rows = steps(gaitsynth.make(w))
+    assert len(rows) == len(w.contacts_ms())
+    assert {r[7] for r in rows} == {gait.PATTERN_FORE}
+
+
+def test_noise_and_drift_do_not_change_the_count():
+    w = gaitsynth.Walk(noise=400, drift_per_s=150, strides_ms=[1150.0] * 30, seed=3)
+    assert_matches(strikes(gaitsynth.make(w)), w.contacts_ms(), 30)
+
+
+def test_mid_stance_dip_is_one_step():
+    # the load falls to 10 % of its peak for ~70 ms in mid-stance
+    w = gaitsynth.Walk(dip=0.9)
+    trace = gaitsynth.make(w)
+    assert_matches(strikes(trace), w.contacts_ms(), 20)
+    assert len(steps(trace)) == len(w.contacts_ms())
+
+
+@pytest.mark.parametrize("fault", ["zero", "saturated", "noise", "unplugged"])
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_a_dead_channel_does_not_stop_detection(fault, channel):
+    w = gaitsynth.Walk()
+    trace = gaitsynth.make(w)
+    rng = np.random.default_rng(channel)
+    if fault == "zero":
+        trace[:, channel] = 0
+    elif fault == "saturated":
+        trace[:, channel] = 65535
+    elif fault == "noise":
+        trace[:, channel] = rng.integers(0, 65536, len(trace))
+    else:  # unplugged: the divider's pull-down plus pickup
+        trace[:, channel] = rng.integers(0, 400, len(trace))
+    found = strikes(trace)
+    # if the heel is dead, contact is seen when the arch/forefoot load: later
+    tol = 200 if channel == 0 else 20
+    assert_matches(found, w.contacts_ms(), tol)
+
+
+def test_standing_still_under_load_emits_no_steps():
+    w = gaitsynth.Walk(strides_ms=[1100.0] * 6)
+    walk = gaitsynth.make(w)
+    stand = np.tile(walk[np.argmax(walk[:, 0])], (3000, 1))  # 30 s at peak load
+    stand = stand + np.random.default_rng(1).integers(-200, 200, stand.shape)
+    trace = np.concatenate([walk, stand, walk])
+    rows = steps(trace)
+    # both walks' steps; the 30 s stance is standing, not a step
+    assert len(rows) == 12
+    assert all(r[4] < 1000 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n, r: np.full((n, 3), 30000),
+        lambda n, r: np.zeros((n, 3), int),
+        lambda n, r: np.full((n, 3), 65535),
+        lambda n, r: 20000 + r.integers(-300, 300, (n, 3)),
+        lambda n, r: r.integers(0, 65536, (n, 3)),
+        lambda n, r: np.where(r.random((n, 3)) < 0.5, 0, 65535),
+    ],
+    ids=["constant", "zero", "saturated", "small-noise", "uniform-random", "bit-noise"],
+)
+def test_no_steps_from_signals_without_steps(make):
+    for seed in range(3):
+        trace = make(6000, np.random.default_rng(seed))
+        assert engine.run_cpython(trace, 100, gait) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(*[st.integers(0, 65535)] * 3),
+        min_size=0,
+        max_size=400,
+    ),
+    st.sampled_from([50, 100, 333, 1000]),
+)
+def test_never_raises_and_fields_stay_sane(samples, rate):
+    det = gait.GaitDetector(rate)
+    last_seq = 0
+    for h, a, f in samples:
+        ev = det.feed(h, a, f)
+        assert ev in (0, 1, 2, 3)
+        if ev & gait.EV_STEP:
+            assert det.seq == last_seq + 1
+            last_seq = det.seq
+            assert det.stance_ms >= 0 and det.pattern in (0, 1, 2, 3)
+
+
+def test_rate_out_of_range_is_refused():
+    for rate in (0, 49, 1001):
+        with pytest.raises(ValueError):
+            gait.GaitDetector(rate)
+
+
+def test_zero_calibration_takes_current_level_as_unloaded():
+    det = gait.GaitDetector(100)
+    for _ in range(50):
+        det.feed(9000, 9000, 9000)
+    det.zero()
+    w = gaitsynth.Walk(base=(9000, 9000, 9000))
+    trace = gaitsynth.make(w)
+    found = []
+    for h, a, f in trace.tolist():
+        if det.feed(h, a, f) & gait.EV_STRIKE:
+            found.append(det.contact_ms - 500)  # 50 samples fed before the trace
+    assert_matches(found, w.contacts_ms(), 20)
+
+
+@pytest.mark.skipif(not (DATA / "gaitndd").exists(), reason="needs ../shared/data")
+@pytest.mark.parametrize("record", ["hunt1", "hunt5"])
+def test_real_mid_stance_dips_counted_once(record):
+    # hunt1/hunt5: the right channel dips almost to swing level in mid-stance
+    rec = physionet.load_ndd(DATA / "gaitndd", record, "right")
+    res = evaluate.score(rec, strikes(rec.trace), evaluate.NDD_WINDOW_MS)
+    assert res.n_det <= res.n_ref + 2, (res.n_det, res.n_ref)
+    # (the right-foot reference is rebuilt from stride intervals: allow its jitter)
+    assert res.matched / res.n_ref >= 0.96
+
+
+@pytest.mark.skipif(not (DATA / "gaitndd").exists(), reason="needs ../shared/data")
+def test_dead_right_channel_als5():
+    # als5: the right FSR dies after about 168 s; no steps are invented after it
+    rec = physionet.load_ndd(DATA / "gaitndd", "als5", "right")
+    found = np.asarray(strikes(rec.trace))
+    assert len(found[found < 160000]) > 100
+    assert len(found[found > 172000]) == 0

@@ -1,0 +1,195 @@
+"""The detector's three hard constraints, checked against the real micropython binary.
+
+1. Same events on CPython and MicroPython (differential, hypothesis-generated traces).
+2. No allocation per sample: feeding under micropython.heap_lock() raises nothing.
+3. 31-bit safety: every intermediate value stays within +-2**29, checked explicitly by
+   running an instrumented copy of firmware/gait.py (the unix port's 63-bit small ints
+   would not show an overflow).
+"""
+
+from __future__ import annotations
+
+import ast
+import types
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from host_tools import engine, tracefile
+from host_tools.cmd_bench import DATA as WALK
+from tests import gaitsynth
+from tests.mpy import run_micropython
+
+LIMIT = 1 << 29
+
+walks = st.builds(
+    gaitsynth.Walk,
+    rate_hz=st.sampled_from([50, 100, 250, 1000]),
+    strides_ms=st.lists(st.floats(500, 2500), min_size=1, max_size=8),
+    stance_frac=st.floats(0.4, 0.75),
+    start_ms=st.floats(0, 3000),
+    tail_ms=st.floats(0, 1500),
+    base=st.tuples(*[st.integers(0, 20000)] * 3),
+    amp=st.tuples(*[st.integers(0, 45000)] * 3),
+    ramp_ms=st.floats(10, 200),
+    noise=st.floats(0, 2000),
+    drift_per_s=st.floats(-300, 300),
+    dip=st.floats(0, 1),
+    strike_order=st.sampled_from(["rear", "fore"]),
+    seed=st.integers(0, 1000),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(walks, st.integers(0, 3), st.integers(0, 2))
+def test_same_events_on_cpython_and_micropython(walk, fault, channel):
+    trace = gaitsynth.make(walk)
+    if fault == 1:
+        trace[:, channel] = 0
+    elif fault == 2:
+        trace[:, channel] = 65535
+    elif fault == 3:
+        trace[:, channel] = np.random.default_rng(walk.seed).integers(0, 65536, len(trace))
+    cp = engine.run_cpython(trace, walk.rate_hz)
+    mp = engine.run_micropython(trace, walk.rate_hz)
+    assert cp == mp
+
+
+def test_same_events_on_the_bundled_real_walk():
+    trace = tracefile.read_trace(WALK)
+    cp = engine.run_cpython(trace.samples, trace.rate_hz)
+    assert len(engine.step_summaries(cp)) > 30
+    assert cp == engine.run_micropython(trace.samples, trace.rate_hz)
+
+
+HEAP_LOCK_SCRIPT = """
+import micropython
+from gait import GaitDetector
+samples = %s
+
+def run(rate):
+    # inside a function: locals live on the stack, module globals would allocate
+    det = GaitDetector(rate)
+    failed = 0
+    events = 0
+    for h, a, f in samples:
+        ev = -1
+        micropython.heap_lock()
+        try:
+            ev = det.feed(h, a, f)
+        except MemoryError:
+            pass
+        micropython.heap_unlock()
+        if ev < 0:
+            failed += 1
+        elif ev:
+            events += 1
+    print(rate, failed, events)
+
+for rate in (50, 100, 1000):
+    run(rate)
+"""
+
+
+def test_feed_allocates_nothing_under_heap_lock():
+    trace = tracefile.read_trace(WALK).samples[:3000]
+    noise = np.random.default_rng(0).integers(0, 65536, (500, 3))
+    samples = [tuple(r) for r in np.concatenate([trace, noise]).tolist()]
+    out = run_micropython(HEAP_LOCK_SCRIPT % repr(samples))
+    lines = [line.split() for line in out.strip().splitlines()]
+    assert len(lines) == 3
+    for rate, failed, _events in lines:
+        assert failed == "0", f"{failed} samples allocated at {rate} Hz"
+    # the 100 Hz run is the trace's own rate: it must have produced events
+    assert int(lines[1][2]) > 20
+
+
+class Bound(Exception):
+    pass
+
+
+def _check(v):
+    if isinstance(v, int) and not -LIMIT <= v <= LIMIT:
+        raise Bound(v)
+    return v
+
+
+class _Instrument(ast.NodeTransformer):
+    """Wrap every arithmetic result and every stored value in _check()."""
+
+    def _wrap(self, node):
+        return ast.Call(ast.Name("_check", ast.Load()), [node], [])
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        return self._wrap(node)
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        return self._wrap(node)
+
+    def visit_AugAssign(self, node):
+        self.generic_visit(node)
+        load_target = ast.parse(ast.unparse(node.target), mode="eval").body
+        value = ast.BinOp(load_target, node.op, node.value)
+        return ast.Assign([node.target], self._wrap(value))
+
+    def visit_Assign(self, node):
+        self.generic_visit(node)
+        node.value = self._wrap(node.value)
+        return node
+
+
+def instrumented_gait():
+    src = (engine.FIRMWARE / "gait.py").read_text()
+    tree = ast.fix_missing_locations(_Instrument().visit(ast.parse(src)))
+    module = types.ModuleType("gait_checked")
+    module._check = _check
+    exec(compile(tree, "gait.py", "exec"), module.__dict__)
+    return module
+
+
+def test_instrumentation_catches_an_overflow():
+    # the checker itself must be able to fail
+    g = instrumented_gait()
+    det = g.GaitDetector(100)
+    try:
+        g._crossing_ms(det._st, LIMIT, -LIMIT, 0)
+    except Bound:
+        return
+    raise AssertionError("a 2**30 intermediate was not caught")
+
+
+def test_every_intermediate_within_29_bits():
+    g = instrumented_gait()
+    rng = np.random.default_rng(5)
+    traces = [
+        (tracefile.read_trace(WALK).samples, 100),
+        (gaitsynth.make(gaitsynth.Walk(rate_hz=1000, strides_ms=[900.0] * 4)), 1000),
+        (gaitsynth.make(gaitsynth.Walk(rate_hz=50, amp=(65535, 65535, 65535))), 50),
+        (rng.integers(0, 65536, (3000, 3)), 100),
+        (np.where(rng.random((3000, 3)) < 0.5, 0, 65535), 333),
+        (np.tile([[65535, 65535, 65535]], (9000, 1)), 1000),  # long full-scale stance
+        (np.tile([[0, 0, 0], [65535, 65535, 65535]], (2000, 1)), 50),
+    ]
+    for samples, rate in traces:
+        events = engine.run_cpython(samples, rate, g)
+        assert events == engine.run_cpython(samples, rate)  # instrumented = original
+
+
+def test_clock_wraps_at_2_to_the_29():
+    # six days of samples cannot run in a test: start the clock just before the wrap
+    gait = engine.load_firmware_module()
+    det = gait.GaitDetector(100)
+    walk = gaitsynth.make(gaitsynth.Walk(strides_ms=[1000.0] * 10))
+    det.feed(*walk[0].tolist())
+    det._st[gait._NOW] = (1 << 29) - 4000
+    rows = []
+    for h, a, f in walk[1:].tolist():
+        if det.feed(h, a, f) & gait.EV_STEP:
+            rows.append(det.summary())
+            assert all(0 <= v < (1 << 29) for v in det.summary())
+    assert len(rows) == 10
+    assert [r[6] for r in rows[2:]] == [1000] * 8 or all(abs(r[6] - 1000) <= 10 for r in rows[2:])
+    assert any(r[1] > r[2] for r in rows) or any(r[1] < 4000 for r in rows)
