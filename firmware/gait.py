@@ -36,10 +36,10 @@ except ImportError:  # CPython: the same code, interpreted
         def native(f):
             return f
 
-    def const(x):
+    def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
 
-    def ptr32(buf):
+    def ptr32(buf):  # viper's pointer cast; an array indexes the same way
         return buf
 
 
@@ -65,7 +65,13 @@ _ONSET = const(200)  # level whose crossing dates contact and toe-off
 _LEAD_MS = const(10)  # the foot touched this long before the _ONSET crossing
 _MIN_SPAN = const(1200)  # counts: smaller swings are noise, not footsteps
 _ROUGH_K = const(12)  # live only if mean |change| * _ROUGH_K < span
-_MIN_SWING_MS = const(160)  # shorter unloaded spells are mid-stance dips
+_MIN_SWING_MS = const(130)  # shorter unloaded spells are mid-stance dips
+# Once the walker's rhythm is known, an unloaded spell shorter than 5/8 of the usual
+# swing that ends before 3/5 of the usual stride is a dip as well.
+_SWING_NUM = const(5)
+_SWING_SHIFT = const(6)  # 5/8 of (swing x 8) = x 5 >> 6
+_STRIDE_NUM = const(3)
+_STRIDE_DEN = const(40)  # since < 3/5 of (stride x 8) <=> since x 40 < stride x 3
 _CONFIRM_MS = const(20)  # contact must hold this long before it is reported
 _MAX_STANCE_MS = const(4000)  # longer contacts are standing, not steps
 _MAX_STRIDE_MS = const(4000)  # longer gaps restart stride/swing timing
@@ -127,7 +133,11 @@ _SH_UP = const(47)  # IIR shifts
 _SH_CREEP = const(48)
 _SH_DECAY = const(49)
 _SH_ROUGH = const(50)
-_NSTATE = const(51)
+_SINCE = const(51)  # samples since the last contact (saturating)
+_SWEMA = const(52)  # typical swing, samples x 8 (0 = not known yet)
+_STEMA = const(53)  # typical stride, samples x 8 (0 = not known yet)
+_DYN = const(54)  # swing length that confirms a toe-off, samples
+_NSTATE = const(55)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -144,163 +154,6 @@ def _shift_for(samples):
     while (1 << s) < samples:
         s += 1
     return s
-
-
-@micropython.viper
-def _core(st, hist, heel: int, arch: int, fore: int) -> int:
-    # One sample: channel tracking, composite, state machine. Returns the _DO_*
-    # work the slow path must do (0 on almost every sample).
-    s = ptr32(st)
-    hs = ptr32(hist)
-    fresh = s[_SEEN] == 0
-    if not fresh:
-        frac = s[_FRAC] + s[_MSR]
-        ms = s[_NOW] + s[_MSQ]
-        if frac >= s[_RATE]:
-            frac -= s[_RATE]
-            ms += 1
-        s[_FRAC] = frac
-        s[_NOW] = ms & _MS_MASK
-    if s[_SEEN] < _SAT:
-        s[_SEEN] = s[_SEEN] + 1
-    swing = s[_STATE] == _SWING
-    lc = 0
-    c = 0
-    while c < 3:
-        x = heel
-        if c == 1:
-            x = arch
-        elif c == 2:
-            x = fore
-        x16 = x << 4
-        base = s[_BASE + c]
-        peak = s[_PEAK + c]
-        if fresh:
-            base = x16
-            peak = x16
-            s[_PREV + c] = x
-        if x16 < base:
-            base += (x16 - base) >> 1
-        elif swing and x16 - base < ((peak - base) >> 3):
-            # in the air, near the baseline: follow drift of the swing level
-            base += (x16 - base) >> s[_SH_UP]
-        else:
-            # elsewhere creep up by a fixed part of the span, so a baseline that
-            # started low (or a stuck stance) recovers in seconds
-            rise = (peak - base) >> s[_SH_CREEP]
-            if rise > x16 - base:
-                rise = x16 - base
-            base += rise
-        if x16 > peak:
-            peak = x16
-        else:
-            peak -= (peak - base) >> s[_SH_DECAY]
-        s[_BASE + c] = base
-        s[_PEAK + c] = peak
-        d = x - s[_PREV + c]
-        if d < 0:
-            d = 0 - d
-        s[_PREV + c] = x
-        r = s[_ROUGH + c]
-        r += ((d << 4) - r) >> s[_SH_ROUGH]
-        s[_ROUGH + c] = r
-        span = (peak - base) >> 4
-        load = (x16 - base) >> 4
-        if load < 0:
-            load = 0
-        s[_LOAD + c] = load
-        if span < _MIN_SPAN or (r >> 4) * _ROUGH_K >= span:
-            s[_LIVE + c] = 0
-            s[_NORM + c] = 0
-        else:
-            s[_LIVE + c] = 1
-            n = load * _FULL // span
-            if n > _FULL:
-                n = _FULL
-            s[_NORM + c] = n
-            if n > lc:
-                lc = n
-        c += 1
-    prev_l = s[_PREVL]
-    s[_PREVL] = lc
-    h = (s[_HIDX] + 1) & _HIST_MASK
-    s[_HIDX] = h
-    hs[h] = lc
-    if not swing:
-        _stance_sample(st)
-        if lc < _OFF:
-            # tentative toe-off: a swing must now last _MIN_SWING_MS
-            s[_STATE] = _SWING
-            s[_RUN] = 0
-            s[_ONRUN] = 0
-            s[_FIRST] = _NOBODY
-            s[_PENDING] = s[_TRACKED]
-            level = _OFF
-            s[_TOELOW] = 0
-            if lc < _ONSET and prev_l >= _ONSET:
-                level = _ONSET
-                s[_TOELOW] = 1
-            s[_TOE] = int(_crossing_ms(st, prev_l, lc, level))
-        return 0
-    if s[_RUN] < _SAT:
-        s[_RUN] = s[_RUN] + 1
-    todo = 0
-    if s[_PENDING]:
-        if lc >= _ON:
-            # back above contact level too soon: a mid-stance dip, same stance
-            s[_PENDING] = 0
-            s[_STATE] = _STANCE
-            _stance_sample(st)
-            return 0
-        if not s[_TOELOW] and lc < _ONSET and prev_l >= _ONSET:
-            s[_TOE] = int(_crossing_ms(st, prev_l, lc, _ONSET))
-            s[_TOELOW] = 1
-        if s[_RUN] >= s[_MINSW]:
-            s[_PENDING] = 0
-            todo = _DO_FINISH
-    if lc >= _ON:
-        if s[_FIRST] == _NOBODY:
-            s[_FIRST] = int(_first_loaded(st))
-        s[_ONRUN] = s[_ONRUN] + 1
-        if s[_ONRUN] >= s[_CONF]:
-            if s[_RUN] - s[_ONRUN] >= s[_MINSW]:
-                todo |= _DO_CONTACT
-            else:
-                # loaded with no clear swing before it (recording began mid-step)
-                todo |= _DO_UNTRACKED
-    else:
-        s[_ONRUN] = 0
-        s[_FIRST] = _NOBODY
-    return todo
-
-
-@micropython.viper
-def _stance_sample(st):
-    # Accumulate the stance's per-region peaks and load sums; watch heel-off.
-    s = ptr32(st)
-    big = 0
-    c = 0
-    while c < 3:
-        if s[_LIVE + c]:
-            v = s[_LOAD + c]
-            if v > s[_PK + c]:
-                s[_PK + c] = v
-            t = s[_SUM + c] + (v >> 4)
-            s[_SUM + c] = t
-            if t > _SUM_LIMIT:
-                big = 1
-        c += 1
-    if big:
-        s[_SUM] = s[_SUM] >> 1
-        s[_SUM + 1] = s[_SUM + 1] >> 1
-        s[_SUM + 2] = s[_SUM + 2] >> 1
-    if s[_LIVE + _HEEL]:
-        nh = s[_NORM + _HEEL]
-        if nh >= _ON:
-            s[_HEELUP] = 0
-        elif nh < _OFF and not s[_HEELUP]:
-            s[_HEELUP] = 1
-            s[_HEELOFF] = s[_NOW]
 
 
 @micropython.viper
@@ -385,6 +238,7 @@ class GaitDetector:
         st[_MSQ] = 1000 // rate
         st[_MSR] = 1000 % rate
         st[_MINSW] = max(2, _MIN_SWING_MS * rate // 1000)
+        st[_DYN] = st[_MINSW]
         st[_CONF] = max(1, _CONFIRM_MS * rate // 1000)
         st[_SH_UP] = _shift_for(_BASE_UP_MS * rate // 1000)
         st[_SH_CREEP] = _shift_for(_BASE_CREEP_MS * rate // 1000)
@@ -404,11 +258,170 @@ class GaitDetector:
         st[_TRACKED] = 0
         st[_PENDING] = 0
 
-    def feed(self, heel, arch, fore):
+    @micropython.viper
+    def feed(self, heel: int, arch: int, fore: int) -> int:
         """Take one sample; return 0 or a bitmask of EV_STRIKE / EV_STEP."""
-        todo = _core(self._st, self._hist, heel, arch, fore)
-        if not todo:
+        # Channel tracking, composite and state machine run here, in viper, with
+        # no allocation; the rare transitions go to _slow().
+        st = self._st
+        s = ptr32(st)
+        hs = ptr32(self._hist)
+        fresh = s[_SEEN] == 0
+        if not fresh:
+            frac = s[_FRAC] + s[_MSR]
+            ms = s[_NOW] + s[_MSQ]
+            if frac >= s[_RATE]:
+                frac -= s[_RATE]
+                ms += 1
+            s[_FRAC] = frac
+            s[_NOW] = ms & _MS_MASK
+        if s[_SEEN] < _SAT:
+            s[_SEEN] = s[_SEEN] + 1
+        if s[_SINCE] < _SAT:
+            s[_SINCE] = s[_SINCE] + 1
+        swing = s[_STATE] == _SWING
+        lc = 0
+        big = 0
+        c = 0
+        while c < 3:
+            x = heel
+            if c == 1:
+                x = arch
+            elif c == 2:
+                x = fore
+            x16 = x << 4
+            base = s[_BASE + c]
+            peak = s[_PEAK + c]
+            if fresh:
+                base = x16
+                peak = x16
+                s[_PREV + c] = x
+            if x16 < base:
+                base += (x16 - base) >> 1
+            elif swing and x16 - base < ((peak - base) >> 3):
+                # in the air, near the baseline: follow drift of the swing level
+                base += (x16 - base) >> s[_SH_UP]
+            else:
+                # elsewhere creep up by a fixed part of the span, so a baseline that
+                # started low (or a stuck stance) recovers in seconds
+                rise = (peak - base) >> s[_SH_CREEP]
+                if rise > x16 - base:
+                    rise = x16 - base
+                base += rise
+            if x16 > peak:
+                peak = x16
+            else:
+                peak -= (peak - base) >> s[_SH_DECAY]
+            s[_BASE + c] = base
+            s[_PEAK + c] = peak
+            d = x - s[_PREV + c]
+            if d < 0:
+                d = 0 - d
+            s[_PREV + c] = x
+            r = s[_ROUGH + c]
+            r += ((d << 4) - r) >> s[_SH_ROUGH]
+            s[_ROUGH + c] = r
+            span = (peak - base) >> 4
+            load = (x16 - base) >> 4
+            if load < 0:
+                load = 0
+            s[_LOAD + c] = load
+            live = span >= _MIN_SPAN and (r >> 4) * _ROUGH_K < span
+            if not swing and live:
+                # stance: per-region peak and load sum (halved together near 2**27)
+                if load > s[_PK + c]:
+                    s[_PK + c] = load
+                t = s[_SUM + c] + (load >> 4)
+                s[_SUM + c] = t
+                if t > _SUM_LIMIT:
+                    big = 1
+            if not live or (r >> 4) * _ROUGH_K >= span:
+                s[_LIVE + c] = 0
+                s[_NORM + c] = 0
+            else:
+                s[_LIVE + c] = 1
+                n = load * _FULL // span
+                if n > _FULL:
+                    n = _FULL
+                s[_NORM + c] = n
+                if n > lc:
+                    lc = n
+            c += 1
+        prev_l = s[_PREVL]
+        s[_PREVL] = lc
+        h = (s[_HIDX] + 1) & _HIST_MASK
+        s[_HIDX] = h
+        hs[h] = lc
+        if not swing:
+            if big:
+                s[_SUM] = s[_SUM] >> 1
+                s[_SUM + 1] = s[_SUM + 1] >> 1
+                s[_SUM + 2] = s[_SUM + 2] >> 1
+            if s[_LIVE + _HEEL]:
+                # heel-off: the heel's last drop below _OFF in this stance
+                nh = s[_NORM + _HEEL]
+                if nh >= _ON:
+                    s[_HEELUP] = 0
+                elif nh < _OFF and not s[_HEELUP]:
+                    s[_HEELUP] = 1
+                    s[_HEELOFF] = s[_NOW]
+            if lc < _OFF:
+                # tentative toe-off: a swing must now last _MIN_SWING_MS
+                s[_STATE] = _SWING
+                s[_RUN] = 0
+                s[_ONRUN] = 0
+                s[_FIRST] = _NOBODY
+                s[_PENDING] = s[_TRACKED]
+                level = _OFF
+                s[_TOELOW] = 0
+                if lc < _ONSET and prev_l >= _ONSET:
+                    level = _ONSET
+                    s[_TOELOW] = 1
+                s[_TOE] = int(_crossing_ms(st, prev_l, lc, level))
             return 0
+        if s[_RUN] < _SAT:
+            s[_RUN] = s[_RUN] + 1
+        todo = 0
+        if s[_PENDING]:
+            if lc >= _ON:
+                run = s[_RUN]
+                # Loaded again soon after unloading. Too short to be any swing, or short
+                # for this walker's swings while this stride is still young: a dip in
+                # the stance (heel off before the forefoot loads, or a sagging FSR).
+                if run < s[_MINSW] or (
+                    run < s[_DYN] and s[_SINCE] * _STRIDE_DEN < s[_STEMA] * _STRIDE_NUM
+                ):
+                    s[_PENDING] = 0
+                    s[_STATE] = _STANCE
+                    return 0
+                s[_PENDING] = 0
+                todo = _DO_FINISH
+            else:
+                if not s[_TOELOW] and lc < _ONSET and prev_l >= _ONSET:
+                    s[_TOE] = int(_crossing_ms(st, prev_l, lc, _ONSET))
+                    s[_TOELOW] = 1
+                if s[_RUN] >= s[_DYN]:
+                    s[_PENDING] = 0
+                    todo = _DO_FINISH
+        if lc >= _ON:
+            if s[_FIRST] == _NOBODY:
+                s[_FIRST] = int(_first_loaded(st))
+            s[_ONRUN] = s[_ONRUN] + 1
+            if s[_ONRUN] >= s[_CONF]:
+                if s[_RUN] - s[_ONRUN] >= s[_MINSW]:
+                    todo |= _DO_CONTACT
+                else:
+                    # loaded with no clear swing before it (recording began mid-step)
+                    todo |= _DO_UNTRACKED
+        else:
+            s[_ONRUN] = 0
+            s[_FIRST] = _NOBODY
+        if todo:
+            return int(self._slow(todo))
+        return 0
+
+    def _slow(self, todo):
+        # The rare transitions the per-sample core hands over.
         events = 0
         if todo & _DO_FINISH:
             events = self._finish_step()
@@ -417,7 +430,6 @@ class GaitDetector:
         elif todo & _DO_UNTRACKED:
             self._start_stance()
             self._st[_TRACKED] = 0
-            _stance_sample(self._st)
         return events
 
     def _onset_ms(self):
@@ -453,15 +465,36 @@ class GaitDetector:
             st[_PK + c] = 0
 
     def _contact(self):
-        self._start_stance()
         st = self._st
+        self._learn_rhythm(st)
+        self._start_stance()
         st[_TRACKED] = 1
         self._strike = self._onset_ms()
         self._pattern = self._strike_pattern()
-        _stance_sample(st)
         self.contact_ms = self._strike
         self.contact_seq = self.steps + 1
         return EV_STRIKE
+
+    def _learn_rhythm(self, st):
+        # Typical stride and swing (in samples x 8) from walking strides only; a
+        # contact after a pause restarts the estimate.
+        since = st[_SINCE]
+        st[_SINCE] = 0
+        limit = _MAX_STRIDE_MS * self.rate_hz // 1000
+        if not self._have_last or since > limit or st[_SEEN] < since:
+            st[_STEMA] = 0
+            st[_SWEMA] = 0
+            st[_DYN] = st[_MINSW]
+            return
+        swing = st[_RUN] - st[_ONRUN]
+        if st[_STEMA] == 0:
+            st[_STEMA] = since << 3
+            st[_SWEMA] = swing << 3
+        else:
+            st[_STEMA] += ((since << 3) - st[_STEMA]) >> 2
+            st[_SWEMA] += ((swing << 3) - st[_SWEMA]) >> 2
+        dyn = (st[_SWEMA] * _SWING_NUM) >> _SWING_SHIFT
+        st[_DYN] = dyn if dyn > st[_MINSW] else st[_MINSW]
 
     def _strike_pattern(self):
         # Weighted contact position from the loads now, refined by loading order.

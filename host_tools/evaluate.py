@@ -60,8 +60,14 @@ def match(det_ms: np.ndarray, ref_ms: np.ndarray, window_ms: float) -> list[tupl
 
 def score(rec: physionet.Recording, strikes_ms: Iterable[float], window_ms: float) -> FootResult:
     lo, hi = rec.window_ms
-    det = np.asarray([t for t in strikes_ms if lo - window_ms <= t <= hi + window_ms], dtype=float)
-    ref = rec.reference_ms
+
+    def valid(t: float) -> bool:
+        return not any(a <= t <= b for a, b in rec.invalid_ms)
+
+    det = np.asarray(
+        [t for t in strikes_ms if lo - window_ms <= t <= hi + window_ms and valid(t)], dtype=float
+    )
+    ref = np.asarray([t for t in rec.reference_ms if valid(t)], dtype=float)
     pairs = match(det, ref, window_ms)
     span_min = max(hi - lo, 1.0) / 60000.0
     return FootResult(

@@ -10,7 +10,7 @@ of ``read_u16()`` counts 0..65535.
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,8 @@ class Recording:
     trace: np.ndarray  # shape (n, 3): heel, arch, forefoot counts
     reference_ms: np.ndarray  # reference initial contacts, ms from the first sample
     window_ms: tuple[float, float]  # only compare events inside this span
+    # spans (ms) where the recording itself is invalid (a dead sensor): not compared
+    invalid_ms: list[tuple[float, float]] = field(default_factory=list)
 
 
 def ndd_group(record: str) -> str:
@@ -170,6 +172,27 @@ def _track_offset(
     return out, float(np.mean(np.minimum(residuals, 300.0)))
 
 
+def invalid_spans_ms(
+    invalid: np.ndarray, rate_hz: int, margin_ms: float = 2000.0
+) -> list[tuple[float, float]]:
+    """Runs of invalid samples as (start, end) ms, widened by a margin either side."""
+    spans: list[tuple[float, float]] = []
+    idx = np.flatnonzero(invalid)
+    if not len(idx):
+        return spans
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    starts = np.concatenate([[idx[0]], idx[breaks + 1]])
+    ends = np.concatenate([idx[breaks], [idx[-1]]])
+    for a, b in zip(starts, ends, strict=True):
+        lo = a * 1000.0 / rate_hz - margin_ms
+        hi = (b + 1) * 1000.0 / rate_hz + margin_ms
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], hi)
+        else:
+            spans.append((lo, hi))
+    return spans
+
+
 def load_ndd(root: Path, record: str, side: str) -> Recording:
     root = Path(root)
     ext = "let" if side == "left" else "rit"
@@ -179,6 +202,7 @@ def load_ndd(root: Path, record: str, side: str) -> Recording:
     rate = NDD_RATE_HZ // 3
     ref = ndd_reference(ts, side, counts, rate)
     trace = np.stack([counts, counts, counts], axis=1)
+    invalid = invalid_spans_ms(signal == NDD_INVALID, NDD_RATE_HZ)
     return Recording(
         name=f"{record}-{side}",
         database="gaitndd",
@@ -188,6 +212,7 @@ def load_ndd(root: Path, record: str, side: str) -> Recording:
         trace=trace,
         reference_ms=ref,
         window_ms=(float(ref[0]), float(ref[-1])),
+        invalid_ms=invalid,
     )
 
 

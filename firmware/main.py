@@ -1,0 +1,4 @@
+# Runs at boot (after boot.py): start the insole.
+import app
+
+app.main()

@@ -1,0 +1,85 @@
+# Fixed-rate sample timing by absolute deadlines.
+#
+# Each deadline is the previous one plus the period (with the remainder of
+# 1e6/rate carried, so the average rate is exact), never "now + period": a late
+# sample does not shift the ones after it. A sample taken a whole period or more
+# after its deadline counts as an overrun; beyond _RESYNC periods behind, the
+# schedule restarts from now instead of racing to catch up.
+#
+# The sample counter is the device clock (count, ms, uptime_s): raw ticks_us
+# values wrap every ~17.9 min and never leave this module.
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]  # the stub's signature is generic
+        return x
+
+
+_MASK = const(0x1FFFFFFF)
+_RESYNC = const(8)  # periods behind before the schedule restarts
+_SLEEP_MS_FROM = const(2000)  # us left: sleep_ms yields to the RTOS (BLE), sleep_us spins
+
+
+class Sampler:
+    def __init__(self, rate_hz, clock):
+        self._clock = clock  # the time module, or a test double with the same calls
+        self.count = 0  # samples taken (wraps at 2**29)
+        self.ms = 0  # device clock, ms since the first sample (wraps at 2**29)
+        self.uptime_s = 0
+        self.overruns = 0
+        self._ms_in_s = 0
+        self.set_rate(rate_hz)
+
+    def set_rate(self, rate_hz):
+        self.rate_hz = rate_hz
+        self._q = 1000000 // rate_hz
+        self._r = 1000000 % rate_hz
+        self._frac = 0
+        self._ms_q = 1000 // rate_hz
+        self._ms_r = 1000 % rate_hz
+        self._ms_frac = 0
+        self._started = False
+
+    def wait(self):
+        """Return when the next sample is due (call right before sampling)."""
+        c = self._clock
+        if not self._started:
+            self._started = True
+            self._deadline = c.ticks_us()
+        else:
+            d = c.ticks_add(self._deadline, self._q)
+            self._frac += self._r
+            if self._frac >= self.rate_hz:
+                self._frac -= self.rate_hz
+                d = c.ticks_add(d, 1)
+            self._deadline = d
+            while True:
+                left = c.ticks_diff(d, c.ticks_us())
+                if left <= 0:
+                    break
+                if left >= _SLEEP_MS_FROM:
+                    c.sleep_ms(left // 1000 - 1)
+                else:
+                    c.sleep_us(left)
+                    break
+            if -left >= self._q:
+                if self.overruns < _MASK:
+                    self.overruns += 1
+                if -left >= self._q * _RESYNC:
+                    self._deadline = c.ticks_us()
+                    self._frac = 0
+        self._tick()
+
+    def _tick(self):
+        self.count = (self.count + 1) & _MASK
+        step = self._ms_q
+        self._ms_frac += self._ms_r
+        if self._ms_frac >= self.rate_hz:
+            self._ms_frac -= self.rate_hz
+            step += 1
+        self.ms = (self.ms + step) & _MASK
+        self._ms_in_s += step
+        if self._ms_in_s >= 1000:
+            self._ms_in_s -= 1000
+            self.uptime_s += 1
