@@ -8,9 +8,20 @@
 import json
 import os
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]  # the stub's signature is generic
+        return x
+
+
 from protocol import NAME_MAX, RATE_MAX, RATE_MIN, STRIDE_MAX, STRIDE_MIN, name_ok
 
-DEFAULTS = {"side": "L", "name": "Insole", "rate_hz": 100, "stride_cm": 140}
+# zero: the unloaded ADC levels (heel, arch, forefoot) from the last zero-calibrate,
+# or None before the first one.
+DEFAULTS = {"side": "L", "name": "Insole", "rate_hz": 100, "stride_cm": 140, "zero": None}
+_U16_MAX = const(65535)
 
 
 def valid(key, value):
@@ -19,6 +30,12 @@ def valid(key, value):
         return value in ("L", "R")
     if key == "name":
         return isinstance(value, str) and len(value) <= NAME_MAX and name_ok(value)
+    if key == "zero":
+        if value is None:
+            return True
+        if not isinstance(value, list) or len(value) != 3:
+            return False
+        return all(type(v) is int and 0 <= v <= _U16_MAX for v in value)
     if type(value) is not int:
         return False
     if key == "rate_hz":

@@ -47,7 +47,7 @@ class Insole:
         self._finished = finished
         self.sampler = Sampler(cfg["rate_hz"], clock)
         log.clock = self.sampler
-        self.det = GaitDetector(cfg["rate_hz"])
+        self.det = self._new_detector()
         self._step_base = 0  # steps of earlier detectors (rate changes)
         self.ring = EventRing()
         self._pkt = bytearray(P.EVENT_SIZE)  # event being built
@@ -335,7 +335,9 @@ class Insole:
         elif op == P.OP_SET_STRIDE:
             err = self._change("stride_cm", value)
         elif op == P.OP_ZERO:
+            # kept in the config, so the zero survives a reboot and a re-flash
             self.det.zero()
+            err = self._change("zero", list(self.det.zero_levels()))
         elif op == P.OP_RAW_START:
             self._raw_start()
         elif op == P.OP_RAW_STOP:
@@ -355,10 +357,17 @@ class Insole:
                 self.ble.advertise()
         return P.ERR_OK
 
+    def _new_detector(self):
+        det = GaitDetector(self.cfg["rate_hz"])
+        zero = self.cfg.get("zero")
+        if zero:
+            det.set_zero(zero[0], zero[1], zero[2])
+        return det
+
     def _restart_detector(self):
         self._step_base += self.det.steps
         rate = self.cfg["rate_hz"]
-        self.det = GaitDetector(rate)
+        self.det = self._new_detector()
         self.sampler.set_rate(rate)
         self._moving = False
         self._emit_start()

@@ -27,7 +27,7 @@ try:
     from micropython import const
 except ImportError:  # CPython: the same code, interpreted
 
-    class micropython:  # noqa: N801  (stands in for the MicroPython module)
+    class micropython:  # type: ignore[no-redef]  # noqa: N801  (stands in for the module)
         @staticmethod
         def viper(f):
             return f
@@ -137,7 +137,8 @@ _SINCE = const(51)  # samples since the last contact (saturating)
 _SWEMA = const(52)  # typical swing, samples x 8 (0 = not known yet)
 _STEMA = const(53)  # typical stride, samples x 8 (0 = not known yet)
 _DYN = const(54)  # swing length that confirms a toe-off, samples
-_NSTATE = const(55)
+_ZSET = const(55)  # baselines were set by zero(), not by the first sample
+_NSTATE = const(56)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -251,12 +252,23 @@ class GaitDetector:
     def zero(self):
         """Take the current readings as the unloaded level (insole off the foot)."""
         st = self._st
-        for c in range(3):
-            st[_BASE + c] = st[_PREV + c] << 4
+        self.set_zero(st[_PREV + _HEEL], st[_PREV + _ARCH], st[_PREV + _FORE])
+
+    def set_zero(self, heel, arch, fore):
+        """Use these counts as the unloaded level, e.g. a zero saved before a reboot."""
+        st = self._st
+        for c, level in ((_HEEL, heel), (_ARCH, arch), (_FORE, fore)):
+            st[_BASE + c] = min(max(level, 0), 0xFFFF) << 4
             st[_PEAK + c] = st[_BASE + c]
+        st[_ZSET] = 1
         st[_STATE] = _SWING
         st[_TRACKED] = 0
         st[_PENDING] = 0
+
+    def zero_levels(self):
+        """The unloaded level now in use, counts (heel, arch, forefoot); allocates."""
+        st = self._st
+        return (st[_BASE] >> 4, st[_BASE + 1] >> 4, st[_BASE + 2] >> 4)
 
     @micropython.viper
     def feed(self, heel: int, arch: int, fore: int) -> int:
@@ -293,8 +305,9 @@ class GaitDetector:
             base = s[_BASE + c]
             peak = s[_PEAK + c]
             if fresh:
-                base = x16
-                peak = x16
+                if not s[_ZSET]:
+                    base = x16
+                peak = x16 if x16 > base else base
                 s[_PREV + c] = x
             if x16 < base:
                 base += (x16 - base) >> 1

@@ -391,8 +391,9 @@ def test_commands_change_config_and_device():
     assert _command(ble, dev, bytes([0x09, 7])).error == HP.ERR_OUT_OF_RANGE
     r = _command(ble, dev, HP.cmd_get_config())
     assert r.data == {"side": "L", "rate_hz": 200, "stride_cm": 155, "name": "Insole"}
-    assert json.loads(fs.files["insole.json"]) == dict(fw_config.DEFAULTS, rate_hz=200,
-                                                       stride_cm=155)
+    assert json.loads(fs.files["insole.json"]) == dict(
+        fw_config.DEFAULTS, rate_hz=200, stride_cm=155, zero=list(dev.det.zero_levels())
+    )
     dev.run(500)
     # steps keep counting across the detector restart
     assert dev.steps >= steps_before
@@ -666,3 +667,21 @@ def test_led_lit_during_stance():
     off = [i for i in range(1, len(states)) if states[i] < states[i - 1]]
     assert len(on) == 3 and len(off) == 3
     assert all(a < b for a, b in zip(on, off, strict=True))
+
+
+def test_zero_calibration_survives_a_reboot():
+    # the insole lies unloaded at a raised level (e.g. a preloaded sensor), is zeroed,
+    # and the zero is what a rebooted insole starts from
+    unloaded = np.tile([[7000, 5000, 6000]], (300, 1))
+    dev, ble, fs = F.build(_flat(unloaded))
+    _connect(ble, dev)
+    dev.run(200)
+    assert _command(ble, dev, HP.cmd_zero()).ok
+    saved = json.loads(fs.files["insole.json"])["zero"]
+    assert saved == [7000, 5000, 6000]
+    # reboot on the same flash, first sample already loaded: the zero still holds
+    loaded = np.tile([[30000, 9000, 25000]], (5, 1))
+    dev2, _, _ = F.build(_flat(loaded), fs=fs)
+    assert dev2.det.zero_levels() == (7000, 5000, 6000)
+    dev2.run(3)
+    assert dev2.det.zero_levels()[0] <= 7000 + 100
