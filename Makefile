@@ -5,17 +5,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BOARD ?= esp32_devkitc
 PORT ?= /dev/ttyUSB0
+RESET ?= hard
 
-.PHONY: help venv test lint demo bench evaluate build flash repl console sim clean
+.PHONY: help venv test lint demo bench evaluate build flash repl console sim clean bench-exercise
 
 help:
 	@echo "make demo      two virtual insoles -> capture -> report under out/demo/"
 	@echo "make test      the whole test suite (lint, CPython and MicroPython)"
 	@echo "make evaluate  detector accuracy on ../shared/data (writes docs/ACCURACY.md)"
 	@echo "make bench     detector cost per sample under the micropython binary"
+	@echo "make bench-exercise  exercise counters: cost per sample and RAM (micropython)"
 	@echo "make build     BOARD=esp32_devkitc|esp32s3|esp32c3 -> build/BOARD/"
 	@echo "make flash     PORT=/dev/ttyUSB0 BOARD=... copy changed files with mpremote"
+	@echo "              RESET=hard|soft|none (default hard: machine.reset(), wait for the banner)"
 	@echo "make repl / make console PORT=..."
+	@echo "make sim       the firmware on the virtual board: SIM_TRACE=... SPEED=1 [TRANSPORT=usb:0]"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +34,15 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/python -m host_tools.typecheck
+
+DEMO_TRACES := host_tools/data/walk_left.csv,host_tools/data/walk_right.csv
+
+demo: $(STAMP)
+	rm -rf out/demo
+	$(BIN)/insole capture --sim $(DEMO_TRACES) --out out/demo
+	$(BIN)/insole report out/demo --html
+	@echo "open out/demo/report.html"
 
 evaluate: $(STAMP)
 	$(BIN)/insole evaluate --data ../shared/data --write docs/ACCURACY.md
@@ -37,5 +50,26 @@ evaluate: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/insole bench
 
+build: $(STAMP)
+	$(BIN)/python -m host_tools.build --board $(BOARD)
+
+flash: build
+	$(BIN)/python -m host_tools.flash flash --port $(PORT) --board $(BOARD) --reset $(RESET)
+
+repl: $(STAMP)
+	$(BIN)/mpremote connect $(PORT) resume repl
+
+console: $(STAMP)
+	$(BIN)/python -m host_tools.flash console --port $(PORT)
+
+SIM_TRACE ?= host_tools/data/walk_left.csv
+SPEED ?= 1
+
+sim: $(STAMP)
+	$(BIN)/insole sim --trace $(SIM_TRACE) --speed $(SPEED) $(if $(TRANSPORT),--transport $(TRANSPORT))
+
 clean:
 	rm -rf build out .pytest_cache
+
+bench-exercise: $(STAMP)
+	MICROPYPATH=firmware $(BIN)/micropython host_tools/mpy/bench_exercise.py

@@ -12,6 +12,7 @@ except ImportError:  # CPython
         return x
 
 
+import exercise
 import protocol as P
 from ble_insole import SENT
 from gait import EV_STEP, EV_STRIKE, GaitDetector
@@ -48,6 +49,9 @@ class Insole:
         self.sampler = Sampler(cfg["rate_hz"], clock)
         log.clock = self.sampler
         self.det = self._new_detector()
+        self.mode = P.MODE_WALK
+        self._mode_args = (P.MODE_WALK, 0, 0, 0)  # SET_MODE's parsed arguments
+        self.ex = None  # the exercise counter while an exercise mode is on
         self._step_base = 0  # steps of earlier detectors (rate changes)
         self.ring = EventRing()
         self._pkt = bytearray(P.EVENT_SIZE)  # event being built
@@ -131,9 +135,15 @@ class Insole:
         h = self._adc_h.read_u16()
         a = self._adc_a.read_u16()
         f = self._adc_f.read_u16()
-        ev = self.det.feed(h, a, f)
-        if ev:
-            self._events(ev)
+        ex = self.ex
+        if ex is None:
+            ev = self.det.feed(h, a, f)
+            if ev:
+                self._events(ev)
+        else:
+            ev = ex.feed(h, a, f)
+            if ev:
+                self._exercise_events(ex, ev)
         if self.raw_on:
             self._raw_sample(h, a, f)
         self.service()
@@ -181,10 +191,18 @@ class Insole:
             self.ring.put(pkt)
             self._led_set(1)
 
+    def _exercise_events(self, ex, ev):
+        bit = 1
+        while bit <= exercise.EV_COACH:
+            if ev & bit:
+                ex.pack(bit, self._pkt, self.ring.head)
+                self.ring.put(self._pkt)
+            bit <<= 1
+
     def _emit_start(self):
         side = P.SIDE_RIGHT if self.cfg["side"] == "R" else P.SIDE_LEFT
         P.pack_start(self._pkt, self.ring.head, self.steps, self.cfg["rate_hz"], side,
-                     P.MODE_WALK)
+                     self.mode)
         self.ring.put(self._pkt)
 
     def _pump_events(self):
@@ -267,7 +285,7 @@ class Insole:
         self._update_status()
 
     def _update_status(self):
-        flags = (1 if self.cfg["side"] == "R" else 0) | (P.MODE_WALK << P.STATUS_MODE_SHIFT)
+        flags = (1 if self.cfg["side"] == "R" else 0) | (self.mode << P.STATUS_MODE_SHIFT)
         if self.raw_on:
             flags |= P.STATUS_RAW
         if self.ble.encrypted:
@@ -342,6 +360,11 @@ class Insole:
             self._raw_start()
         elif op == P.OP_RAW_STOP:
             self.raw_on = False
+        elif op == P.OP_SET_MODE:
+            self.mode = value[0]
+            self._mode_args = value
+            self._new_exercise()
+            self._emit_start()
         self._log("cmd", "%d -> %d" % (op, err))
         self._send_reply(bytes((op, err)))
 
@@ -364,10 +387,17 @@ class Insole:
             det.set_zero(zero[0], zero[1], zero[2])
         return det
 
+    def _new_exercise(self):
+        mode, target, tol, pattern = self._mode_args
+        self.ex = None
+        if mode != P.MODE_WALK:
+            self.ex = exercise.create(mode, self.cfg["rate_hz"], target, tol, pattern)
+
     def _restart_detector(self):
         self._step_base += self.det.steps
         rate = self.cfg["rate_hz"]
         self.det = self._new_detector()
+        self._new_exercise()  # an exercise counter follows the new rate too
         self.sampler.set_rate(rate)
         self._moving = False
         self._emit_start()

@@ -243,11 +243,17 @@ def parse_command(data):
         mode = data[1]
         if mode > MODE_LAST:
             return op, ERR_OUT_OF_RANGE, None
-        if mode != MODE_WALK:
-            return op, ERR_UNSUPPORTED, None  # exercise modes are reserved
+        if mode == MODE_SLOW_WALK:
+            # u16 target cadence (steps/min * 10), u8 tolerance %, u8 strike pattern
+            if n != 6:
+                return op, ERR_BAD_LENGTH, None
+            target = data[2] | (data[3] << 8)
+            if not (200 <= target <= 1600 and 1 <= data[4] <= 50 and data[5] <= 3):
+                return op, ERR_OUT_OF_RANGE, None
+            return op, ERR_OK, (mode, target, data[4], data[5])
         if n != 2:
             return op, ERR_BAD_LENGTH, None
-        return op, ERR_OK, mode
+        return op, ERR_OK, (mode, 900, 5, 1)
     return op, ERR_OK, None
 
 

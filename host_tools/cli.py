@@ -16,7 +16,14 @@ COMMANDS = [
     ("detect", "host_tools.cmd_detect"),
     ("evaluate", "host_tools.cmd_evaluate"),
     ("bench", "host_tools.cmd_bench"),
+    ("sim", "host_tools.cmd_sim"),
+    ("scan", "host_tools.cmd_scan"),
+    ("capture", "host_tools.cmd_capture"),
     ("report", "host_tools.cmd_report"),
+    ("build", "host_tools.cmd_build"),
+    ("flash", "host_tools.cmd_flash"),
+    ("train", "host_tools.cmd_train"),
+    ("history", "host_tools.cmd_history"),
 ]
 
 

@@ -387,7 +387,10 @@ def test_commands_change_config_and_device():
     assert _command(ble, dev, HP.cmd_set_stride(155)).ok
     assert _command(ble, dev, HP.cmd_zero()).ok
     assert _command(ble, dev, HP.cmd_set_mode("walk")).ok
-    assert _command(ble, dev, HP.cmd_set_mode("heel_raise")).error == HP.ERR_UNSUPPORTED
+    assert _command(ble, dev, HP.cmd_set_mode("heel_raise")).ok
+    assert dev.mode == 1 and dev.ex is not None
+    assert _command(ble, dev, HP.cmd_set_mode("walk")).ok
+    assert dev.ex is None
     assert _command(ble, dev, bytes([0x09, 7])).error == HP.ERR_OUT_OF_RANGE
     r = _command(ble, dev, HP.cmd_get_config())
     assert r.data == {"side": "L", "rate_hz": 200, "stride_cm": 155, "name": "Insole"}

@@ -62,8 +62,10 @@ for v in V["rsc"]:
     P.pack_rsc(b, **v["fields"])
     check("rsc", v["name"], hx(b), v["hex"])
 for v in V["commands"]:
-    got = P.parse_command(binascii.unhexlify(v["hex"]))
-    check("commands", v["name"], list(got), [v["op"], v["error"], v["value"]])
+    op, err, value = P.parse_command(binascii.unhexlify(v["hex"]))
+    if isinstance(value, tuple):
+        value = list(value)
+    check("commands", v["name"], [op, err, value], [v["op"], v["error"], v["value"]])
 for v in V["replies"]:
     f = v["fields"]
     b = bytearray(20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,10 @@ _ENCODERS = {
     P.OP_SET_RATE: P.cmd_set_rate,
     P.OP_SET_STRIDE: P.cmd_set_stride,
     P.OP_BACKFILL: P.cmd_backfill,
-    P.OP_SET_MODE: P.cmd_set_mode,
+    # slow walk (mode 4) carries target x10, tolerance % and pattern
+    P.OP_SET_MODE: lambda v: P.cmd_set_mode(
+        v[0], struct.pack("<HBB", *v[1:]) if v[0] == 4 else b""
+    ),
 }
 
 

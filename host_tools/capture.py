@@ -1,0 +1,674 @@
+"""Capture insole step events over BLE into step logs (see steplog.py).
+
+Two layers:
+
+* A link is the thin transport-specific part: connect, secure (pair/encrypt), read,
+  write, subscribe, disconnect, and report a disconnect. ``BleakLink`` drives a real
+  adapter through bleak; ``BumbleLink`` drives a bumble central on any bumble transport
+  (a USB dongle, or the in-process virtual radio the virtual insoles use). A link only
+  moves bytes; it stamps each notification with the host time inside the callback.
+* ``InsoleSession`` is everything above: it decodes packets, spots sequence gaps, asks
+  the insole for backfill over the Control characteristic, writes one flushed CSV row
+  per step, keeps the session file, reconnects with back-off, and keeps the numbers for
+  the progress line and the summary. It is the same for every link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from host_tools import protocol
+from host_tools.steplog import SessionMeta, StepLogWriter, log_paths, utc_iso, write_meta
+
+Notify = Callable[[bytes, float], None]  # (payload, host receive time)
+FIRMWARE_REVISION_UUID = "00002a26-0000-1000-8000-00805f9b34fb"  # Device Information
+
+
+class LinkError(Exception):
+    """The link could not connect, or lost the connection during an operation."""
+
+
+class CaptureError(Exception):
+    """A fault that retrying cannot fix (e.g. the log file already exists)."""
+
+
+class Link:
+    """Transport-specific part of a connection to one insole (bytes in, bytes out)."""
+
+    name: str = ""
+    address: str = ""
+    transport: str = ""
+
+    def __init__(self) -> None:
+        self._on_disconnect: Callable[[], None] | None = None
+
+    def set_disconnected_callback(self, cb: Callable[[], None]) -> None:
+        self._on_disconnect = cb
+
+    def _disconnected(self) -> None:
+        if self._on_disconnect is not None:
+            self._on_disconnect()
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def secure(self) -> None:
+        """Pair / encrypt the link (the Control characteristic requires it)."""
+        raise NotImplementedError
+
+    async def read(self, uuid: str) -> bytes:
+        raise NotImplementedError
+
+    async def write(self, uuid: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def subscribe(self, uuid: str, callback: Notify) -> None:
+        raise NotImplementedError
+
+    async def disconnect(self) -> None:
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class Backoff:
+    """Reconnect delays: first, 2*first, ... up to limit; reset after a good connection."""
+
+    def __init__(self, first: float = 0.5, limit: float = 10.0):
+        self.first = first
+        self.limit = limit
+        self._next = first
+
+    def next(self) -> float:
+        d = self._next
+        self._next = min(self.limit, self._next * 2)
+        return d
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+class SeqTracker:
+    """Which sequence numbers have been seen between the lowest and highest seen."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.missing: set[int] = set()
+        self.lowest: int | None = None
+        self.highest: int | None = None
+        self.recovered = 0
+
+    def add(self, seq: int) -> bool:
+        """Record a number; False if it was already seen (a replay)."""
+        if seq in self.seen:
+            return False
+        self.seen.add(seq)
+        if self.highest is None or self.lowest is None:
+            self.lowest = self.highest = seq
+            return True
+        if seq in self.missing:
+            self.missing.discard(seq)
+            self.recovered += 1
+        elif seq > self.highest + 1:
+            self.missing.update(range(self.highest + 1, seq))
+        elif seq < self.lowest - 1:
+            self.missing.update(range(seq + 1, self.lowest))
+        self.highest = max(self.highest, seq)
+        self.lowest = min(self.lowest, seq)
+        return True
+
+    def start_after(self, n: int) -> None:
+        """Numbers from n + 1 on are expected (n itself was before our time)."""
+        if self.highest is None:
+            self.lowest = self.highest = n
+            self.missing.discard(n)
+
+    def expect_up_to(self, last: int) -> None:
+        """Numbers up to `last` exist: any above `highest` are missing."""
+        if self.highest is not None and last > self.highest:
+            self.missing.update(range(self.highest + 1, last + 1))
+            self.highest = last
+
+    def first_missing(self) -> int | None:
+        return min(self.missing) if self.missing else None
+
+
+def seq_ranges(seqs: Iterable[int]) -> str:
+    """'3, 7-9' for [3, 7, 8, 9]."""
+    out, run = [], []
+    for s in sorted(seqs):
+        if run and s == run[-1] + 1:
+            run.append(s)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [s]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
+
+
+# ----------------------------------------------------------------------------- session
+
+
+@dataclass
+class SessionStats:
+    steps: int = 0
+    backfilled: int = 0
+    replays: int = 0
+    bad_packets: int = 0
+    reconnects: int = 0
+    strides: deque = field(default_factory=lambda: deque(maxlen=8))
+    last_stance_ms: int = 0
+    state: str = "starting"
+    error: str = ""
+
+    def cadence(self) -> float:
+        return 120000.0 / (sum(self.strides) / len(self.strides)) if self.strides else math.nan
+
+
+def firmware_text(status: protocol.Status) -> str:
+    return f"{status.fw_major}.{status.fw_minor}"
+
+
+SIDE_NAMES = {"L": "left", "R": "right"}
+
+
+class InsoleSession:
+    """Capture one insole through a link until stopped; survives disconnects.
+
+    Every Step Event packet carries a 16-bit sequence number; a step arrives as two
+    packets (timing, then load) that share a step number. The session unwraps packet
+    numbers, notes any that are missing, asks the insole to replay from the first missing
+    one, and writes a step's row as soon as both halves are in.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        out_dir: str | Path,
+        side: str | None = None,
+        overwrite: bool = False,
+        backoff: Backoff | None = None,
+        backfill_wait: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.link = link
+        self.out_dir = Path(out_dir)
+        self.side = side
+        self.overwrite = overwrite
+        self.backoff = backoff or Backoff()
+        self.backfill_wait = backfill_wait
+        self.clock = clock
+        self.stats = SessionStats()
+        self.packets = SeqTracker()  # unwrapped packet sequence numbers
+        self.steps = SeqTracker()  # step numbers logged
+        self.unwrap = protocol.SeqUnwrapper()
+        self.status: protocol.Status | None = None  # as last read
+        self.live_status: protocol.Status | None = None  # as last notified
+        self.meta: SessionMeta | None = None
+        self.writer: StepLogWriter | None = None
+        self.given_up: set[int] = set()  # packets the insole no longer holds
+        self._halves: dict[int, list] = {}  # step number -> [Step | None, Load | None]
+        self._device_steps = 0  # highest step number the insole has sent since it booted
+        self._step_offset = 0  # added to step numbers after the insole restarted
+        self._uptime = -1  # the insole's uptime at the last status read
+        self.restarts = 0
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._connected = asyncio.Event()
+        self._generation = 0  # counts connections: a late disconnect report is ignored
+        self._backfill_asked_at = -math.inf
+        self._backfill_pending = False  # a BACKFILL request awaits its reply
+        self._last_rx = -math.inf  # host time of the last Step Event packet
+        self._secured = False
+        self.replies: list[protocol.Reply] = []
+        self.log_lines: list[str] = []
+
+    @property
+    def label(self) -> str:
+        return self.side or self.link.name or self.link.address or "insole"
+
+    def log(self, text: str) -> None:
+        self.log_lines.append(f"{self.label}: {text}")
+
+    # --- callbacks from the link (run in the event loop; stamp, then hand off)
+
+    def _on_step(self, data: bytes, t: float) -> None:
+        self._last_rx = t
+        self._queue.put_nowait(("step", bytes(data), t))
+
+    def _on_status(self, data: bytes, t: float) -> None:
+        self._queue.put_nowait(("status", bytes(data), t))
+
+    def _on_control(self, data: bytes, t: float) -> None:
+        self._queue.put_nowait(("control", bytes(data), t))
+
+    def _on_disconnect(self) -> None:
+        self._connected.clear()
+        self._queue.put_nowait(("disconnected", self._generation, self.clock()))
+
+    # --- files
+
+    def _open_files(self, status: protocol.Status, firmware: str) -> None:
+        reported = SIDE_NAMES[status.side]
+        if self.side and reported != self.side:
+            self.log(f"insole reports side {reported!r}; logging it as {self.side!r}")
+        side = self.side or reported
+        self.side = side
+        csv_path, meta_path = log_paths(self.out_dir, side)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.writer = StepLogWriter(csv_path, side, overwrite=self.overwrite)
+        except FileExistsError:
+            raise CaptureError(f"{csv_path} exists (use --overwrite or another --out)") from None
+        self.meta = SessionMeta(
+            side=side,
+            firmware_version=firmware or firmware_text(status),
+            sample_rate_hz=status.rate_hz,
+            start_time=utc_iso(self.clock()),
+            device_address=self.link.address,
+            device_name=self.link.name,
+            transport=self.link.transport,
+        )
+        self._meta_path = meta_path
+        write_meta(meta_path, self.meta)
+
+    def lost_steps(self) -> list[int]:
+        return sorted(self.steps.missing)
+
+    def close(self) -> None:
+        """Flush and close the log, record what was lost; safe to call twice."""
+        if self.writer is not None:
+            self.writer.close()
+        if self.meta is not None:
+            self.meta.end_time = utc_iso(self.clock())
+            self.meta.steps_logged = self.stats.steps
+            self.meta.steps_backfilled = self.stats.backfilled
+            self.meta.reconnects = self.stats.reconnects
+            self.meta.restarts = self.restarts
+            self.meta.lost_seqs = self.lost_steps()
+            write_meta(self._meta_path, self.meta)
+
+    # --- packet handling
+
+    def _handle(self, kind: str, data: bytes, t: float) -> None:
+        if kind == "step":
+            try:
+                ev = protocol.decode_event(data)
+            except protocol.ProtocolError as exc:
+                self.stats.bad_packets += 1
+                if self.stats.bad_packets <= 3:
+                    self.log(f"undecodable step event ({exc})")
+                return
+            self._event(ev, t)
+        elif kind == "status":
+            # display only: a notified total may run ahead of step packets still in flight
+            with contextlib.suppress(protocol.ProtocolError):
+                self.live_status = protocol.decode_status(data)
+        elif kind == "control":
+            try:
+                reply = protocol.decode_reply(data)
+            except protocol.ProtocolError:
+                return
+            self.replies.append(reply)
+            self._reply(reply)
+
+    def _event(self, ev, t: float) -> None:
+        full = self.unwrap(ev.seq)
+        if not self.packets.add(full):
+            self.stats.replays += 1
+            return
+        if isinstance(ev, (protocol.Step, protocol.Load)):
+            key = ev.step & 0xFFFFFF  # a LOAD carries the low 24 bits of the step number
+            pair = self._halves.setdefault(key, [None, None])
+            pair[0 if isinstance(ev, protocol.Step) else 1] = ev
+            if pair[0] is not None and pair[1] is not None:
+                del self._halves[key]
+                step, load = pair
+                if load.step != step.step:
+                    load = dataclasses.replace(load, step=step.step)
+                self._write(protocol.event_row(step, load), t)
+
+    def _write(self, row: tuple, t: float) -> None:
+        self._device_steps = max(self._device_steps, row[0])
+        if self._step_offset:
+            row = (row[0] + self._step_offset,) + tuple(row[1:])
+        step = row[0]
+        known_missing = step in self.steps.missing or (
+            self.steps.highest is not None and step < self.steps.highest)
+        if not self.steps.add(step):
+            self.stats.replays += 1
+            return
+        assert self.writer is not None
+        self.writer.write(row, t)
+        self.stats.steps += 1
+        if known_missing:
+            self.stats.backfilled += 1
+        else:
+            if row[6]:
+                self.stats.strides.append(row[6])
+            self.stats.last_stance_ms = row[4]
+
+    def _reply(self, reply: protocol.Reply) -> None:
+        if reply.op == protocol.OP_BACKFILL:
+            self._backfill_pending = False
+        if reply.op != protocol.OP_BACKFILL:
+            if not reply.ok:
+                self.log(f"command 0x{reply.op:02x} refused: {reply.message}")
+            return
+        if reply.error == protocol.ERR_PARTIAL and "first_seq" in reply.data:
+            # the insole no longer holds anything older than first_seq
+            first = self._unwrap_near(reply.data["first_seq"])
+            gone = {s for s in self.packets.missing if s < first}
+            self.given_up |= gone
+            self.packets.missing -= gone
+            if gone:
+                self.log(f"{len(gone)} events are no longer held by the insole")
+        elif not reply.ok:
+            self.log(f"backfill refused: {reply.message}")
+
+    def _unwrap_near(self, seq16: int) -> int:
+        ref = self.packets.highest or 0
+        delta = (seq16 - ref) & 0xFFFF
+        return ref + (delta - 0x10000 if delta >= 0x8000 else delta)
+
+    async def _request_backfill(self, from_seq: int) -> None:
+        self._backfill_asked_at = self.clock()
+        self._backfill_pending = True
+        try:
+            await self.link.write(protocol.UUID_CONTROL, protocol.cmd_backfill(from_seq))
+        except LinkError as exc:
+            self.log(f"backfill request failed: {exc}")
+
+    def _wanted(self, fresh_link: bool = False) -> int | None:
+        """First packet to ask for: a gap; or, on a new link (which only receives what is
+        made after it connected) or when the insole has more steps than the log, the
+        packet after the last one seen."""
+        first = self.packets.first_missing()
+        if first is not None:
+            return first
+        behind = self.status is not None and (
+            self.status.steps + self._step_offset > (self.steps.highest or 0))
+        if fresh_link or behind:
+            return (self.packets.highest + 1) if self.packets.highest is not None else 0
+        return None
+
+    async def _maybe_backfill(self, force: bool = False) -> None:
+        if not (self._secured and self._connected.is_set()):
+            return
+        wanted = self._wanted(fresh_link=force)
+        if wanted is None:
+            return
+        if not force and self.clock() - self._backfill_asked_at < self.backfill_wait:
+            return
+        self.stats.state = "backfilling"
+        await self._request_backfill(wanted)
+
+    # --- connection lifecycle
+
+    async def _setup(self) -> None:
+        self.stats.state = "connecting"
+        self._generation += 1
+        self.link.set_disconnected_callback(self._on_disconnect)
+        await self.link.connect()
+        self._connected.set()
+        self.stats.state = "pairing"
+        self._secured = True
+        try:
+            await self.link.secure()
+        except LinkError as exc:
+            self._secured = False
+            self.log(f"pairing failed ({exc}); lost steps cannot be recovered")
+        status = protocol.decode_status(await self.link.read(protocol.UUID_STATUS))
+        if self._uptime >= 0 and (status.uptime_s < self._uptime
+                                  or status.steps < self._device_steps):
+            self._restarted()
+        self._uptime = status.uptime_s
+        self.status = status
+        if self.writer is None:
+            try:  # the full version string, where the insole has Device Information
+                firmware = (await self.link.read(FIRMWARE_REVISION_UUID)).decode("ascii")
+            except (LinkError, UnicodeDecodeError):
+                firmware = ""
+            self._open_files(status, firmware)
+        if self.steps.highest is not None:
+            # made while the link was down
+            self.steps.expect_up_to(status.steps + self._step_offset)
+        else:
+            self.steps.start_after(status.steps)  # every later step belongs in the log
+        if self._secured:
+            await self.link.subscribe(protocol.UUID_CONTROL, self._on_control)
+        await self.link.subscribe(protocol.UUID_STEP_EVENT, self._on_step)
+        await self.link.subscribe(protocol.UUID_STATUS, self._on_status)
+        self.stats.state = "connected"
+        await self._maybe_backfill(force=True)
+
+    def _restarted(self) -> None:
+        """The insole rebooted: its sequence and step numbers start again from 0 and its
+        ring is empty. Later steps are logged after the ones already logged."""
+        self.restarts += 1
+        self._step_offset = self.steps.highest or 0
+        self._device_steps = 0
+        self.unwrap = protocol.SeqUnwrapper()
+        self.packets = SeqTracker()
+        self._halves.clear()
+        self.log(f"insole restarted; its steps are logged from step {self._step_offset + 1}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, capture, reconnect on loss, until `stop` is set; then close files."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self._setup()
+                    self.backoff.reset()
+                except (LinkError, protocol.ProtocolError) as exc:
+                    self._connected.clear()
+                    with contextlib.suppress(LinkError):
+                        await self.link.disconnect()
+                    delay = self.backoff.next()
+                    self.stats.state = f"retry in {delay:.1f} s"
+                    self.log(f"connect failed: {exc}")
+                    await _wait(stop, delay)
+                    continue
+                await self._pump(stop)
+                if not stop.is_set():
+                    self.stats.reconnects += 1
+                    delay = self.backoff.next()
+                    self.stats.state = f"link lost; retry in {delay:.1f} s"
+                    await _wait(stop, delay)
+        except CaptureError as exc:
+            self.stats.error = str(exc)
+            self.stats.state = "failed"
+            raise
+        finally:
+            await self._finish()
+
+    async def _pump(self, stop: asyncio.Event) -> None:
+        stop_task = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                get = asyncio.ensure_future(self._queue.get())
+                done, _ = await asyncio.wait({get, stop_task}, timeout=self.backfill_wait,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if get in done:
+                    kind, data, t = get.result()
+                    if kind == "disconnected":
+                        if data != self._generation:
+                            continue
+                        self.stats.state = "link lost"
+                        return
+                    self._handle(kind, data, t)
+                else:
+                    get.cancel()
+                if stop_task in done:
+                    return
+                if self.stats.state == "backfilling" and self._wanted() is None:
+                    self.stats.state = "connected"
+                await self._maybe_backfill()
+        finally:
+            stop_task.cancel()
+
+    async def drain(self, timeout: float, quiet: float = 0.3) -> None:
+        """At the end: (re)connect if need be, read the step total, ask for anything
+        missing, and wait until replays have stopped arriving; at most `timeout` s."""
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            if not self._connected.is_set() or self.stats.state not in (
+                    "connected", "backfilling"):
+                await asyncio.sleep(0.05)  # the run loop is reconnecting
+                continue
+            busy = (not self._queue.empty() or self._backfill_pending
+                    or self.clock() - self._last_rx < quiet)
+            if busy:
+                await asyncio.sleep(0.05)  # let the pump log what is arriving
+                continue
+            try:
+                self.status = protocol.decode_status(await self.link.read(protocol.UUID_STATUS))
+            except (LinkError, protocol.ProtocolError):
+                await asyncio.sleep(0.05)
+                continue
+            if self.steps.highest is not None:
+                self.steps.expect_up_to(self.status.steps + self._step_offset)
+            if self._wanted() is None or not self._secured:
+                return
+            await self._maybe_backfill()
+            await asyncio.sleep(0.1)
+
+    async def _finish(self) -> None:
+        while not self._queue.empty():
+            kind, data, t = self._queue.get_nowait()
+            if kind != "disconnected" and self.writer is not None:
+                self._handle(kind, data, t)
+        with contextlib.suppress(LinkError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.link.disconnect(), 5)
+        self._connected.clear()
+        self.close()
+        if self.stats.state != "failed":
+            self.stats.state = "done"
+
+    # --- reporting
+
+    def progress(self) -> str:
+        s = self.stats
+        cad = s.cadence()
+        cad_txt = f"{cad:5.1f}" if math.isfinite(cad) else "  -  "
+        gap = f"  missing {len(self.steps.missing)}" if self.steps.missing else ""
+        return (f"{self.label:>7}: {s.steps:5d} steps  cadence {cad_txt} steps/min  "
+                f"last stance {s.last_stance_ms:4d} ms  [{s.state}]{gap}")
+
+    def summary(self) -> str:
+        s = self.stats
+        where = f" -> {self.writer.path}" if self.writer else ""
+        lines = [f"{self.label}: {s.steps} steps logged{where}"]
+        if s.error:
+            lines.append(f"  error: {s.error}")
+        if s.reconnects:
+            lines.append(f"  reconnects: {s.reconnects}")
+        if s.backfilled:
+            lines.append(f"  recovered by backfill: {s.backfilled}")
+        if self.restarts:
+            lines.append(f"  insole restarted {self.restarts} time(s); steps renumbered after")
+        if self.steps.missing:
+            lines.append(f"  NOT recovered: {len(self.steps.missing)} steps "
+                         f"(step {seq_ranges(self.steps.missing)})")
+        elif s.steps:
+            lines.append("  no step missing")
+        if s.bad_packets:
+            lines.append(f"  undecodable packets: {s.bad_packets}")
+        return "\n".join(lines)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+class Progress:
+    """A live line per insole: rewritten in place on a terminal, printed every few seconds
+    otherwise (logs, CI)."""
+
+    def __init__(self, sessions: list[InsoleSession], stream=None, interval: float = 0.5,
+                 plain_interval: float = 5.0):
+        self.sessions = sessions
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.interval = interval if self.tty else plain_interval
+        self._drawn = 0
+        self._last: list[str] = []
+
+    def draw(self, final: bool = False) -> None:
+        lines = []
+        for s in self.sessions:
+            lines.extend(s.log_lines)
+            s.log_lines.clear()
+        status = [s.progress() for s in self.sessions]
+        if self.tty:
+            if self._drawn:
+                self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
+            out = lines + status
+            self.stream.write("".join(x + "\n" for x in out))
+            self._drawn = len(status)
+        else:
+            out = lines + (status if (status != self._last or final) else [])
+            self.stream.write("".join(x + "\n" for x in out))
+            self._last = status
+        self.stream.flush()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.draw()
+            await _wait(stop, self.interval)
+
+
+async def capture(
+    sessions: list[InsoleSession],
+    stop: asyncio.Event,
+    progress: Progress | None = None,
+    until: Awaitable | None = None,
+    drain_s: float = 3.0,
+) -> None:
+    """Run sessions until `stop` is set or `until` completes; then drain and close.
+
+    If `until` fails (e.g. a virtual insole died), the sessions are closed and its
+    exception is raised."""
+    tasks = [asyncio.ensure_future(s.run(stop)) for s in sessions]
+    prog = asyncio.ensure_future(progress.run(stop)) if progress else None
+    watch = None
+    if until is not None:
+
+        async def _until():
+            try:
+                await until
+                await asyncio.gather(*(s.drain(drain_s) for s in sessions))
+            finally:
+                stop.set()
+
+        watch = asyncio.ensure_future(_until())
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if watch is not None:
+            if not watch.done():
+                watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+        if prog is not None:
+            await asyncio.gather(prog, return_exceptions=True)
+        if progress is not None:
+            progress.draw(final=True)
+    if watch is not None and not watch.cancelled() and watch.exception() is not None:
+        raise watch.exception()

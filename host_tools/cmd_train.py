@@ -1,0 +1,407 @@
+"""Guided exercise session: prompts, live counts and progress, a summary, and the
+session stored in the training history (see `insole history`).
+
+Exercises:
+  heel-raises   stand on both feet (a hand on a wall or chair for balance), rise onto the
+                balls of the feet, hold, lower slowly. A rep counts when the heel is at
+                least 80 % unloaded while the forefoot stays loaded, and comes back down;
+                shallower raises are reported as partial. --target: reps (default 15).
+  toe-scrunch   sit with the foot flat on a towel, heel down; curl the toes to pull the
+                towel in, relax. --target: scrunches (default 20).
+  balance       stand on both feet for a few seconds, then lift the other foot and hold.
+                Time counts from the lift to the moment the other foot touches down or
+                the load collapses. --target: seconds of single-leg stance (default 30).
+  slow-walk     walk with the beat: every step is compared with --target steps/min
+                (default 90) within --tolerance % and with --pattern (default rear, a
+                heel strike), so you can slow down or speed up as told.
+
+Where the insole is:
+  (default)     an insole over Bluetooth (the computer's adapter through bleak; the
+                first insole found, or --device NAME|ADDRESS; --transport usb:0 for a
+                bumble dongle). The session selects the exercise with the Control
+                SET_MODE command (the link is paired: Control needs encryption), shows
+                the insole's exercise events live, and ends at the target, after
+                --duration seconds, or on Ctrl-C; the insole is put back to walk mode.
+  --vboard TRACE  the real firmware on the virtual board (micropython binary) replaying
+                the trace, reached over the virtual radio exactly like a real insole:
+                SET_MODE, then the insole's exercise events (--speed: trace seconds per
+                second, default 20 here).
+  --sim TRACE   replay a recorded or generated trace (see python -m host_tools.exgen)
+                through firmware/exercise.py on this computer (--engine cpython, live)
+                or in the micropython binary (--engine micropython). --speed 1 replays
+                in real time; the default 0 runs as fast as possible.
+
+The summary (reps, hold/rise/lower times, balance time and sway, cadence and its
+variability, heel-strike share, arch-loading index) is printed and saved to the history
+database (--db, $INSOLE_HISTORY_DB or ~/.local/share/insole/history.db) unless --no-save.
+Event layouts and thresholds: docs/EXERCISES.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from datetime import datetime, timezone
+
+HELP = "guided exercise session (heel raises, toe scrunches, balance, slow walk)"
+
+DEFAULT_TARGET = {"heel-raises": 15, "toe-scrunch": 20, "balance": 30, "slow-walk": 90}
+PROMPTS = {
+    "heel-raises": [
+        "Stand tall on both feet, a hand on a wall or a chair back for balance.",
+        "Rise onto the balls of your feet as high as you can, hold a moment, "
+        "lower slowly. Keep your toes on the floor.",
+    ],
+    "toe-scrunch": [
+        "Sit with the foot flat on a towel, heel on the floor.",
+        "Curl your toes to pull the towel towards you, then relax them. Heel stays down.",
+    ],
+    "balance": [
+        "Stand on both feet near a wall or chair for a few seconds.",
+        "Then lift the other foot and hold still. Put it down when you need to.",
+    ],
+    "slow-walk": [
+        "Walk slowly and upright, landing on your heel.",
+        "Each step is checked against the target pace: follow the 'slower'/'faster' cues.",
+    ],
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("exercise", choices=list(DEFAULT_TARGET), help="which exercise")
+    parser.add_argument("--target", type=float, metavar="N",
+                        help="reps / seconds / steps per minute (see above)")
+    parser.add_argument("--tolerance", type=int, default=5, metavar="PCT",
+                        help="slow walk: on-target band, +-%% of the target (default 5)")
+    parser.add_argument("--pattern", choices=("rear", "mid", "fore", "any"), default="rear",
+                        help="slow walk: wanted strike pattern (default rear)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--sim", metavar="TRACE", help="trace CSV to replay as the insole")
+    where.add_argument("--device", metavar="NAME|ADDRESS", help="this insole over BLE")
+    where.add_argument("--vboard", metavar="TRACE",
+                       help="the firmware on the virtual board replaying TRACE, over BLE")
+    parser.add_argument("--firmware", metavar="DIR",
+                        help="--vboard: run this firmware directory (default firmware/)")
+    parser.add_argument("--transport", metavar="T",
+                        help="bumble transport instead of bleak, e.g. usb:0")
+    parser.add_argument("--duration", type=float, metavar="S",
+                        help="BLE: stop after S seconds (default: at the target or Ctrl-C)")
+    parser.add_argument("--scan-timeout", type=float, default=10.0, metavar="S",
+                        help="BLE: how long to look for the insole (default 10)")
+    parser.add_argument("--rate", type=int, metavar="HZ",
+                        help="sample rate when the trace does not say (default 100)")
+    parser.add_argument("--engine", choices=("cpython", "micropython"), default="cpython",
+                        help="where firmware/exercise.py runs (default cpython, live)")
+    parser.add_argument("--speed", type=float, metavar="X",
+                        help="replay speed: 1 = real time, 0 = as fast as possible "
+                        "(default 0 for --sim, 20 for --vboard)")
+    parser.add_argument("--side", choices=("left", "right"), default="left")
+    parser.add_argument("--db", metavar="PATH", help="history database to store the session in")
+    parser.add_argument("--no-save", action="store_true", help="do not store the session")
+
+
+def _bar(done: float, target: float, width: int = 20) -> str:
+    frac = 0.0 if target <= 0 else max(0.0, min(1.0, done / target))
+    n = round(frac * width)
+    return "[" + "#" * n + "-" * (width - n) + f"] {100 * frac:3.0f} %"
+
+
+class Live:
+    """Turns decoded events into one progress line each (and remembers them)."""
+
+    def __init__(self, exercise: str, target: float, out=None):
+        self.exercise = exercise
+        self.target = target
+        self.out = out
+        self.events: list[dict] = []
+        self.reps = 0
+        self.balance_ms = 0
+        self.announced = False
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out or sys.stdout, flush=True)
+
+    def event(self, ev: dict) -> None:
+        self.events.append(ev)
+        t = ev["type"]
+        x = self.exercise
+        if x == "heel-raises" and t == "rep":
+            self.reps = ev["count"]
+            self.say(f"  rep {self.reps:3d}  rise {ev['rise_ms'] / 1000:4.1f} s  "
+                     f"hold {ev['hold_ms'] / 1000:4.1f} s  lower {ev['lower_ms'] / 1000:4.1f} s"
+                     f"  {_bar(self.reps, self.target)}")
+        elif x == "heel-raises" and t == "partial":
+            self.say(f"  partial raise ({ev['depth_pct']} % unloaded): go higher, "
+                     "lift the heel right off")
+        elif x == "toe-scrunch" and t == "scrunch":
+            self.reps = ev["count"]
+            self.say(f"  scrunch {self.reps:3d}  {ev['duration_ms'] / 1000:4.1f} s  "
+                     f"{_bar(self.reps, self.target)}")
+        elif x == "balance" and t == "hold-start":
+            self.say(f"  on one foot ({ev['holds']}) ... hold it")
+        elif x == "balance" and t == "sway" and ev["in_hold"]:
+            self.say(f"    {ev['elapsed_ms'] / 1000:5.1f} s  sway {ev['sway_path']:4d} "
+                     "per-mille/s")
+        elif x == "balance" and t == "hold-end":
+            if ev["reason"] == "void":
+                return
+            self.balance_ms += ev["duration_ms"]
+            self.say(f"  held {ev['duration_ms'] / 1000:5.1f} s ({ev['reason']})  total "
+                     f"{self.balance_ms / 1000:5.1f} s {_bar(self.balance_ms / 1000, self.target)}")
+        elif x == "slow-walk" and t == "step":
+            cue = {"too fast": "slower", "too slow": "faster", "on target": "good pace"}.get(
+                ev["pace"], "...")
+            strike = "heel strike" if ev["heel_strike"] else "NOT heel first"
+            cad = f"{ev['cadence']:5.1f}/min" if ev["cadence"] else "   --    "
+            self.say(f"  step {ev['step']:3d}  {cad}  {cue:9s}  {strike}")
+
+
+def _summary_lines(summary: dict) -> list[str]:
+    labels = {
+        "reps": "reps", "partials": "partial raises", "holds": "holds",
+        "balance_s": "single-leg time (s)", "longest_s": "longest hold (s)",
+        "mean_sway_path": "mean sway (per-mille of foot length / s)",
+        "mean_hold_s": "mean hold (s)", "mean_rise_s": "mean rise (s)",
+        "mean_lower_s": "mean lowering (s)", "mean_depth_pct": "mean depth (% unloaded)",
+        "mean_duration_s": "mean scrunch (s)", "steps": "steps",
+        "cadence": "cadence (steps/min)", "cadence_cv_pct": "cadence variability (CV %)",
+        "on_target_pct": "steps on target (%)", "heel_strike_pct": "heel strikes (%)",
+        "arch_index": "arch-loading index (per-mille)", "arch_band": "arch loading",
+        "duration_s": "session length (s)",
+    }
+    return [f"  {labels[k]:42s} {v}" for k, v in summary.items() if k in labels]
+
+
+def _intro(live: Live, x: str, target: float, unit: str) -> None:
+    live.say(f"== {x}: target {target:g} {unit} ==")
+    for line in PROMPTS[x]:
+        live.say("  " + line)
+
+
+def _replay(args, live: Live, mode: int, cfg, samples, rate: int, wall0: float) -> None:
+    from host_tools import training
+    from host_tools.cli import UsageError
+
+    if args.engine == "micropython":
+        try:
+            packets = training.run_micropython(mode, samples, rate, *cfg)
+        except training.EngineError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        packets = training.iter_cpython(mode, samples, rate, *cfg)
+    for index, pkt in packets:
+        if args.speed:
+            delay = wall0 + index / rate / args.speed - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        live.event(training.decode(pkt))
+
+
+def make_link(args):
+    """The BLE link for --device / --transport, and an async closer (or None)."""
+    if args.transport:
+        from host_tools.blelinks import BumbleLink, bumble_central
+
+        async def open_bumble():
+            device, transport = await bumble_central(args.transport)
+            link = BumbleLink(device, target=args.device, transport=args.transport,
+                              scan_timeout=args.scan_timeout)
+            return link, transport.close
+
+        return open_bumble
+    from host_tools.blelinks import BleakLink
+
+    async def open_bleak():
+        return BleakLink(want=args.device, scan_timeout=args.scan_timeout), None
+
+    return open_bleak
+
+
+def _target_reached(live: Live) -> bool:
+    if live.exercise == "slow-walk":
+        return False
+    done = live.balance_ms / 1000 if live.exercise == "balance" else live.reps
+    return done >= live.target
+
+
+def _over_ble(args, live: Live, mode: int, cfg) -> str:
+    import asyncio
+    import signal
+
+    from host_tools.cli import UsageError
+    from host_tools.train_link import TrainError, run_session
+
+    async def main() -> str:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+
+        def on_event(ev: dict) -> None:
+            live.event(ev)
+            if _target_reached(live):
+                live.say("  target reached")
+                stop.set()
+
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        try:
+            link, close = await make_link(args)()
+        except Exception as exc:  # bumble raises many kinds for a missing/busy dongle
+            raise UsageError(f"cannot open the Bluetooth transport: {exc}") from None
+        live.say("  (looking for the insole; Ctrl-C ends the session)")
+        try:
+            await run_session(link, mode, cfg, on_event, stop)
+        except TrainError as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        return f"ble:{link.name or link.address or args.device or 'insole'}"
+
+    return asyncio.run(main())
+
+
+def _over_vboard(args, live: Live, mode: int, cfg) -> tuple[str, float]:
+    import asyncio
+
+    from host_tools import vboard
+    from host_tools.blelinks import BumbleLink
+    from host_tools.cli import UsageError
+    from host_tools.train_link import TrainError, run_session
+
+    speed = 20.0 if args.speed is None else args.speed
+    if speed <= 0:
+        # flat out, the firmware leaves the radio no time: the link would not come up
+        raise UsageError("--vboard needs a --speed above 0 (trace seconds per second)")
+
+    async def main() -> float:
+        radio = vboard.VirtualRadio()
+        kw = {"firmware_dir": args.firmware} if args.firmware else {}
+        insole = vboard.VirtualInsole(args.vboard, side=args.side, speed=speed, radio=radio,
+                                      paused=True, **kw)
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task] = []
+
+        def on_event(ev: dict) -> None:
+            live.event(ev)
+            if _target_reached(live):
+                live.say("  target reached")
+                stop.set()
+
+        def on_linked() -> None:
+            # the firmware answers Control only while it runs: let its clock creep
+            # until the mode is set, so (almost) all of the trace is the exercise
+            insole.set_speed(0.05)
+            insole.resume()
+
+        async def play() -> None:
+            insole.set_speed(speed)
+            await insole.finished()
+            await asyncio.sleep(0.5)  # the last notifications are still on the way
+            stop.set()
+
+        def on_ready() -> None:
+            tasks.append(asyncio.ensure_future(play()))
+
+        try:
+            await insole.start()
+            link = BumbleLink(await radio.central(), side=args.side, transport="virtual",
+                              scan_timeout=20.0)
+            live.say(f"  (virtual insole replaying {args.vboard} at {speed:g}x)")
+            await run_session(link, mode, cfg, on_event, stop, on_ready, on_linked)
+            return insole.trace_time
+        except (vboard.VBoardError, TrainError) as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await insole.stop()
+            await radio.close()
+
+    return f"vboard:{args.vboard}", asyncio.run(main())
+
+
+def run(args) -> int:
+    import sqlite3
+
+    from host_tools import history, training
+    from host_tools.cli import UsageError
+    from host_tools.tracefile import TraceError, parse_rate, read_trace
+
+    x = args.exercise
+    target = args.target if args.target is not None else DEFAULT_TARGET[x]
+    if target <= 0:
+        raise UsageError("--target must be positive")
+    if not 1 <= args.tolerance <= 50:
+        raise UsageError("--tolerance must be 1..50 (%)")
+    if x == "slow-walk" and not 20 <= target <= 160:
+        raise UsageError("slow-walk --target is a cadence: 20..160 steps/min")
+    if args.speed is not None and args.speed < 0:
+        raise UsageError("--speed must be 0 or more")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive")
+    if args.firmware and not args.vboard:
+        raise UsageError("--firmware goes with --vboard")
+    if (args.sim or args.vboard) and (args.transport or args.duration):
+        raise UsageError("--transport and --duration are for a BLE insole, not --sim/--vboard")
+    mode = training.MODES[x]
+    cfg = (round(target * 10) if x == "slow-walk" else 900, args.tolerance,
+           training.PATTERNS[args.pattern])
+
+    live = Live(x, target)
+    unit = {"heel-raises": "reps", "toe-scrunch": "scrunches", "balance": "seconds",
+            "slow-walk": "steps/min"}[x]
+    started = datetime.now(timezone.utc)
+    wall0 = time.monotonic()
+    if args.sim:
+        try:
+            trace = read_trace(args.sim)
+            rate = trace.rate_hz or (parse_rate(str(args.rate)) if args.rate else 100)
+        except TraceError as exc:
+            raise UsageError(str(exc)) from None
+        if args.rate and trace.rate_hz and args.rate != trace.rate_hz:
+            raise UsageError(
+                f"{args.sim}: the trace says rate_hz={trace.rate_hz}, not {args.rate}")
+        _intro(live, x, target, unit)
+        live.say(f"  (replaying {args.sim}: {len(trace.samples)} samples at {rate} Hz, "
+                 f"engine {args.engine})")
+        _replay(args, live, mode, cfg, trace.samples, rate, wall0)
+        duration = len(trace.samples) / rate
+        source = f"sim:{args.sim}"
+    elif args.vboard:
+        _intro(live, x, target, unit)
+        source, duration = _over_vboard(args, live, mode, cfg)
+    else:
+        _intro(live, x, target, unit)
+        source = _over_ble(args, live, mode, cfg)
+        duration = time.monotonic() - wall0
+    summary = training.summarize(mode, live.events, duration)
+    if x == "slow-walk":
+        summary["target_cadence"] = target
+    live.say("== session summary ==")
+    for line in _summary_lines(summary):
+        live.say(line)
+    done = {"heel-raises": summary.get("reps", 0), "toe-scrunch": summary.get("reps", 0),
+            "balance": summary.get("balance_s", 0.0),
+            "slow-walk": summary.get("on_target_pct", 0.0)}[x]
+    if x == "slow-walk":
+        live.say(f"  {done:g} % of steps within +-{args.tolerance} % of {target:g}/min")
+    else:
+        live.say(f"  {done:g} of {target:g} {unit}: "
+                 + ("target reached, well done" if done >= target else "keep going next time"))
+    if args.no_save:
+        return 0
+    try:
+        conn = history.connect(args.db)
+        sid = history.add_session(conn, history.Session(
+            x, started, duration, args.side, source, summary))
+        conn.close()
+    except (history.HistoryError, OSError, sqlite3.Error) as exc:
+        raise UsageError(f"session not saved: {exc}") from None
+    live.say(f"  saved as session {sid} in {args.db or history.default_path()} "
+             f"({time.monotonic() - wall0:.1f} s)")
+    return 0
