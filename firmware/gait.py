@@ -70,6 +70,8 @@ _MIN_SWING_MS = const(130)  # shorter unloaded spells are mid-stance dips
 # swing that ends before 3/5 of the usual stride is a dip as well.
 _SWING_NUM = const(5)
 _SWING_SHIFT = const(6)  # 5/8 of (swing x 8) = x 5 >> 6
+_DYN_MAX_MS = const(300)  # ... but never asks a swing to last longer than this
+_WALK_STRIDE_MS = const(2500)  # longer strides (pauses, turns) teach no rhythm
 _STRIDE_NUM = const(3)
 _STRIDE_DEN = const(40)  # since < 3/5 of (stride x 8) <=> since x 40 < stride x 3
 _CONFIRM_MS = const(20)  # contact must hold this long before it is reported
@@ -188,6 +190,13 @@ def _first_loaded(st) -> int:
     if count != 1:
         return _NOBODY
     return first
+
+
+def _toward(avg, x):
+    # asymmetric average: halfway down at once, an eighth of the way up
+    if x < avg:
+        return avg + ((x - avg) >> 1)
+    return avg + ((x - avg) >> 3)
 
 
 class GaitDetector:
@@ -500,14 +509,19 @@ class GaitDetector:
             st[_DYN] = st[_MINSW]
             return
         swing = st[_RUN] - st[_ONRUN]
+        if since > _WALK_STRIDE_MS * self.rate_hz // 1000:
+            return
         if st[_STEMA] == 0:
             st[_STEMA] = since << 3
             st[_SWEMA] = swing << 3
         else:
-            st[_STEMA] += ((since << 3) - st[_STEMA]) >> 2
-            st[_SWEMA] += ((swing << 3) - st[_SWEMA]) >> 2
+            # quick to shorten, slow to lengthen: too long an estimate would merge
+            # real steps, too short a one only lets a rare dip through
+            st[_STEMA] = _toward(st[_STEMA], since << 3)
+            st[_SWEMA] = _toward(st[_SWEMA], swing << 3)
         dyn = (st[_SWEMA] * _SWING_NUM) >> _SWING_SHIFT
-        st[_DYN] = dyn if dyn > st[_MINSW] else st[_MINSW]
+        dyn_max = _DYN_MAX_MS * self.rate_hz // 1000
+        st[_DYN] = max(st[_MINSW], min(dyn, dyn_max))
 
     def _strike_pattern(self):
         # Weighted contact position from the loads now, refined by loading order.

@@ -107,13 +107,13 @@ def ndd_reference(ts: np.ndarray, side: str, counts: np.ndarray, rate_hz: int) -
     """Reference heel strikes (ms) for one foot of a gaitndd record.
 
     Left: the ``.ts`` column 1 itself. Right: column 3 holds the right strides, the
-    intervals between right heel strikes, so the strike times are their running sum
-    plus an offset. The series has no absolute time and skips a stride here and there
-    (its sum falls short of the walk's length), so the offset is tracked along the
-    walk: each rebuilt strike is pulled to the median, over its last 7 accepted
-    neighbours, of the distance to the signal's rising crossing of 15 % of the
-    recording's range, 10 ms earlier (the relation column 1 has to the left signal).
-    Stride-to-stride timing therefore stays the authors'; the anchor is the signal's.
+    intervals between right heel strikes. The series has no absolute time and skips a
+    stride here and there (its sum falls short of the walk's length), so a running sum
+    drifts. Instead each right strike is predicted from the previous one plus the
+    authors' stride and placed on the signal's rising crossing of 15 % of its local
+    range, 10 ms earlier (the relation column 1 has to the left signal), when one lies
+    within 100 ms of the prediction; otherwise the prediction stands. The authors'
+    strides decide which rises are strikes; the signal gives their times.
     """
     if side == "left":
         return ts[:, 0] * 1000.0
@@ -139,6 +139,13 @@ def ndd_reference(ts: np.ndarray, side: str, counts: np.ndarray, rate_hz: int) -
 def _track_offset(
     rel: np.ndarray, crossings: np.ndarray, start: float, strides: np.ndarray
 ) -> tuple[np.ndarray, float]:
+    """Chain the strides from the first crossing; snap each strike to a crossing near it.
+
+    Each strike is predicted from the previous one plus the authors' stride; a signal
+    crossing within 100 ms of the prediction gives its time, otherwise the prediction
+    stands. Returns the strikes and the mean distance of predictions to crossings.
+    """
+
     def nearest(t: float) -> float:
         k = int(np.searchsorted(crossings, t))
         best = np.inf
@@ -148,28 +155,24 @@ def _track_offset(
         return float(best)
 
     first = crossings[(crossings >= start - 100) & (crossings <= start + 1500)]
-    offset = float(first[0] - rel[0]) if len(first) else start
-    accepted: list[float] = []
-    residuals: list[float] = []
-    misses = 0
+    prev = float(first[0]) if len(first) else start + float(rel[0])
     out = np.empty_like(rel)
-    for i, t in enumerate(rel):
-        r = nearest(t + offset)
-        residuals.append(abs(r))
-        med = float(np.median(accepted[-7:])) if accepted else 0.0
-        if abs(r - med) < 120.0:
-            accepted.append(r)
+    residuals: list[float] = []
+    out[0] = prev
+    misses = 0
+    half = 0.5 * float(np.median(strides))
+    for i in range(1, len(rel)):
+        pred = prev + float(rel[i] - rel[i - 1])
+        r = nearest(pred)
+        residuals.append(min(abs(r), 300.0))
+        if abs(r) <= 100.0 or (misses >= 2 and abs(r) < half):
+            prev = pred + r  # a skipped stride is re-acquired after two misses
             misses = 0
         else:
+            prev = pred
             misses += 1
-            if misses >= 3 and abs(r) < 0.5 * float(np.median(strides)):
-                # a skipped stride: re-acquire on the nearest crossing
-                offset += r
-                accepted = [0.0]
-                misses = 0
-        corr = float(np.median(accepted[-7:])) if accepted else 0.0
-        out[i] = t + offset + corr
-    return out, float(np.mean(np.minimum(residuals, 300.0)))
+        out[i] = prev
+    return out, float(np.mean(residuals)) if residuals else 0.0
 
 
 def invalid_spans_ms(
