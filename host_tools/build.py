@@ -62,10 +62,12 @@ class BoardSpec:
     extra: tuple[str, ...] = ()  # further board-side modules, installed as source
 
 
+_ESP32 = ("esp32_common.py",)  # shared by the ESP32 boards: ADC, battery, RGB LED
+
 BOARDS = {
-    "esp32_devkitc": BoardSpec("esp32_devkitc", "xtensawin", "esp32_devkitc.py"),
-    "esp32s3": BoardSpec("esp32s3", "xtensawin", "esp32s3.py"),
-    "esp32c3": BoardSpec("esp32c3", "rv32imc", "esp32c3.py"),
+    "esp32_devkitc": BoardSpec("esp32_devkitc", "xtensawin", "esp32_devkitc.py", _ESP32),
+    "esp32s3": BoardSpec("esp32s3", "xtensawin", "esp32s3.py", _ESP32),
+    "esp32c3": BoardSpec("esp32c3", "rv32imc", "esp32c3.py", _ESP32),
     # The MicroPython unix port with the machine/bluetooth shims: a build for it is
     # what a pty "device" in the tests runs.
     "virtual": BoardSpec(

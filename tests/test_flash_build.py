@@ -132,12 +132,15 @@ def test_state_file_names_are_read_from_the_firmware(tmp_path):
     boards = tmp_path / "boards"
     boards.mkdir()
     (boards / "esp32_devkitc.py").write_text('NAME = "test"\nWDT_TIMEOUT_MS = const(5000)\n')
+    (boards / "esp32_common.py").write_text("X = 1\n")
     (fw / "main.py").write_text("import app\n")
     d = build("esp32_devkitc", tmp_path / "out", firmware_dir=fw, boards_dir=boards, log=quiet)
     manifest = json.loads((d / "manifest.json").read_text())
     assert manifest["preserve"] == preserved_names(fw)
     assert manifest["wdt_timeout_ms"] == 5000
-    assert sorted(manifest["files"]) == ["app.mpy", "board.py", "main.py", "store.mpy"]
+    assert sorted(manifest["files"]) == [
+        "app.mpy", "board.py", "esp32_common.py", "main.py", "store.mpy"
+    ]
 
 
 def test_unknown_board_is_a_clear_error(tmp_path):
