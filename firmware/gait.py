@@ -70,6 +70,7 @@ _MIN_SWING_MS = const(130)  # shorter unloaded spells are mid-stance dips
 # swing that ends before 3/5 of the usual stride is a dip as well.
 _SWING_NUM = const(5)
 _SWING_SHIFT = const(6)  # 5/8 of (swing x 8) = x 5 >> 6
+_HEEL_GAP_MS = const(400)  # longest heel-off-to-forefoot gap taken as one stance
 _DYN_MAX_MS = const(300)  # ... but never asks a swing to last longer than this
 _WALK_STRIDE_MS = const(2500)  # longer strides (pauses, turns) teach no rhythm
 _STRIDE_NUM = const(3)
@@ -140,7 +141,9 @@ _SWEMA = const(52)  # typical swing, samples x 8 (0 = not known yet)
 _STEMA = const(53)  # typical stride, samples x 8 (0 = not known yet)
 _DYN = const(54)  # swing length that confirms a toe-off, samples
 _ZSET = const(55)  # baselines were set by zero(), not by the first sample
-_NSTATE = const(56)
+_FOREUP = const(56)  # the forefoot carried load in this stance
+_GAPMAX = const(57)  # _HEEL_GAP_MS in samples
+_NSTATE = const(58)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -249,6 +252,7 @@ class GaitDetector:
         st[_MSR] = 1000 % rate
         st[_MINSW] = max(2, _MIN_SWING_MS * rate // 1000)
         st[_DYN] = st[_MINSW]
+        st[_GAPMAX] = _HEEL_GAP_MS * rate // 1000
         st[_CONF] = max(1, _CONFIRM_MS * rate // 1000)
         st[_SH_UP] = _shift_for(_BASE_UP_MS * rate // 1000)
         st[_SH_CREEP] = _shift_for(_BASE_CREEP_MS * rate // 1000)
@@ -387,6 +391,8 @@ class GaitDetector:
                 elif nh < _OFF and not s[_HEELUP]:
                     s[_HEELUP] = 1
                     s[_HEELOFF] = s[_NOW]
+            if s[_NORM + _FORE] >= _ON:
+                s[_FOREUP] = 1
             if lc < _OFF:
                 # tentative toe-off: a swing must now last _MIN_SWING_MS
                 s[_STATE] = _SWING
@@ -410,8 +416,13 @@ class GaitDetector:
                 # Loaded again soon after unloading. Too short to be any swing, or short
                 # for this walker's swings while this stride is still young: a dip in
                 # the stance (heel off before the forefoot loads, or a sagging FSR).
-                if run < s[_MINSW] or (
-                    run < s[_DYN] and s[_SINCE] * _STRIDE_DEN < s[_STEMA] * _STRIDE_NUM
+                # A live forefoot that never loaded means the foot has not rolled
+                # over yet: the heel came off before the forefoot went down.
+                unrolled = s[_FOREUP] == 0 and s[_LIVE + _FORE] != 0
+                if (
+                    run < s[_MINSW]
+                    or (unrolled and run < s[_GAPMAX])
+                    or (run < s[_DYN] and s[_SINCE] * _STRIDE_DEN < s[_STEMA] * _STRIDE_NUM)
                 ):
                     s[_PENDING] = 0
                     s[_STATE] = _STANCE
@@ -422,7 +433,11 @@ class GaitDetector:
                 if not s[_TOELOW] and lc < _ONSET and prev_l >= _ONSET:
                     s[_TOE] = int(_crossing_ms(st, prev_l, lc, _ONSET))
                     s[_TOELOW] = 1
-                if s[_RUN] >= s[_DYN]:
+                # a foot that has not rolled over may still put the forefoot down
+                wait = s[_DYN]
+                if s[_FOREUP] == 0 and s[_LIVE + _FORE] != 0:
+                    wait = s[_GAPMAX]
+                if s[_RUN] >= wait:
                     s[_PENDING] = 0
                     todo = _DO_FINISH
         if lc >= _ON:
@@ -482,6 +497,7 @@ class GaitDetector:
         st[_PENDING] = 0
         st[_HEELUP] = 0
         st[_HEELOFF] = 0
+        st[_FOREUP] = 0
         for c in range(3):
             st[_SUM + c] = 0
             st[_PK + c] = 0

@@ -195,3 +195,24 @@ def test_dead_right_channel_als5():
     found = np.asarray(strikes(rec.trace))
     assert len(found[found < 160000]) > 100
     assert len(found[found > 172000]) == 0
+
+
+@pytest.mark.parametrize("gap_ms", [100, 170, 240, 300])
+def test_heel_off_before_the_forefoot_loads_is_one_stance(gap_ms):
+    # A high arch with nothing under the arch sensor: the heel unloads, then nothing
+    # is loaded for gap_ms, then the forefoot takes the load. Once the forefoot has been
+    # seen loading (after the first step), every stance counts once.
+    stride, stance = 1100.0, 760.0
+    w = gaitsynth.Walk(strides_ms=[stride] * 20)
+    contacts = w.contacts_ms()
+    t = np.arange(0, contacts[-1] + 3000, 10.0)
+    load = np.zeros((len(t), 3))
+    for c0 in contacts:
+        heel_end = c0 + 0.4 * stance
+        load[:, 0] += gaitsynth._pulse(t, c0, heel_end, 50)
+        load[:, 2] += gaitsynth._pulse(t, heel_end + gap_ms, c0 + stance, 50)
+    trace = np.round(2000 + load * np.array([30000, 0, 26000])).astype(int)
+    found = strikes(trace)
+    later = [f for f in found if f > contacts[1] - 100]
+    assert_matches(later, contacts[1:], 20)
+    assert len(found) <= len(contacts) + 1
