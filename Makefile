@@ -48,7 +48,7 @@ evaluate: $(STAMP)
 	$(BIN)/insole evaluate --data ../shared/data --write docs/ACCURACY.md
 
 bench: $(STAMP)
-	$(BIN)/insole bench
+	@$(BIN)/insole bench
 
 build: $(STAMP)
 	$(BIN)/python -m host_tools.build --board $(BOARD)

@@ -5,9 +5,12 @@
 # MicroPython, nothing allocated per sample, every stored value within +-2**29.
 #
 # No calibration: each sensor learns its unloaded floor and its loaded level while
-# the exercise runs. Movement times come from where the (lightly smoothed) load
-# crosses levels on the way, extrapolated along the straight line through them to
-# the ends of the movement, so they do not depend on where the thresholds sit.
+# the exercise runs. Movement times come from straight lines through the load ramps,
+# followed out to the levels before and after the movement, so they do not depend on
+# where the thresholds sit: least-squares lines through the raw samples (RampFit), or
+# through the times where the lightly smoothed load crosses a ladder of levels.
+from array import array
+
 try:
     import micropython
     from micropython import const
@@ -75,6 +78,9 @@ _MIN_SPAN = const(2500)  # counts: a smaller loaded-minus-floor is not a live se
 _TOP_MEAN_MS = const(1000)  # loaded reference averaging while standing still
 _TOP_DECAY_MS = const(8000)  # peak reference decay otherwise
 RUNGS = const(8)  # load ladders for timing ramps (rung 0 unused)
+_FIT_BLOCKS = const(64)  # RampFit: block means kept (a preallocated history)
+_FIT_BLOCK_MS = const(10)  # ... each first averaging about this long
+_FIT_M_MAX = const(256)  # ... and at most this many samples (keeps times < 2**29)
 TOP_PEAK = const(0)  # Fsr top modes
 TOP_MEAN = const(1)
 TOP_FROZEN = const(2)
@@ -178,6 +184,9 @@ class Fsr:
         self._mean_k = shift_for(clock.samples(_TOP_MEAN_MS))
         self._decay_k = shift_for(clock.samples(_TOP_DECAY_MS))
         self._win_n = clock.samples(_FLOOR_WIN_MS)
+        # the raised-floor check is for walking; a counter whose loads legitimately
+        # stop short of the floor (partial heel raises) turns it off
+        self.raise_floor = True
         self.reset()
 
     def reset(self):
@@ -199,8 +208,10 @@ class Fsr:
         band = span >> 6  # readings this close above the floor are "unloaded"; a
         # narrow band keeps the ends of loading ramps out of the average
         if span < (_MIN_SPAN << 4):
-            band = _MIN_SPAN << 2  # nothing loaded yet: absorb a small offset
-        if x16 < f - (span >> 4):
+            # nothing loaded yet: absorb a small offset (averaged: with no span to
+            # compare with, a noisy low reading is no sign of a floor set too high)
+            band = _MIN_SPAN << 2
+        if span >= (_MIN_SPAN << 4) and x16 < f - (span >> 4):
             f = x16  # well below the floor: the floor was too high
         elif x16 - f < band:
             f += (x16 - f) >> self._floor_k
@@ -215,7 +226,8 @@ class Fsr:
         self._wn += 1
         if self._wn >= self._win_n:
             m = self._wmin - f
-            if (span >> 4) < m < (span >> 1) and self._wmax - self._wmin > (span >> 1):
+            if (self.raise_floor and (span >> 4) < m < (span >> 1)
+                    and self._wmax - self._wmin > (span >> 1)):
                 self._wraised += 1
                 if self._wraised >= _FLOOR_WINDOWS:
                     f += m >> 1
@@ -252,3 +264,116 @@ class Fsr:
         self.norm = n
         return n
 
+
+class RampFit:
+    # Least-squares straight line through the raw samples of one load ramp. The
+    # samples are averaged in blocks kept in a preallocated history; when it fills,
+    # neighbouring blocks merge (twice as long each). Fitting every sample of the
+    # ramp, not a few threshold crossings, is what keeps the timing within a sample
+    # or two when the ramp is slow and the signal noisy. Loads within +-2**16 (the
+    # bounds below rely on it); times on the device clock.
+    def __init__(self, clock):
+        self._clock = clock
+        self._m0 = clock.samples(_FIT_BLOCK_MS)
+        self._y = array("i", [0] * _FIT_BLOCKS)
+        self.clear()
+
+    def clear(self):
+        self.open = False
+        self.n = 0
+        self.t0 = 0
+        self._m = self._m0
+        self._acc = 0
+        self._k = 0
+        self._xc = 0  # fitted line: centre (1/16 sample from t0), mean load, change
+        self._yc = 0  # over n blocks
+        self._b = 0
+        self._bm = 0
+
+    def add(self, y):
+        if not self.open:
+            self.clear()
+            self.open = True
+            self.t0 = self._clock.now_ms
+        self._acc += y
+        self._k += 1
+        if self._k < self._m:
+            return
+        ya = self._y
+        if self.n == _FIT_BLOCKS:
+            if self._m * 2 > _FIT_M_MAX:
+                self._k -= 1  # long enough: later samples are left out
+                self._acc -= y
+                return
+            h = _FIT_BLOCKS >> 1
+            for j in range(h):
+                ya[j] = (ya[2 * j] + ya[2 * j + 1]) >> 1
+            self.n = h
+            self._m *= 2
+            if self._k < self._m:
+                return  # this block is the first half of a merged one
+        ya[self.n] = self._acc // self._k
+        self.n += 1
+        self._acc = 0
+        self._k = 0
+
+    def fit(self, lo, hi, backward=False):
+        # Fit the straight part of the ramp: in scan order (from the first block, or
+        # from the last when backward) the run from the first block within lo..hi
+        # up to the last one before the load passes hi (or falls well below lo).
+        # False when there is no usable line.
+        ya = self._y
+        n = self.n
+        j = n - 1 if backward else 0
+        step = -1 if backward else 1
+        i0 = -1
+        i1 = -1
+        out = lo - ((hi - lo) >> 3)  # clearly below the ramp: past its far end
+        while 0 <= j < n:
+            v = ya[j]
+            if i0 < 0:
+                if lo <= v <= hi:
+                    i0 = j
+                    i1 = j
+            elif v > hi or v < out:
+                break
+            else:
+                i1 = j
+            j += step
+        if i1 < i0:
+            j = i0
+            i0 = i1
+            i1 = j
+        n = i1 - i0 + 1
+        if i0 < 0 or n < 3:
+            return False
+        sy = 0
+        sxy = 0
+        for j in range(i0, i1 + 1):
+            sy += ya[j]
+            sxy += (j - i0) * ya[j]  # < 64 * 64 * 2**16
+        c = 2 * sxy - (n - 1) * sy  # 2 * sum (x - mean x) * y
+        r = n * n - 1
+        b = 6 * (c // r) + 6 * (c % r) // r  # load change over n blocks
+        if b == 0:
+            return False
+        m = self._m
+        self._b = b
+        self._bm = n
+        self._yc = sy // n
+        self._xc = i0 * m * 16 + (n - 1) * 8 * m + (m - 1) * 8
+        return True
+
+    def at(self, level):
+        # When the fitted line passes `level` (ms on the device clock).
+        n = self._bm
+        b = self._b
+        dx = ((level - self._yc) * n * 32 + b) // (2 * b)  # 1/16 block, rounded
+        lim = 4 * n * 16  # extrapolate at most a few fitted lengths
+        if dx > lim:
+            dx = lim
+        elif dx < -lim:
+            dx = -lim
+        s16 = self._xc + dx * self._m  # 1/16 sample from t0, < 2**21
+        r = self._clock.rate_hz
+        return (self.t0 + (s16 * 125 + r) // (2 * r)) & MS_MASK  # rounded to the ms

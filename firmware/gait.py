@@ -17,11 +17,15 @@
 #    (0.._FULL): the earliest-loaded region marks contact, the last one toe-off.
 # 3. Contact needs the composite above _ON for _CONFIRM_MS after at least
 #    _MIN_SWING_MS below _OFF; its onset is back-dated to where the composite history
-#    crossed _ONSET, less _LEAD_MS. A dip below _OFF shorter than _MIN_SWING_MS is
-#    part of the same stance, so a mid-stance dip is not a second step.
+#    crossed _ONSET, less _LEAD_MS. An unloaded spell is part of the same stance,
+#    not a swing, when it is shorter than _MIN_SWING_MS (a sagging FSR), when the
+#    forefoot has not loaded yet in this stance (the heel came off before the
+#    forefoot went down) or, once the walker's rhythm is known, when it is short
+#    for their swings and comes early in the stride: a mid-stance dip is never a
+#    second step.
 #
-# The per-sample work is one viper function over a preallocated int32 state array;
-# the rare transitions (contact, toe-off, step summary) run as plain methods.
+# The per-sample work is feed(), one viper method over a preallocated int32 state
+# array; the rare transitions (contact, toe-off, step summary) run as plain methods.
 try:
     import micropython
     from micropython import const
@@ -70,11 +74,11 @@ _MIN_SWING_MS = const(130)  # shorter unloaded spells are mid-stance dips
 # swing that ends before 3/5 of the usual stride is a dip as well.
 _SWING_NUM = const(5)
 _SWING_SHIFT = const(6)  # 5/8 of (swing x 8) = x 5 >> 6
-_HEEL_GAP_MS = const(400)  # longest heel-off-to-forefoot gap taken as one stance
 _DYN_MAX_MS = const(300)  # ... but never asks a swing to last longer than this
 _WALK_STRIDE_MS = const(2500)  # longer strides (pauses, turns) teach no rhythm
 _STRIDE_NUM = const(3)
 _STRIDE_DEN = const(40)  # since < 3/5 of (stride x 8) <=> since x 40 < stride x 3
+_HEEL_GAP_MS = const(400)  # longest heel-off-to-forefoot gap taken as one stance
 _CONFIRM_MS = const(20)  # contact must hold this long before it is reported
 _MAX_STANCE_MS = const(4000)  # longer contacts are standing, not steps
 _MAX_STRIDE_MS = const(4000)  # longer gaps restart stride/swing timing

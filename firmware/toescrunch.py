@@ -29,6 +29,7 @@ from exbase import (
     TOP_PEAK,
     Clock,
     Fsr,
+    RampFit,
     at_zero,
     shift_for,
     since,
@@ -67,6 +68,7 @@ class ToeScrunchCounter:
         # crossing times of the rungs k * threshold / 2, rising and falling
         self._t_up = array("i", [0] * RUNGS)
         self._t_dn = array("i", [0] * RUNGS)
+        self._fit = RampFit(c)  # raw change through the burst: both ramps fitted
         self.reset()
 
     def reset(self):
@@ -88,6 +90,8 @@ class ToeScrunchCounter:
         self._quiet_ms = 0  # when the current quiet spell began
         self._heel_lo = 0  # heel reading range during the burst, counts
         self._heel_hi = 0
+        self._fit.clear()
+        self._wsign = 1  # sign of the change when the fit window opened
         for k in range(RUNGS):
             self._t_up[k] = 0
             self._t_dn[k] = 0
@@ -129,17 +133,20 @@ class ToeScrunchCounter:
             self._rest = f16
             return 0
         if st == _IDLE:
+            self._fit.open = False
             self._rest = f16  # settling: the resting level is whatever it reads
             self._settle += 1
             if self._settle >= self._settle_n:
                 self._state = _QUIET
                 self._quiet_ms = clock.now_ms
             return 0
-        if st == _QUIET:
+        if st == _QUIET and e < (self._half >> 1):
             thr = self._env // 3
             if thr < (_TS_MIN << 4):
                 thr = _TS_MIN << 4
-            self._half = thr >> 1  # the ladder follows the threshold between bursts
+            # the ladder follows the threshold at rest, and holds still on a ramp
+            # (a rung moving under the signal would go untimed)
+            self._half = thr >> 1
         half = self._half
         if prev < e:
             for k in range(1, RUNGS):
@@ -148,16 +155,29 @@ class ToeScrunchCounter:
                     self._t_up[k] = clock.cross(prev, e, k * half)
         if st == _QUIET:
             if e < (half >> 1):
-                self._rest += (f16 - self._rest) >> self._rest_k
+                if e < (half >> 3):
+                    # only near rest: the ends of the ramps would pull the level
+                    self._rest += (f16 - self._rest) >> self._rest_k
                 self._away = 0
+                self._fit.open = False
             else:
                 # moving away from rest: hold the level still (a scrunch may be
                 # starting) unless it stays away, which is a new resting posture
+                if not self._fit.open:
+                    self._wsign = sign
+                self._fit.add(self._raw(fore))
                 self._away += 1
                 if self._away > self._max_n:
                     self._rest = f16
                     self._away = 0
+                    self._fit.open = False
             if e >= 2 * half:
+                # rungs this step passed but left untimed (the ladder moves with the
+                # decaying threshold) keep no time from an earlier burst
+                span = since(self._quiet_ms, clock.now_ms)
+                for k in range(1, 3):
+                    if since(self._quiet_ms, self._t_up[k]) > span:
+                        self._t_up[k] = clock.cross(prev, e, k * half)
                 self._state = _BURST
                 self._peak = sm
                 self._sign = sign
@@ -174,7 +194,9 @@ class ToeScrunchCounter:
             self._quiet_ms = clock.now_ms
             self._fell = 0
             self._rest = f16
+            self._fit.open = False
             return 0
+        self._fit.add(self._raw(fore))
         if sm > self._peak:
             self._peak = sm
             self._sign = sign
@@ -198,8 +220,16 @@ class ToeScrunchCounter:
         self._state = _QUIET
         self._fell = 0
         ev = self._finish()
+        self._fit.open = False
         self._quiet_ms = clock.now_ms
         return ev
+
+    def _raw(self, fore):
+        # unsmoothed change from rest, counts, positive in the burst's direction
+        d = (fore - (self._rest >> 4)) * self._wsign
+        if d < -0xFFFF:
+            return -0xFFFF
+        return d if d < 0xFFFF else 0xFFFF
 
     def _finish(self):
         # rungs nearest 20 % and 80 % of the peak; extrapolate both ramps to zero
@@ -225,6 +255,16 @@ class ToeScrunchCounter:
         lag = self._clock.lag_ms
         start = (at_zero(self._t_up, k_lo, k_hi) - lag) & MS_MASK
         end = (at_zero(self._t_dn, k_lo, k_hi) - lag) & MS_MASK
+        # Better, unless a ramp is too short for a line: straight lines through the
+        # raw samples between 20 % and 80 % of the peak on both ramps, followed out
+        # to zero change.
+        f = self._fit
+        p = peak >> 4
+        if f.open and f.fit(p // 5, p - p // 5):
+            s = f.at(0)
+            if f.fit(p // 5, p - p // 5, True):
+                start = s
+                end = f.at(0)
         dur = since(start, end)
         if dur < _TS_MIN_MS or dur > _TS_MAX_MS:
             return 0

@@ -36,7 +36,9 @@ Generators
         One foot walking: heel-first ("rear") or forefoot-first ("fore") contact.
         truth: strike_ms, stride_ms, pattern.
 
-Run ``python -m host_tools.exgen --help`` to write one as a trace CSV.
+Run ``python -m host_tools.exgen --help`` to write one as a trace CSV;
+``python -m host_tools.exgen accuracy`` prints the firmware's worst timing error over
+random sessions (the figures in docs/EXERCISES.md, "Accuracy").
 """
 
 from __future__ import annotations
@@ -285,6 +287,78 @@ def slow_walk(
     return _finish("slow-walk", t, cols, rate_hz, noise, drift, seed, truth, params)
 
 
+def _sessions(kind: str, rate_hz: int, seed: int) -> ExTrace:
+    """A random session in the ranges the tests check (docs/EXERCISES.md, "Accuracy")."""
+    if kind == "heel-raises":
+        rng = np.random.default_rng(seed)
+        return heel_raises(
+            reps=int(rng.integers(3, 12)), rise_ms=float(rng.uniform(500, 1500)),
+            hold_ms=float(rng.uniform(300, 3000)), lower_ms=float(rng.uniform(500, 1500)),
+            rest_ms=float(rng.uniform(800, 2500)), noise=float(rng.uniform(0, 150)),
+            drift=float(rng.uniform(-400, 400)), rate_hz=rate_hz, seed=seed)
+    if kind == "toe-scrunch":
+        rng = np.random.default_rng(seed + 10)
+        n = int(rng.integers(4, 15))
+        return toe_scrunches(
+            amplitudes=[float(rng.uniform(4000, 9000) * rng.choice([-1, 1])) for _ in range(n)],
+            press_ms=float(rng.uniform(200, 500)), hold_ms=float(rng.uniform(0, 800)),
+            release_ms=float(rng.uniform(200, 500)), rest_ms=float(rng.uniform(500, 1500)),
+            noise=float(rng.uniform(0, 50)), drift=float(rng.uniform(-300, 300)),
+            rate_hz=rate_hz, seed=seed)
+    if kind == "balance":
+        rng = np.random.default_rng(seed + 20)
+        n = int(rng.integers(2, 5))
+        return balance(
+            hold_list=[float(rng.uniform(3000, 20000)) for _ in range(n)],
+            ends=[str(rng.choice(["other", "collapse"])) for _ in range(n)],
+            lift_ms=float(rng.uniform(250, 800)), down_ms=float(rng.uniform(200, 500)),
+            sway=float(rng.uniform(0.0, 0.15)), noise=float(rng.uniform(0, 150)),
+            drift=float(rng.uniform(-300, 300)), rate_hz=rate_hz, seed=seed)
+    rng = np.random.default_rng(seed + 30)
+    return slow_walk([float(rng.uniform(900, 1800)) for _ in range(10)],
+                     pattern=str(rng.choice(["rear", "fore"])),
+                     noise=float(rng.uniform(0, 150)), drift=float(rng.uniform(-300, 300)),
+                     rate_hz=rate_hz, seed=seed)
+
+
+# reported times checked against the truth, per kind: (event type, field, truth field)
+_TIMES = {
+    "heel-raises": ("rep", ("start_ms", "rise_ms", "hold_ms", "lower_ms")),
+    "toe-scrunch": ("scrunch", ("start_ms", "duration_ms")),
+    "balance": ("hold-end", ("start_ms", "duration_ms")),
+    "slow-walk": ("step", ("strike_ms",)),
+}
+
+
+def accuracy(sessions: int = 40, rates: tuple[int, ...] = (50, 100, 200)) -> list[dict]:
+    """Worst timing error, in samples, of the firmware's exercise modes (run on CPython)
+    over ``sessions`` random generated sessions per kind and rate; ``missed`` counts the
+    sessions whose event count was not exact."""
+    from host_tools import training
+
+    rows = []
+    for kind, (etype, fields) in _TIMES.items():
+        for rate in rates:
+            worst = dict.fromkeys(fields, 0.0)
+            missed = 0
+            for seed in range(sessions):
+                tr = _sessions(kind, rate, seed)
+                got = [training.decode(p) for _, p in
+                       training.run_cpython(training.MODES[kind], tr.samples, rate, 920)]
+                got = [e for e in got if e["type"] == etype]
+                want = [t for t in tr.truth if t.get("counted", True)]
+                if len(got) != len(want):
+                    missed += 1
+                    continue
+                for g, w in zip(got, want, strict=True):
+                    for f in fields:
+                        err = abs(g[f] - w[f]) * rate / 1000.0
+                        worst[f] = max(worst[f], err)
+            rows.append({"kind": kind, "rate_hz": rate, "sessions": sessions,
+                         "missed": missed, **worst})
+    return rows
+
+
 GENERATORS = {
     "heel-raises": heel_raises,
     "toe-scrunch": toe_scrunches,
@@ -309,8 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m host_tools.exgen",
         description="Write a synthetic exercise trace CSV (see the module docstring).",
     )
-    p.add_argument("kind", choices=sorted(GENERATORS))
-    p.add_argument("out", help="trace CSV to write")
+    p.add_argument("kind", choices=sorted(GENERATORS) + ["accuracy"],
+                   help="what to generate; 'accuracy' instead prints the firmware's worst "
+                        "timing error (samples) over --reps random sessions per kind "
+                        "and rate (--rates)")
+    p.add_argument("out", nargs="?", help="trace CSV to write")
+    p.add_argument("--rates", default="50,100,200", help="accuracy: rates, Hz (comma list)")
     p.add_argument("--reps", type=int, default=None, help="repetitions / holds")
     p.add_argument("--depth", type=float, default=None, help="heel raises: 0..1")
     p.add_argument("--hold", type=float, default=None, help="hold time, ms")
@@ -321,6 +399,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stride", type=float, default=None, help="slow walk: stride, ms")
     p.add_argument("--pattern", choices=("rear", "fore"), default=None)
     a = p.parse_args(argv)
+    if a.kind == "accuracy":
+        try:
+            rates = tuple(int(r) for r in a.rates.split(","))
+        except ValueError:
+            p.error(f"--rates: not a comma list of integers: {a.rates!r}")
+        for row in accuracy(a.reps or 40, rates):
+            errs = " ".join(f"{k}={v:.2f}" for k, v in row.items()
+                            if k not in ("kind", "rate_hz", "sessions", "missed"))
+            print(f"{row['kind']:12s} {row['rate_hz']:5d} Hz  sessions={row['sessions']} "
+                  f"missed={row['missed']}  {errs}", flush=True)
+        return 0
+    if a.out is None:
+        p.error("out: the trace CSV to write is required")
     kw: dict = {"rate_hz": a.rate, "seed": a.seed}
     if a.noise is not None:
         kw["noise"] = a.noise
