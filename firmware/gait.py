@@ -365,7 +365,7 @@ class GaitDetector:
                 s[_SUM + c] = t
                 if t > _SUM_LIMIT:
                     big = 1
-            if not live or (r >> 4) * _ROUGH_K >= span:
+            if not live:
                 s[_LIVE + c] = 0
                 s[_NORM + c] = 0
             else:

@@ -33,6 +33,16 @@ Recordings that score lowest (detected / reference / matched):
 
 {worst}
 
+Where they disagree (`make evaluate` draws this from the same run):
+
+![signal, reference and detected contacts around the first disagreement of the
+lowest-scoring recordings]({figure})
+
+Read the panels with the method below in mind: a gaitpdb reference contact falls where
+the total of all eight force sensors rises, which can be in what the three insole sensors
+see as swing (a toe or lateral sensor carries load), and a gaitndd right-foot reference
+is rebuilt from stride intervals, so it can sit beside the rise it belongs to.
+
 ## Method
 
 Each foot of each walk is turned into the three-column trace an insole ADC sampling at
@@ -100,6 +110,58 @@ when the first touch lands on a sensor the insole lacks (toes, lateral midfoot).
 """
 
 
+FIGURE = "accuracy_disagreements.png"
+
+
+def plot_disagreements(results: list[FootResult], path, n: int = 4) -> None:
+    """The worst-scoring feet around their first disagreement: signal, reference, detections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from . import engine
+    from .evaluate import load_source
+
+    picks = [r for r in worst(results, 3 * n) if (r.missed_ms or r.extra_ms) and r.source][:n]
+    if not picks:
+        return
+    fig, axes = plt.subplots(len(picks), 1, figsize=(11, 2.4 * len(picks)), squeeze=False)
+    for ax, r in zip(axes[:, 0], picks, strict=True):
+        rec = load_source(r.source)
+        strikes = [c[0] for c in engine.contacts(engine.run_cpython(rec.trace, rec.rate_hz))]
+        centre = min(r.missed_ms + r.extra_ms)
+        lo, hi = centre - 3000, centre + 3000
+        t = np.arange(len(rec.trace)) * 1000.0 / rec.rate_hz
+        sel = (t >= lo) & (t <= hi)
+        names = ("heel", "arch", "forefoot") if rec.database == "gaitpdb" else ("FSR",)
+        for k, name in enumerate(names):
+            ax.plot(t[sel] / 1000, rec.trace[sel, k], lw=1.2, label=name)
+        for x in rec.reference_ms:
+            if lo <= x <= hi:
+                ax.axvline(x / 1000, color="tab:red", lw=1.4)
+        for x in strikes:
+            if lo <= x <= hi:
+                ax.axvline(x / 1000, color="tab:green", ls="--", lw=1.4)
+        for x in r.missed_ms + r.extra_ms:
+            if lo <= x <= hi:
+                ax.axvspan(x / 1000 - 0.06, x / 1000 + 0.06, color="gold", alpha=0.35)
+        ax.set_title(
+            f"{r.name} ({r.database}, {r.group}): {r.matched} of {r.n_ref} matched, "
+            f"{r.n_det} detected",
+            fontsize=10,
+        )
+        ax.set_ylabel("counts")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel(
+        "time (s); red = reference contact, green dashed = detected, yellow = disagreement"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def _worst_lines(results: list[FootResult]) -> str:
     lines = []
     for r in worst(results):
@@ -141,6 +203,7 @@ def render(rows, sides, results: list[FootResult], engine: str) -> str:
         table=markdown_table(rows),
         sides=markdown_table(sides),
         worst=_worst_lines(results),
+        figure=FIGURE,
         ndd_w=NDD_WINDOW_MS,
         pdb_w=PDB_WINDOW_MS,
     )

@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from . import evaluate
-    from .accuracy_doc import render
+    from .accuracy_doc import FIGURE, plot_disagreements, render
     from .cli import UsageError
 
     root = Path(args.data)
@@ -49,5 +49,6 @@ def run(args) -> int:
     print(evaluate.markdown_table(sides))
     if args.write:
         Path(args.write).write_text(render(rows, sides, results, args.engine))
+        plot_disagreements(results, Path(args.write).parent / FIGURE)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0

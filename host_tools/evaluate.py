@@ -32,6 +32,9 @@ class FootResult:
     errors_ms: list[float] = field(default_factory=list)  # detected - reference, matched pairs
     cadence_ref: float = 0.0  # strikes per minute of this foot
     cadence_det: float = 0.0
+    missed_ms: list[float] = field(default_factory=list)  # reference strikes not found
+    extra_ms: list[float] = field(default_factory=list)  # detections with no reference
+    source: tuple = ()  # how to load the recording again (see load_source)
 
 
 def match(det_ms: np.ndarray, ref_ms: np.ndarray, window_ms: float) -> list[tuple[int, int]]:
@@ -70,7 +73,11 @@ def score(rec: physionet.Recording, strikes_ms: Iterable[float], window_ms: floa
     ref = np.asarray([t for t in rec.reference_ms if valid(t)], dtype=float)
     pairs = match(det, ref, window_ms)
     span_min = max(hi - lo, 1.0) / 60000.0
+    hit_det = {i for i, _ in pairs}
+    hit_ref = {j for _, j in pairs}
     return FootResult(
+        missed_ms=[float(t) for j, t in enumerate(ref) if j not in hit_ref],
+        extra_ms=[float(t) for i, t in enumerate(det) if i not in hit_det],
         name=rec.name,
         database=rec.database,
         group=rec.group,
@@ -89,7 +96,14 @@ def _run_one(args: tuple) -> FootResult:
     events = engine.run(rec.trace, rec.rate_hz, eng)
     strikes = [c[0] for c in engine.contacts(events)]
     window = NDD_WINDOW_MS if rec.database == "gaitndd" else PDB_WINDOW_MS
-    return score(rec, strikes, window)
+    res = score(rec, strikes, window)
+    res.source = (loader, where, side)
+    return res
+
+
+def load_source(source: tuple) -> physionet.Recording:
+    loader, where, side = source
+    return physionet.load_ndd(*where, side) if loader == "ndd" else physionet.load_pdb(where, side)
 
 
 def jobs(data_root: Path, eng: str, databases: tuple[str, ...] = ("gaitndd", "gaitpdb")) -> list:
