@@ -112,8 +112,9 @@ def ndd_reference(ts: np.ndarray, side: str, counts: np.ndarray, rate_hz: int) -
     drifts. Instead each right strike is predicted from the previous one plus the
     authors' stride and placed on the signal's rising crossing of 15 % of its local
     range, 10 ms earlier (the relation column 1 has to the left signal), when one lies
-    within 100 ms of the prediction; otherwise the prediction stands. The authors'
-    strides decide which rises are strikes; the signal gives their times.
+    within 100 ms of the prediction; otherwise the prediction stands, and after two such
+    misses the chain re-anchors on the nearest crossing. The authors' strides decide
+    which rises are strikes; the signal gives their times.
     """
     if side == "left":
         return ts[:, 0] * 1000.0
@@ -129,14 +130,14 @@ def ndd_reference(ts: np.ndarray, side: str, counts: np.ndarray, rate_hz: int) -
         lo = max(1, 1 + shift)
         steps = strides[lo : len(strides) + min(0, shift)]
         rel = np.concatenate([[0.0], np.cumsum(steps)])
-        out, cost = _track_offset(rel, crossings, start, strides)
+        out, cost = _chain_strides(rel, crossings, start, strides)
         if cost < best_cost:
             best, best_cost = out, cost
     assert best is not None
     return best
 
 
-def _track_offset(
+def _chain_strides(
     rel: np.ndarray, crossings: np.ndarray, start: float, strides: np.ndarray
 ) -> tuple[np.ndarray, float]:
     """Chain the strides from the first crossing; snap each strike to a crossing near it.
