@@ -11,6 +11,8 @@
 # through the times where the lightly smoothed load crosses a ladder of levels.
 from array import array
 
+from gait import shift_for  # noqa: F401  (the modes import it from here)
+
 try:
     import micropython
     from micropython import const
@@ -84,15 +86,6 @@ _FIT_M_MAX = const(256)  # ... and at most this many samples (keeps times < 2**2
 TOP_PEAK = const(0)  # Fsr top modes
 TOP_MEAN = const(1)
 TOP_FROZEN = const(2)
-
-
-def shift_for(samples):
-    # Smallest s with 2**s >= samples: an IIR step of 1/2**s has a time constant of
-    # about `samples` samples.
-    s = 0
-    while (1 << s) < samples:
-        s += 1
-    return s
 
 
 class Clock:

@@ -157,7 +157,7 @@ _DO_UNTRACKED = const(2)
 _DO_FINISH = const(4)
 
 
-def _shift_for(samples):
+def shift_for(samples):
     # Smallest shift s with 2**s >= samples: an IIR step of 1/2**s has a time
     # constant of about `samples` samples.
     s = 0
@@ -258,10 +258,10 @@ class GaitDetector:
         st[_DYN] = st[_MINSW]
         st[_GAPMAX] = _HEEL_GAP_MS * rate // 1000
         st[_CONF] = max(1, _CONFIRM_MS * rate // 1000)
-        st[_SH_UP] = _shift_for(_BASE_UP_MS * rate // 1000)
-        st[_SH_CREEP] = _shift_for(_BASE_CREEP_MS * rate // 1000)
-        st[_SH_DECAY] = _shift_for(_PEAK_DECAY_MS * rate // 1000)
-        st[_SH_ROUGH] = _shift_for(_ROUGH_MS * rate // 1000)
+        st[_SH_UP] = shift_for(_BASE_UP_MS * rate // 1000)
+        st[_SH_CREEP] = shift_for(_BASE_CREEP_MS * rate // 1000)
+        st[_SH_DECAY] = shift_for(_PEAK_DECAY_MS * rate // 1000)
+        st[_SH_ROUGH] = shift_for(_ROUGH_MS * rate // 1000)
         for i in range(_HIST):
             self._hist[i] = 0
         self._have_last = False

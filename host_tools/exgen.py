@@ -99,6 +99,21 @@ def _foot_down(t, lead_ms):
     return _ramp(t, lead_ms, lead_ms + PUT_DOWN_MS)
 
 
+def _rep_train(sizes, up_ms, hold_ms, down_ms, rest_ms, rate_hz, lead_ms, settle_ms):
+    """Foot put down, settled, then one pulse per size: (t, foot_on, pulses, starts)."""
+    period = up_ms + hold_ms + down_ms + rest_ms
+    first = lead_ms + PUT_DOWN_MS + settle_ms
+    end = first + len(sizes) * period + settle_ms
+    t = np.arange(0, end, 1000.0 / rate_hz)
+    pulses = np.zeros_like(t)
+    starts = []
+    for i, size in enumerate(sizes):
+        s = first + i * period
+        pulses += size * _pulse(t, s, up_ms, hold_ms, down_ms)
+        starts.append(s)
+    return t, _foot_down(t, lead_ms), pulses, starts
+
+
 def heel_raises(
     reps: int = 10,
     depth: float = 1.0,
@@ -116,16 +131,11 @@ def heel_raises(
 ) -> ExTrace:
     _check_rate(rate_hz)
     depths = list(depths) if depths is not None else [depth] * reps
-    period = rise_ms + hold_ms + lower_ms + rest_ms
-    first = lead_ms + PUT_DOWN_MS + settle_ms
-    end = first + len(depths) * period + settle_ms
-    t = np.arange(0, end, 1000.0 / rate_hz)
-    on = _foot_down(t, lead_ms)
-    lift = np.zeros_like(t)
+    t, on, lift, starts = _rep_train(
+        depths, rise_ms, hold_ms, lower_ms, rest_ms, rate_hz, lead_ms, settle_ms
+    )
     truth = []
-    for i, d in enumerate(depths):
-        s = first + i * period
-        lift += d * _pulse(t, s, rise_ms, hold_ms, lower_ms)
+    for s, d in zip(starts, depths, strict=True):
         truth.append(
             {
                 "start_ms": s,
@@ -163,18 +173,13 @@ def toe_scrunches(
 ) -> ExTrace:
     _check_rate(rate_hz)
     amps = list(amplitudes) if amplitudes is not None else [amplitude] * reps
-    period = press_ms + hold_ms + release_ms + rest_ms
-    first = lead_ms + PUT_DOWN_MS + settle_ms
-    end = first + len(amps) * period + settle_ms
-    t = np.arange(0, end, 1000.0 / rate_hz)
-    on = _foot_down(t, lead_ms)
-    change = np.zeros_like(t)
-    truth = []
-    for i, a in enumerate(amps):
-        s = first + i * period
-        change += a * _pulse(t, s, press_ms, hold_ms, release_ms)
-        truth.append({"start_ms": s, "duration_ms": press_ms + hold_ms + release_ms,
-                      "amplitude": a})
+    t, on, change, starts = _rep_train(
+        amps, press_ms, hold_ms, release_ms, rest_ms, rate_hz, lead_ms, settle_ms
+    )
+    truth = [
+        {"start_ms": s, "duration_ms": press_ms + hold_ms + release_ms, "amplitude": a}
+        for s, a in zip(starts, amps, strict=True)
+    ]
     heel = on * SEATED["heel"]
     arch = on * SEATED["arch"]
     fore = on * SEATED["forefoot"] + change

