@@ -121,7 +121,6 @@ def plot_disagreements(results: list[FootResult], path, n: int = 4) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from . import engine
     from .evaluate import load_source
 
     picks = [r for r in worst(results, 3 * n) if (r.missed_ms or r.extra_ms) and r.source][:n]
@@ -130,7 +129,7 @@ def plot_disagreements(results: list[FootResult], path, n: int = 4) -> None:
     fig, axes = plt.subplots(len(picks), 1, figsize=(11, 2.4 * len(picks)), squeeze=False)
     for ax, r in zip(axes[:, 0], picks, strict=True):
         rec = load_source(r.source)
-        strikes = [c[0] for c in engine.contacts(engine.run_cpython(rec.trace, rec.rate_hz))]
+        strikes = r.strikes_ms  # what the evaluated engine found
         centre = min(r.missed_ms + r.extra_ms)
         lo, hi = centre - 3000, centre + 3000
         t = np.arange(len(rec.trace)) * 1000.0 / rec.rate_hz

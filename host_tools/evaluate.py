@@ -35,6 +35,7 @@ class FootResult:
     missed_ms: list[float] = field(default_factory=list)  # reference strikes not found
     extra_ms: list[float] = field(default_factory=list)  # detections with no reference
     source: tuple = ()  # how to load the recording again (see load_source)
+    strikes_ms: list[float] = field(default_factory=list)  # every detected contact
 
 
 def match(det_ms: np.ndarray, ref_ms: np.ndarray, window_ms: float) -> list[tuple[int, int]]:
@@ -98,6 +99,7 @@ def _run_one(args: tuple) -> FootResult:
     window = NDD_WINDOW_MS if rec.database == "gaitndd" else PDB_WINDOW_MS
     res = score(rec, strikes, window)
     res.source = (loader, where, side)
+    res.strikes_ms = [float(t) for t in strikes]
     return res
 
 
