@@ -1,9 +1,10 @@
 """make flash against a pty "board": the real mpremote and the MicroPython unix port.
 
-The device is ``micropython -i`` behind socat in a temporary directory that stands in
-for the board's filesystem. The ESP32 build's native code cannot run there, so these
-tests flash with ``--force`` (files are only copied and hashed, never imported) and
-``--reset none`` (the unix port has no reset); test_flash_boot.py runs a flashed tree.
+The device is ``micropython -i`` behind a pty bridge (tests/ptybridge.py) in a temporary
+directory that stands in for the board's filesystem. The ESP32 build's native code cannot
+run there, so these tests flash with ``--force`` (files are only copied and hashed, never
+imported) and ``--reset none`` (the unix port has no reset); test_flash_boot.py runs a
+flashed tree.
 """
 
 from __future__ import annotations

@@ -8,8 +8,6 @@ Ctrl-D) with boot noise and the firmware's banner line.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from host_tools.flash import FlashError, reset_and_wait, wait_for_banner
+from tests.ptybridge import PtyBridge
 
 BOARD_SCRIPT = r"""
 import os, sys
@@ -45,24 +44,8 @@ while True:
 def scripted_board(tmp_path):
     script = tmp_path / "board.py"
     script.write_text(BOARD_SCRIPT)
-    link = tmp_path / "ttyBOARD"
-    proc = subprocess.Popen(
-        [
-            shutil.which("socat") or "socat",
-            f"PTY,link={link},rawer",
-            f"EXEC:{sys.executable} -u {script},pty,rawer",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 10
-    while not link.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "socat did not start"
-        time.sleep(0.02)
-    yield str(link)
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(5)
+    with PtyBridge([sys.executable, "-u", str(script)], tmp_path / "ttyBOARD") as board:
+        yield str(board.link)
 
 
 BANNERS = {
