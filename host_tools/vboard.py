@@ -6,11 +6,13 @@ of ``boards/virtual`` first on its path: ``machine`` (the ADC reads a recorded t
 ``time`` (a virtual clock), ``bluetooth`` (MicroPython's low-level BLE API) and
 ``board``. The ``bluetooth`` shim talks over a unix socket to this module, which
 serves the GATT table the firmware registered from a bumble ``Device``. A central
-on the same radio sees a real GATT server: ATT reads, writes (Control needs an
-encrypted link: the central must pair), notifications, MTU exchange and
-encryption changes reach the firmware as the same IRQs an ESP32 raises, and the
-pairing keys are stored by the firmware (_IRQ_SET_SECRET/_IRQ_GET_SECRET), so bonds
-survive a restart on the same ``flash_dir``.
+on the same radio sees a real GATT server: ATT reads (each one an
+_IRQ_GATTS_READ_REQUEST the firmware may refuse), writes (Control needs an encrypted
+link: the central must pair), notifications, MTU exchange and encryption changes
+reach the firmware as the same IRQs an ESP32 raises. The pairing keys are kept by the
+firmware as NimBLE keeps them (``NimbleStore``: its records, keys and store walks
+through _IRQ_SET_SECRET/_IRQ_GET_SECRET), so bonds survive a restart on the same
+``flash_dir``, also with a central that uses a resolvable private address.
 
 Radio: ``VirtualRadio()`` is bumble's in-process virtual radio (``LocalLink``): any
 number of virtual insoles and centrals share it. ``VirtualRadio("usb:0")`` (any
@@ -49,13 +51,19 @@ with it: what the firmware sent so far has reached the radio), ``set_speed(x)``,
 ``set_notify_buffers(count, refill_ms)`` and ``fail_notifications(n)`` (the firmware's
 ``gatts_notify`` then raises ``OSError(ENOMEM)`` like a busy NimBLE), ``value(uuid)``
 (a characteristic's current value), ``wait_log(regex)``, ``refused`` (ENOMEM count),
-``name``, ``address``, ``handles``, ``connections`` and ``device`` (the bumble
-peripheral).
+``wait_stored()`` (a pairing's keys have reached the firmware), ``fire_irq(event,
+data)`` (any IRQ with any data, for fuzzing), ``irqs_delivered()`` (all events sent
+so far reached the handler: how many it got, and whether it is still set),
+``faults`` (why NimBLE would be stuck: the board is then stopped), ``name``,
+``address``, ``handles``, ``connections`` and ``device`` (the bumble peripheral).
+``radio.central(private=True)`` is a central with LE privacy (an RPA from its own
+IRK); ``VirtualRadio.new_private_address(dev)`` gives it a fresh one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -85,18 +93,55 @@ MSG_NOTIFY, MSG_INDICATE, MSG_VALUE = ord("N"), ord("I"), ord("V")
 MSG_DISCONNECT, MSG_CONFIG, MSG_PAUSED = ord("D"), ord("C"), ord("P")
 MSG_FIRST, MSG_END, MSG_RESET, MSG_REFUSED = ord("T"), ord("E"), ord("X"), ord("O")
 MSG_CLOCK = ord("K")  # only carries the trace time, every 100 ms of it
-MSG_SECRET = ord("S")  # the firmware's answer to HOST_GET_SECRET
+MSG_SECRET = ord("S")  # the firmware's answer to HOST_GET_SECRET / HOST_SET_SECRET
+MSG_KEYS = ord("Y")  # active(True)'s store reads: [own IRK (16)] + 80-byte peer records
+MSG_READ = ord("Q")  # <BB denied, ATT error> value: the answer to HOST_READ
+MSG_SYNCED = ord("Z")  # <IB IRQs raised so far, handler set>: the answer to HOST_SYNC
 # host -> shim (frame: u16 length, u8 type, payload)
 HOST_CONNECT, HOST_DISCONNECT, HOST_WRITE = ord("c"), ord("d"), ord("w")
 HOST_MTU, HOST_CONN_UPDATE, HOST_ENCRYPTION = ord("m"), ord("u"), ord("e")
 HOST_INDICATE_DONE, HOST_HANDLES, HOST_CONTROL = ord("i"), ord("r"), ord("x")
 HOST_GET_SECRET, HOST_SET_SECRET = ord("g"), ord("s")
-SEC_PEER = 2  # NimBLE's store type for a peer's security keys
+HOST_READ, HOST_IRQ, HOST_FATAL, HOST_SYNC = ord("q"), ord("j"), ord("f"), ord("y")
+
+# NimBLE's store as MicroPython hands it to the IRQ handler (modbluetooth_nimble.c
+# ble_secret_store_*): object types, keys (a ble_addr_t: type + address, LSB first)
+# and values (a struct ble_store_value_sec, nimble/host/include/host/ble_store.h)
+SEC_OUR, SEC_PEER, SEC_OUR_IRK = 1, 2, 10  # BLE_STORE_OBJ_TYPE_OUR/PEER_SEC, load_irk()
+SEC_RECORD_FORMAT = "<B6sBH6xQ16sB16sB16sB5x"  # the struct as GCC lays it out: 80 bytes
+MAX_BONDS = 3  # ESP-IDF's CONFIG_BT_NIMBLE_MAX_BONDS default
+_STORE_INDEX_WRAP = 256  # struct ble_store_key_sec.idx is a uint8_t
+_STORE_LOOP_MAX = 64  # NimBLE loops this long on a store that never says "done": stuck
 
 # MicroPython characteristic flags (bluetooth module, NimBLE values)
 F_READ, F_WRITE_NR, F_WRITE, F_NOTIFY, F_INDICATE = 0x0002, 0x0004, 0x0008, 0x0010, 0x0020
 F_AUX_WRITE, F_READ_ENC, F_READ_AUTHEN, F_READ_AUTHOR = 0x0100, 0x0200, 0x0400, 0x0800
 F_WRITE_ENC, F_WRITE_AUTHEN, F_WRITE_AUTHOR = 0x1000, 0x2000, 0x4000
+
+
+def _encode_irq_value(value):
+    """A HOST_IRQ value as [kind, payload] (boards/virtual/bluetooth.py _decode)."""
+    if value is None:
+        return ["n"]
+    if value is True or value is False:
+        return ["T" if value else "F"]
+    if isinstance(value, int):
+        return ["i", value]
+    if isinstance(value, float):
+        return ["f", value]
+    if isinstance(value, str):
+        return ["s", value]
+    if isinstance(value, bytes):
+        return ["b", value.hex()]
+    if isinstance(value, bytearray):
+        return ["a", bytes(value).hex()]
+    if isinstance(value, memoryview):
+        return ["m", bytes(value).hex()]
+    if isinstance(value, tuple):
+        return ["t", [_encode_irq_value(v) for v in value]]
+    if isinstance(value, list):
+        return ["l", [_encode_irq_value(v) for v in value]]
+    raise TypeError(f"no IRQ encoding for {type(value).__name__}")
 
 
 class VBoardError(RuntimeError):
@@ -210,9 +255,12 @@ class VirtualRadio:
         self._devices.append(dev)
         return dev
 
-    async def central(self, name: str = "insole-central", address: str | None = None):
+    async def central(self, name: str = "insole-central", address: str | None = None,
+                      private: bool = False):
         """A powered-on bumble Device to act as a central on this radio (each call a
-        new one, with its own address unless one is given)."""
+        new one, with its own address unless one is given). private: it connects from
+        a resolvable private address made with its own IRK, as phones do, and hands
+        out that IRK with its identity (the random static address) when it pairs."""
         if self.link is None:
             raise VBoardError("a central needs the virtual radio (no transport)")
         if address is None:
@@ -221,12 +269,26 @@ class VirtualRadio:
         from bumble.pairing import PairingConfig, PairingDelegate
 
         dev = await self.device(name, address)
+        if private:
+            dev.irk = os.urandom(16)
+            dev.le_privacy_enabled = True  # power_on() takes an RPA from dev.irk
         # the virtual radio routes LE links by random address: bond under that one
         dev.pairing_config_factory = lambda _conn: PairingConfig(
             identity_address_type=PairingConfig.AddressType.RANDOM,
             delegate=PairingDelegate())
         await dev.power_on()
         return dev
+
+    @staticmethod
+    async def new_private_address(dev):
+        """Give a private central a fresh resolvable private address (as a phone does
+        every few minutes); returns it."""
+        from bumble.hci import Address, HCI_LE_Set_Random_Address_Command
+
+        rpa = Address.generate_private_address(dev.irk)
+        await dev.send_command(HCI_LE_Set_Random_Address_Command(random_address=rpa))
+        dev.random_address = rpa
+        return rpa
 
     async def release(self, dev) -> None:
         """Take a device off the radio."""
@@ -370,32 +432,227 @@ class Central:
             await asyncio.wait_for(conn.disconnect(), timeout)
 
 
+@dataclass
+class SecRecord:
+    """A struct ble_store_value_sec: what NimBLE stores per bonded peer, once as "our"
+    keys (SEC_OUR: the LTK the insole gave, and its IRK) and once as the peer's
+    (SEC_PEER: the central's IRK and, with LE Secure Connections, the same LTK)."""
+
+    addr_type: int  # 0 public, 1 random (an identity address)
+    addr: bytes  # 6 bytes, least significant first (ble_addr_t.val)
+    key_size: int = 16
+    ediv: int = 0
+    rand: int = 0
+    ltk: bytes | None = None
+    irk: bytes | None = None
+    csrk: bytes | None = None
+    authenticated: bool = False
+    sc: bool = False
+
+    @property
+    def key(self) -> bytes:
+        """The store key NimBLE passes to _IRQ_*_SECRET for this peer."""
+        return bytes((self.addr_type,)) + self.addr
+
+    def pack(self) -> bytes:
+        flags = ((self.csrk is not None) | (self.authenticated << 1) | (self.sc << 2))
+        return struct.pack(SEC_RECORD_FORMAT, self.addr_type, self.addr, self.key_size,
+                           self.ediv, self.rand, self.ltk or bytes(16), self.ltk is not None,
+                           self.irk or bytes(16), self.irk is not None,
+                           self.csrk or bytes(16), flags)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> SecRecord | None:
+        """The record, or None when data is not one (NimBLE: ENOENT)."""
+        if len(data) != struct.calcsize(SEC_RECORD_FORMAT):
+            return None
+        (addr_type, addr, key_size, ediv, rand, ltk, has_ltk, irk, has_irk, csrk,
+         flags) = struct.unpack(SEC_RECORD_FORMAT, data)
+        return cls(addr_type, addr, key_size, ediv, rand, ltk if has_ltk & 1 else None,
+                   irk if has_irk & 1 else None, csrk if flags & 1 else None,
+                   bool(flags & 2), bool(flags & 4))
+
+
+def store_key(address) -> bytes:
+    """A bumble Address (or its text) as NimBLE's store key (ble_addr_t)."""
+    from bumble.hci import Address
+
+    if isinstance(address, str):
+        address = Address(address)
+    return bytes((int(address.address_type) & 1,)) + bytes(address)
+
+
+def _address_of(key: bytes):
+    from bumble.hci import Address
+
+    return Address(key[1:7], Address.RANDOM_DEVICE_ADDRESS if key[0] & 1
+                   else Address.PUBLIC_DEVICE_ADDRESS)
+
+
+class NimbleStore:
+    """The bond store as NimBLE drives it through MicroPython's secret IRQs, with
+    bumble doing the pairing. Each step names the NimBLE code it follows:
+
+    - pairing done (ble_sm_persist_keys): a peer that was bonded already loses its
+      old bond first (ble_sm_chk_repeat_pairing, then MicroPython's
+      BLE_GAP_EVENT_REPEAT_PAIRING: ble_store_util_delete_peer), the records are
+      counted (ble_sm_chk_store_overflow), then SET_SECRET(1) and SET_SECRET(2);
+      a refused write unpairs the oldest peer and tries again
+      (ble_store_util_status_rr -> ble_gap_unpair_oldest_peer);
+    - a delete repeats until the handler says there is nothing left
+      (ble_store_util_delete_all), so a handler that answers True to every delete
+      leaves NimBLE's task spinning: the board is then stopped as stuck;
+    - reconnection (ble_sm_retrieve_ltk): GET_SECRET(1, 0, key) and the LTK only if
+      ediv and rand match;
+    - the resolving list: the peer IRKs active(True) read (MSG_KEYS) plus those of
+      new bonds (ble_store_write_peer_sec -> ble_hs_pvcy_add_entry).
+    """
+
+    def __init__(self, insole: VirtualInsole):
+        self.insole = insole
+        self.resolving: dict[bytes, bytes] = {}  # store key -> peer IRK
+        self.persisted = 0  # pairings whose keys went through to the firmware
+        self.changed = asyncio.Event()
+
+    async def get(self, sec_type: int, index: int, key: bytes | None) -> bytes | None:
+        return await self.insole._get_secret(sec_type, index, key)
+
+    async def record(self, sec_type: int, index: int, key: bytes | None) -> SecRecord | None:
+        value = await self.get(sec_type, index, key)
+        return None if value is None else SecRecord.unpack(value)
+
+    async def count(self, sec_type: int) -> int:
+        # ble_store_util_count -> ble_store_iterate
+        n = 0
+        while await self.record(sec_type, n % _STORE_INDEX_WRAP, None) is not None:
+            n += 1
+            if n >= _STORE_INDEX_WRAP:
+                self.insole._fatal("ble_store_iterate never ends: the store answers every "
+                                   f"index of type {sec_type}")
+                break
+        return n
+
+    async def delete_all(self, sec_type: int, key: bytes) -> None:
+        for _ in range(_STORE_LOOP_MAX):
+            if not await self.insole._set_secret(sec_type, key, None):
+                return
+        self.insole._fatal(f"ble_store_util_delete_all never ends: the handler keeps "
+                           f"answering True to deleting type {sec_type} key {key.hex()}")
+
+    async def delete_peer(self, key: bytes) -> None:
+        # ble_store_util_delete_peer (the CCCD records never reach MicroPython)
+        await self.delete_all(SEC_OUR, key)
+        await self.delete_all(SEC_PEER, key)
+        self.resolving.pop(key, None)
+
+    async def oldest_peer(self) -> bytes | None:
+        # ble_store_util_bonded_peers(max_peers=1) iterates SEC_OUR until a second peer
+        first = None
+        for index in range(_STORE_INDEX_WRAP):
+            rec = await self.record(SEC_OUR, index, None)
+            if rec is None or (first is not None and rec.key != first):
+                break
+            first = rec.key
+        return first
+
+    async def write(self, sec_type: int, rec: SecRecord) -> bool:
+        # ble_store_write: on BLE_HS_ESTORE_CAP the status callback makes room
+        for _ in range(_STORE_LOOP_MAX):
+            if await self.insole._set_secret(sec_type, rec.key, rec.pack()):
+                return True
+            oldest = await self.oldest_peer()
+            if oldest is None:
+                return False  # ble_gap_unpair_oldest_peer: BLE_HS_ENOENT
+            await self.insole._drop_peer(_address_of(oldest))
+            await self.delete_peer(oldest)
+        self.insole._fatal("ble_store_write never succeeds")
+        return False
+
+    async def persist(self, name: str, keys) -> None:
+        key = store_key(name)
+        for _ in range(_STORE_LOOP_MAX):
+            if await self.record(SEC_PEER, 0, key) is None:
+                break
+            await self.delete_peer(key)
+        else:
+            self.insole._fatal("ble_sm_chk_repeat_pairing never ends: the old bond stays")
+        await self.count(SEC_PEER)
+        await self.count(SEC_OUR)
+        our, peer = self.records(key, keys)
+        if await self.write(SEC_OUR, our) and await self.write(SEC_PEER, peer):
+            if peer.irk is not None:
+                self.resolving[key] = peer.irk
+        self.persisted += 1
+        self.changed.set()
+
+    def records(self, key: bytes, keys) -> tuple[SecRecord, SecRecord]:
+        """bumble's PairingKeys (the insole as responder) as NimBLE's two records
+        (ble_sm_fill_store_value)."""
+        sc = keys.ltk is not None
+        ours = keys.ltk if sc else keys.ltk_peripheral
+        theirs = keys.ltk if sc else keys.ltk_central
+        auth = bool(ours.authenticated) if ours is not None else False
+
+        def rec(ltk, irk, csrk) -> SecRecord:
+            return SecRecord(key[0], key[1:7], 16,
+                             (ltk.ediv or 0) if ltk is not None and not sc else 0,
+                             int.from_bytes(ltk.rand or bytes(8), "little")
+                             if ltk is not None and not sc else 0,
+                             ltk.value if ltk is not None else None, irk, csrk, auth, sc)
+
+        device = self.insole.device
+        return (rec(ours, device.irk if device is not None else None, None),
+                rec(theirs, keys.irk.value if keys.irk else None,
+                    keys.csrk.value if keys.csrk else None))
+
+    async def long_term_key(self, address, rand: bytes, ediv: int) -> bytes | None:
+        # ble_sm_ltk_req_rx -> ble_sm_retrieve_ltk
+        rec = await self.record(SEC_OUR, 0, store_key(address))
+        if rec is None or rec.ediv != ediv or rec.rand != int.from_bytes(rand, "little"):
+            return None
+        return rec.ltk
+
+    def restored(self, body: bytes) -> bytes | None:
+        """MSG_KEYS: the resolving list active(True) restored; returns the own IRK."""
+        size = struct.calcsize(SEC_RECORD_FORMAT)
+        own = body[: len(body) % size] or None
+        self.resolving = {}
+        for i in range(len(own or b""), len(body), size):
+            rec = SecRecord.unpack(body[i : i + size])
+            if rec is not None and rec.irk is not None:
+                self.resolving[rec.key] = rec.irk
+        return own
+
+
 def _keystore_for(insole: VirtualInsole):
-    """A bumble KeyStore that keeps the pairing keys with the firmware, through
-    _IRQ_SET_SECRET/_IRQ_GET_SECRET, as NimBLE does on an ESP32: bonds then live in
-    the board's flash and survive a restart."""
+    """A bumble KeyStore over NimbleStore: bumble's questions answered the way NimBLE
+    answers them on an ESP32, from the firmware's own store."""
     from bumble.keys import KeyStore, PairingKeys
+
+    store = insole.store
 
     class FirmwareKeyStore(KeyStore):
         async def get(self, name: str) -> PairingKeys | None:
-            entry = await insole._get_secret(SEC_PEER, 0, name.encode())
-            return None if entry is None else PairingKeys.from_dict(entry["keys"])
+            rec = await store.record(SEC_OUR, 0, store_key(name))
+            if rec is None or rec.ltk is None:
+                return None
+            key = PairingKeys.Key(rec.ltk, rec.authenticated)
+            if rec.sc:
+                return PairingKeys(address_type=rec.addr_type, ltk=key)
+            key.ediv, key.rand = rec.ediv, rec.rand.to_bytes(8, "little")
+            return PairingKeys(address_type=rec.addr_type, ltk_peripheral=key)
 
         async def update(self, name: str, keys: PairingKeys) -> None:
-            value = json.dumps({"name": name, "keys": keys.to_dict()}).encode()
-            insole._set_secret(SEC_PEER, name.encode(), value)
+            await store.persist(name, keys)
 
         async def delete(self, name: str) -> None:
-            insole._set_secret(SEC_PEER, name.encode(), None)
+            await store.delete_peer(store_key(name))
 
         async def get_all(self) -> list[tuple[str, PairingKeys]]:
-            out = []
-            for index in range(64):  # the firmware keeps far fewer
-                entry = await insole._get_secret(SEC_PEER, index, None)
-                if entry is None:
-                    break
-                out.append((entry["name"], PairingKeys.from_dict(entry["keys"])))
-            return out
+            # the resolving list (ble_hs_pvcy), not a walk of the store
+            return [(str(_address_of(k)).split("/")[0],
+                     PairingKeys(address_type=k[0], irk=PairingKeys.Key(irk)))
+                    for k, irk in store.resolving.items()]
 
     return FirmwareKeyStore()
 
@@ -471,9 +728,13 @@ class VirtualInsole:
         self._line_event = asyncio.Event()
         self._stderr = b""
         self.returncode: int | None = None
-        self._secret_lock = asyncio.Lock()
         self._own_type = 1  # bumble OwnAddressType.RANDOM until the controller is known
-        self._secret_reply: asyncio.Future | None = None
+        # answers of the board, in the order it gives them
+        self._secret_replies: collections.deque[asyncio.Future] = collections.deque()
+        self._read_replies: collections.deque[asyncio.Future] = collections.deque()
+        self._sync_replies: collections.deque[asyncio.Future] = collections.deque()
+        self.store = NimbleStore(self)
+        self.faults: list[str] = []  # why the BLE stack would be stuck for good
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> VirtualInsole:
@@ -865,8 +1126,16 @@ class VirtualInsole:
         elif kind in (MSG_FIRST, MSG_HELLO):
             pass  # trace time 0 / the link is up: the header's trace time says it all
         elif kind == MSG_SECRET:
-            if self._secret_reply is not None and not self._secret_reply.done():
-                self._secret_reply.set_result(body[1:] if body[:1] == b"\x01" else None)
+            self._answer(self._secret_replies, body)  # <B found/stored> value
+        elif kind == MSG_SYNCED:
+            self._answer(self._sync_replies, struct.unpack_from("<IB", body))
+        elif kind == MSG_READ:
+            self._answer(self._read_replies, (body[0], body[1], body[2:]))
+        elif kind == MSG_KEYS:
+            own = self.store.restored(body)
+            if own is not None:
+                self.device.irk = own  # the IRK the insole hands out when it pairs
+            await self.device.refresh_resolving_list()
         elif kind == MSG_CLOCK:
             pass  # the trace time in its header is all it carries
         elif kind == MSG_REFUSED:
@@ -874,32 +1143,82 @@ class VirtualInsole:
         elif kind == MSG_RESET:
             self.log.append((self.trace_time, "(machine.reset)"))
 
-    async def _get_secret(self, sec_type: int, index: int, key: bytes | None,
-                          timeout: float = 5.0) -> dict | None:
-        """_IRQ_GET_SECRET in the firmware; its answer as the JSON entry we stored."""
+    @staticmethod
+    def _answer(waiting: collections.deque, value) -> None:
+        # a request that timed out keeps its place, so later answers stay matched
+        if waiting:
+            fut = waiting.popleft()
+            if not fut.done():
+                fut.set_result(value)
+
+    async def _ask(self, waiting: collections.deque, kind: int, payload: bytes,
+                   timeout: float):
+        """Send a request the board answers in order; its answer, or None."""
         if self._writer is None or self._exited.is_set():
             return None
-        async with self._secret_lock:
-            self._secret_reply = asyncio.get_running_loop().create_future()
-            self._send(HOST_GET_SECRET, struct.pack("<BBB", sec_type, index, key is not None)
-                       + (key or b""))
-            try:
-                value = await asyncio.wait_for(self._secret_reply, timeout)
-            except asyncio.TimeoutError:
-                return None
-            finally:
-                self._secret_reply = None
-        if value is None:
-            return None
+        fut = asyncio.get_running_loop().create_future()
+        waiting.append(fut)
+        self._send(kind, payload)
         try:
-            entry = json.loads(value)
-        except ValueError:
-            return None  # not ours: the firmware's store holds something else
-        return entry if isinstance(entry, dict) and "keys" in entry else None
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            return None
 
-    def _set_secret(self, sec_type: int, key: bytes, value: bytes | None) -> None:
-        self._send(HOST_SET_SECRET, struct.pack("<BHB", sec_type, len(key), value is not None)
-                   + key + (value or b""))
+    async def _get_secret(self, sec_type: int, index: int, key: bytes | None,
+                          timeout: float = 5.0) -> bytes | None:
+        """_IRQ_GET_SECRET in the firmware: the value it returned."""
+        got = await self._ask(self._secret_replies, HOST_GET_SECRET,
+                              struct.pack("<BBB", sec_type, index, key is not None)
+                              + (key or b""), timeout)
+        return got[1:] if got and got[0] == 1 else None
+
+    async def _set_secret(self, sec_type: int, key: bytes, value: bytes | None,
+                          timeout: float = 5.0) -> bool:
+        """_IRQ_SET_SECRET in the firmware: whether it says it stored it."""
+        got = await self._ask(self._secret_replies, HOST_SET_SECRET,
+                              struct.pack("<BHB", sec_type, len(key), value is not None)
+                              + key + (value or b""), timeout)
+        return bool(got) and got[0] == 1
+
+    def _fatal(self, why: str) -> None:
+        """NimBLE's task would spin for ever: record it and stop the board."""
+        self.faults.append(why)
+        self._send(HOST_FATAL, f"vboard: BLE stack stuck: {why}".encode())
+
+    async def _drop_peer(self, address) -> None:
+        # ble_gap_unpair: a connection to the unpaired peer is terminated
+        key = store_key(address)
+        for conn in list(self.connections.values()):
+            if store_key(conn.peer_address) == key:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.disconnect(), 2)
+
+    async def wait_stored(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until the keys of `count` pairings have been handed to the firmware
+        (a NimBLE store write takes several IRQs); its main loop then writes them."""
+        deadline = time.monotonic() + timeout
+        while self.store.persisted < count:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._exited.is_set():
+                raise VBoardError(f"no pairing keys stored within {timeout} s:\n{self._tail()}")
+            self.store.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.store.changed.wait(), left)
+
+    async def irqs_delivered(self, timeout: float = 30.0) -> tuple[int, bool]:
+        """Wait until every host event sent so far has reached the firmware (events
+        wait in the board until it gives NimBLE the GIL); returns how many IRQs its
+        handler has had, and whether it still has one (an exception removes it)."""
+        got = await self._ask(self._sync_replies, HOST_SYNC, b"", timeout)
+        if got is None:
+            raise VBoardError(f"events not delivered within {timeout} s:\n{self._tail()}")
+        return got[0], bool(got[1])
+
+    def fire_irq(self, event, data) -> None:
+        """Deliver an IRQ with any data to the firmware's handler, through the shim
+        (so its handler-disable rule applies). data: a tuple (or anything) of ints,
+        floats, None, bools, str, bytes, bytearray, memoryview, tuples and lists."""
+        self._send(HOST_IRQ, json.dumps([event, _encode_irq_value(data)]).encode())
 
     async def _indicate(self, conn, handle: int, data: bytes) -> None:
         status = 0
@@ -959,12 +1278,22 @@ class VirtualInsole:
         self._send(HOST_HANDLES, json.dumps(handles).encode())
 
     def _reader(self, attr, flags: int):
-        from bumble.att import ATT_READ_NOT_PERMITTED_ERROR, ATT_Error
+        from bumble.att import ATT_READ_NOT_PERMITTED_ERROR, ATT_UNLIKELY_ERROR_ERROR, ATT_Error
 
-        def read(_conn) -> bytes:
+        async def read(conn) -> bytes:
             if not flags & F_READ:
                 raise ATT_Error(ATT_READ_NOT_PERMITTED_ERROR)
-            return self._values.get(attr.handle, b"")
+            # characteristic_access_cb -> _IRQ_GATTS_READ_REQUEST: the handler may
+            # refuse the read (its int is the ATT error) or write the value first
+            got = await self._ask(self._read_replies, HOST_READ,
+                                  struct.pack("<HH", conn.handle, attr.handle), 5.0)
+            if got is None:
+                raise ATT_Error(ATT_UNLIKELY_ERROR_ERROR)
+            denied, error, value = got
+            if denied:
+                raise ATT_Error(error)
+            self._values[attr.handle] = value
+            return value
 
         return read
 
@@ -1036,6 +1365,15 @@ class VirtualInsole:
 
         dev.pairing_config_factory = pairing_config
         dev.keystore = _keystore_for(self)
+        async def long_term_key(handle: int, rand: bytes, ediv: int) -> bytes | None:
+            conn = dev.lookup_connection(handle)
+            if conn is None:
+                return None
+            if (ltk := dev.smp_manager.get_long_term_key(conn, rand, ediv)) is not None:
+                return ltk  # the pairing in progress
+            return await self.store.long_term_key(conn.peer_address, rand, ediv)
+
+        dev.get_long_term_key = long_term_key
         dev.on("connection", self._on_connection)
 
     @staticmethod

@@ -218,38 +218,70 @@ class FakeBLE:
         return got
 
 
+_TICKS_MASK = 0x3FFFFFFF  # ticks wrap at 2**30 on the ESP32
+_TICKS_HALF = 0x20000000
+
+
+def _ticks_plus(t, d):
+    """(t + d) mod 2**30 for a ticks value t and -2**29 < d < 2**29, without a sum
+    that leaves the small ints of a 31-bit port (|v| < 2**30)."""
+    if d >= 0:
+        room = _TICKS_MASK - t
+        return t + d if d <= room else d - room - 1
+    t += d
+    return t if t >= 0 else (t + _TICKS_MASK) + 1
+
+
 class FakeClock:
-    """time.ticks_* with a 2**30 tick period (as on the ESP32); time moves only by sleeping
-    or by work()."""
+    """time.ticks_* as on the ESP32 (extmod/modtime.c): ticks_us and ticks_ms each
+    wrap at 2**30, ticks_add refuses |delta| >= 2**29. Time moves only by sleeping or
+    by work(). Both counters start 5 s before their wrap, so every test crosses it.
+    No value computed here leaves the small ints of a 31-bit port, so the fake
+    allocates no more than the device's time module under micropython.heap_lock()."""
 
-    PERIOD = 1 << 30
-
-    def __init__(self, start_us=(1 << 30) - 5000000):
-        self.us = start_us  # starts near the wrap so every test crosses it
+    def __init__(self, start_us=0x3FB3B4C0, start_ms=0x3FFFEC78):
+        self.us = start_us  # 2**30 - 5000000
+        self.ms = start_ms  # 2**30 - 5000
+        self._us_in_ms = 0  # µs towards the next ms tick (0..999)
 
     def ticks_us(self):
         return self.us
 
     def ticks_ms(self):
-        return self.us // 1000
+        return self.ms
 
     def ticks_add(self, t, delta):
-        return (t + delta) & (self.PERIOD - 1)
+        if not -_TICKS_HALF < delta < _TICKS_HALF:
+            raise OverflowError("ticks interval overflow")
+        return _ticks_plus(t, delta)
 
     def ticks_diff(self, a, b):
-        half = self.PERIOD >> 1
-        return ((a - b + half) & (self.PERIOD - 1)) - half
+        d = a - b  # both in [0, 2**30): d is a small int
+        if d >= _TICKS_HALF:
+            return (d - _TICKS_HALF) - _TICKS_HALF
+        if d < -_TICKS_HALF:
+            return (d + _TICKS_HALF) + _TICKS_HALF
+        return d
 
     def sleep_us(self, us):
         if us > 0:
             self.work(us)
 
     def sleep_ms(self, ms):
-        if ms > 0:
-            self.work(ms * 1000)
+        while ms > 0:  # in steps whose µs stay below 2**29
+            step = ms if ms < 500000 else 500000
+            self.work(step * 1000)
+            ms -= step
 
     def work(self, us):
-        self.us = (self.us + us) & (self.PERIOD - 1)
+        """Let us µs pass (the time a sample's work takes, or a sleep)."""
+        while us > 0:
+            step = us if us < _TICKS_HALF else _TICKS_HALF - 1
+            us -= step
+            self.us = _ticks_plus(self.us, step)
+            frac = self._us_in_ms + step
+            self._us_in_ms = frac % 1000
+            self.ms = _ticks_plus(self.ms, frac // 1000)
 
 
 class FakeADC:
@@ -327,7 +359,7 @@ class MemFS:
     def stat(self, path):
         if path not in self.files:
             raise OSError(2)
-        return (0,) * 10
+        return (0x8000, 0, 0, 0, 0, 0, len(self.files[path]), 0, 0, 0)  # a regular file
 
 
 class NoReplaceFS(MemFS):
@@ -357,10 +389,11 @@ class _MemFile:
         fs.files[self.path] += text
         return len(text)
 
-    def read(self):
+    def read(self, n=-1):
         if self.fs.dead:
             raise OSError(5)
-        return self.fs.files[self.path]
+        text = self.fs.files[self.path]
+        return text if n < 0 else text[:n]
 
     def close(self):
         pass  # closing cannot lose what write() already stored in this model

@@ -13,12 +13,25 @@
 #   VBOARD_TICKS0  ticks_us() at boot (default: 10 s before the 2**30 wrap)
 #   VBOARD_LIMIT   pause the clock this many trace-µs after the first sample (-1: none)
 #   VBOARD_LINGER_MS  board.LINGER_MS: how long the firmware serves BLE after the trace
-#   VBOARD_BATTERY_MV board.battery_mv() (default 3900)
+#   VBOARD_BATTERY_MV the cell behind the battery divider (default 3900; 0 = none)
+#   VBOARD_ADC_EFUSE  0: no ADC calibration in eFuse, read_uv() raises OSError
+#   VBOARD_RESET_CAUSE machine.reset_cause() of this boot (default 1, PWRON_RESET)
+#   VBOARD_IRQ_SEED   seed of the IRQ hand-over pattern (see irq_point; 0 = off)
 #
 # Time only moves when the firmware sleeps (time.sleep*, machine.idle/lightsleep).
-# BLE events from the host are delivered as IRQs during those sleeps, as NimBLE
-# delivers them between bytecodes on an ESP32. The ADC returns the trace row that
-# belongs to the current virtual time, counted from the first ADC read (trace time 0).
+# The ADC returns the trace row that belongs to the current virtual time, counted
+# from the first ADC read (trace time 0).
+#
+# BLE events from the host become IRQs where an ESP32 would run them. NimBLE calls
+# the handler from its own task once it holds the GIL (extmod/modbluetooth.c
+# invoke_irq_handler, MICROPY_PY_BLUETOOTH_USE_SYNC_EVENTS_WITH_INTERLOCK), and the
+# main thread gives the GIL up every 32 jumps of bytecode (py/vm.c,
+# MICROPY_PY_THREAD_GIL_VM_DIVISOR in ports/esp32/mpconfigport.h) and while it
+# sleeps in mp_hal_delay_ms (ports/esp32/mphalport.c), not in mp_hal_delay_us,
+# which spins holding it. So events are queued as they are read and handed over in
+# time.sleep_ms()/sleep(), machine.idle(), at a seeded pseudo-random pick of clock
+# calls and ADC reads (irq_point), and while the host holds the clock; never inside
+# a handler or a timer callback (both run with the scheduler locked).
 import json
 import os
 import select
@@ -33,6 +46,10 @@ TICKS_MASK = TICKS_PERIOD - 1
 _CACHE_ROWS = 512
 _RX_MAX = 4096
 _CLOCK_EVERY_US = 100000
+_RNG_MASK = 0x1FFFFFFF  # the hand-over pattern: a 29-bit xorshift (10, 9, 13), full period
+_RNG_LO10 = _RNG_MASK >> 10  # masks keep every shifted value under 2**29
+_RNG_LO13 = _RNG_MASK >> 13
+_IRQ_SEED = 0x0B5E55ED  # the default seed: a repeatable suite
 
 # shim -> host message types (frame: u16 length, u8 type, i64 virtual µs, payload)
 MSG_HELLO = 72  # H json
@@ -87,6 +104,14 @@ class VBoard:
         self.paused_reported = False
         self.end_reported = False
         self._clock_sent = 0
+        self.reset_cause = int(env("VBOARD_RESET_CAUSE") or 1)
+        self.adc_efuse = (env("VBOARD_ADC_EFUSE") or "1") != "0"
+        self.battery_mv = int(env("VBOARD_BATTERY_MV") or 3900)
+        # IRQs: host events waiting for the GIL, and who holds the scheduler lock
+        seed = env("VBOARD_IRQ_SEED")
+        self._rng = (_IRQ_SEED if seed is None or seed == "" else int(seed)) & _RNG_MASK
+        self._pending = []
+        self._locked = False
         # trace
         self.rows = 0
         self._trace = None
@@ -149,21 +174,32 @@ class VBoard:
             return False
         return self.now >= self.t0 + ((self.rows - 1) * 1000000 + 500000) // self.rate
 
-    def sleep_us(self, us):
-        """Advance virtual time by us, pacing against wall time, delivering IRQs."""
+    def _step_to(self, target):
+        # How far the clock may move towards target in one step: not past the
+        # host's limit or the end of the trace, and not past a timer's due time.
+        step_to = target
+        stop = self._stop_at()
+        if 0 <= stop < step_to:
+            step_to = stop
+        for t in self.timers:
+            if 0 <= t.due < step_to:
+                step_to = t.due
+        return step_to
+
+    def sleep_us(self, us, gil=False):
+        """Advance virtual time by us, pacing against wall time. gil: the sleep
+        gives the GIL up (sleep_ms, idle), so IRQs are handed over during it."""
         if us < 0:
             us = 0
         target = self.now + us
         while True:
-            stop = self._stop_at()
-            step_to = target
-            if 0 <= stop < step_to:
-                step_to = stop
-            if self.timers:
-                for t in self.timers:
-                    if 0 <= t.due < step_to:
-                        step_to = t.due
-            self._pace(step_to)
+            step_to = self._step_to(target)
+            self._pace(step_to, gil)
+            # _pace read the host's messages: a limit that came with them counts
+            # for this step already (an old limit here stops the clock for good)
+            again = self._step_to(target)
+            if again < step_to:
+                step_to = again
             if step_to > self.now:
                 self.now = step_to
             self._run_timers()
@@ -173,15 +209,18 @@ class VBoard:
                 self.send(MSG_CLOCK, b"")
             if self.now >= target:
                 return
+            stop = self._stop_at()
             if 0 <= stop <= self.now:
                 # blocked at the limit or the end of the trace: wait for the host
                 self._blocked()
 
-    def _pace(self, step_to):
+    def _pace(self, step_to, gil):
         # Wait (in wall time) until step_to is due at the current speed,
-        # handling host messages meanwhile.
+        # reading host messages meanwhile and, with the GIL given up, raising them.
         if self.speed <= 0:
             self.poll(0)
+            if gil:
+                self.deliver(True)
             return
         while True:
             gone = utime.ticks_diff(utime.ticks_us(), self._wall0)
@@ -197,8 +236,12 @@ class VBoard:
                 left = 0
             if left <= 0:
                 self.poll(0)
+                if gil:
+                    self.deliver(True)
                 return
             self.poll(left // 1000 if left >= 1000 else 1)
+            if gil:
+                self.deliver(True)
 
     def _reanchor(self):
         self._wall0 = utime.ticks_us()
@@ -217,15 +260,63 @@ class VBoard:
                 print("vboard: end of trace at %d ms" % (self.trace_us() // 1000))
                 sys.exit(0)
             raise RuntimeError("clock limit reached without a host")
+        # The host holds the clock (a debugger's pause): events still come in,
+        # also those read during a sleep_us() that ran into the limit.
+        self.deliver(True)
         self.poll(-1)
+        self.deliver(True)
         self._reanchor()
 
     def _run_timers(self):
-        if not self.timers:
+        if not self.timers or self._locked:
             return
-        for t in list(self.timers):
-            while 0 <= t.due <= self.now:
-                t.fire()
+        # soft timers run from the scheduler, which is locked meanwhile
+        # (py/scheduler.c mp_sched_run_pending): no IRQ inside a callback
+        self._locked = True
+        try:
+            for t in list(self.timers):
+                while 0 <= t.due <= self.now:
+                    t.fire()
+        finally:
+            self._locked = False
+
+    # ---- IRQ hand-over -----------------------------------------------------
+    def irq_roll(self):
+        """The next step of the hand-over pattern (1..2**29-1; 0 when switched off)."""
+        x = self._rng
+        if x:
+            x ^= (x & _RNG_LO10) << 10
+            x ^= x >> 9
+            x ^= (x & _RNG_LO13) << 13
+            self._rng = x
+        return x
+
+    def irq_point(self):
+        """A clock call or an ADC read: a point between two lines where the main
+        thread may give the GIL to NimBLE. One in four such points does; there the
+        waiting events (one, or all of them) are raised. Time does not move."""
+        if self.sock is None:
+            return
+        x = self.irq_roll()
+        if x & 3 or not x:
+            return
+        self.poll(0)
+        self.deliver(x & 4)
+
+    def deliver(self, everything):
+        """Raise waiting host events as IRQs: all of them, or the first one."""
+        if self._locked or self.ble is None:
+            return
+        pending = self._pending
+        while pending:
+            kind, body = pending.pop(0)
+            self._locked = True
+            try:
+                self.ble._host_event(kind, body)
+            finally:
+                self._locked = False
+            if not everything:
+                return
 
     def _check_wdt(self):
         if self.wdt_timeout and self.now - self.wdt_fed > self.wdt_timeout * 1000:
@@ -238,11 +329,11 @@ class VBoard:
 
     # ---- trace -------------------------------------------------------------
     def adc(self, channel):
-        """The trace value of channel (0 heel, 1 arch, 2 forefoot) now."""
+        """The trace value of channel (0 heel, 1 arch, 2 forefoot, -1 none) now."""
         if self.t0 < 0:
             self.t0 = self.now
             self.send(MSG_FIRST, b"")
-        if not self.rows:
+        if not self.rows or channel < 0:
             return 0
         idx = ((self.now - self.t0) * self.rate + 500000) // 1000000
         if idx >= self.rows:
@@ -364,7 +455,7 @@ class VBoard:
             self._reply = json.loads(body.decode())
             return
         if self.ble is not None:
-            self.ble._host_event(kind, body)
+            self._pending.append((kind, body))  # an IRQ once NimBLE gets the GIL
 
 
 vboard = VBoard()
