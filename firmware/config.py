@@ -1,10 +1,19 @@
-# Device settings in a JSON file on flash, written atomically.
+# Device settings in a JSON file on flash, and the file handling that every state
+# file of the firmware shares (the settings here, the BLE bonds in bonds.py).
 #
-# save() writes PATH.tmp completely, then os.rename()s it over PATH, so a power
-# cut leaves either the old or the new file. (Should a file system refuse to
-# rename over an existing file, the old one is removed first; load() then finds
-# the complete .tmp.) load() never fails: a missing or unreadable file gives the
-# defaults, an invalid field its default, each with a logged error.
+# Writing: write_atomic() writes PATH.tmp completely, then os.rename()s it over
+# PATH, so a power cut leaves either the old or the new file. (Should a file
+# system refuse to rename over an existing file, the old one is removed first;
+# loading then finds the complete .tmp.)
+#
+# Reading: boot must never fail because of what is on flash. A state file is
+# stat()ed first (a directory or an oversized file is never opened), read as at
+# most `limit` bytes, decoded and parsed inside one broad try: MicroPython's json
+# raises ValueError, MemoryError or OverflowError, CPython's RecursionError for
+# deep nesting, and text-mode reads of non-UTF-8 raise UnicodeError, so only
+# bytes are read. Anything unusable counts as absent, and the file is renamed to
+# PATH.bad: the next boot starts clean and a person can look at it. The owner of
+# the file logs one line about it.
 import json
 import os
 
@@ -21,7 +30,18 @@ from protocol import NAME_MAX, RATE_MAX, RATE_MIN, STRIDE_MAX, STRIDE_MIN, name_
 # zero: the unloaded ADC levels (heel, arch, forefoot) from the last zero-calibrate,
 # or None before the first one.
 DEFAULTS = {"side": "L", "name": "Insole", "rate_hz": 100, "stride_cm": 140, "zero": None}
+FIELDS = ("side", "name", "rate_hz", "stride_cm", "zero")  # DEFAULTS' keys in a fixed order
 _U16_MAX = const(65535)
+# A saved config is about 110 bytes; the rest is room for a hand-edited file.
+CONFIG_MAX = const(512)
+_JSON_MAX = const(16384)  # read_json()'s cap for callers that give none
+
+# os.stat() st_mode file types, as MicroPython's VFS reports them
+# (extmod/vfs_lfsx.c and extmod/vfs_fat.c: MP_S_IFDIR or MP_S_IFREG)
+_S_IFMT = const(0xF000)
+_S_IFREG = const(0x8000)
+_S_IFDIR = const(0x4000)
+_ENOENT = const(2)
 
 
 def valid(key, value):
@@ -29,7 +49,9 @@ def valid(key, value):
     if key == "side":
         return value in ("L", "R")
     if key == "name":
-        return isinstance(value, str) and len(value) <= NAME_MAX and name_ok(value)
+        # printable ASCII only, as a Control write of a name (protocol.decode_command)
+        return (isinstance(value, str) and len(value) <= NAME_MAX
+                and all(" " <= c <= "~" for c in value) and name_ok(value))
     if key == "zero":
         if value is None:
             return True
@@ -45,9 +67,32 @@ def valid(key, value):
     return False
 
 
+def set_aside(path, fs=os):
+    """Rename the damaged file (or directory) at path to path.bad; returns the new
+    name, or None when it could not be moved."""
+    bad = path + ".bad"
+    try:
+        fs.rename(path, bad)
+        return bad
+    except OSError:
+        pass
+    try:
+        fs.remove(bad)  # an older .bad in the way (FAT will not rename over it)
+        fs.rename(path, bad)
+        return bad
+    except OSError:
+        return None
+
+
 def write_atomic(path, text, fs=os, opener=open):
     tmp = path + ".tmp"
-    f = opener(tmp, "w")
+    try:
+        f = opener(tmp, "w")
+    except OSError:
+        # something that is not a file (a directory) in the way: move it aside, once
+        if set_aside(tmp, fs) is None:
+            raise
+        f = opener(tmp, "w")
     try:
         f.write(text)
     finally:
@@ -60,51 +105,146 @@ def write_atomic(path, text, fs=os, opener=open):
         fs.rename(tmp, path)
 
 
-def read_json(path, opener=open):
-    """The parsed file, or None when it is missing or not complete JSON."""
+def _errno(e):
+    return e.args[0] if e.args and type(e.args[0]) is int else 0
+
+
+def read_state(path, limit, shape, fs=os, opener=open):
+    """Read the JSON file at path. Returns (value, None) when it holds a value of
+    type shape; (None, None) when there is no such file; (None, why) when the file
+    is there but cannot be used. Never raises (but for KeyboardInterrupt)."""
     try:
-        f = opener(path, "r")
-    except OSError:
-        return None
+        st = fs.stat(path)
+    except OSError as e:
+        if _errno(e) == _ENOENT:
+            return None, None
+        return None, "stat error %d" % _errno(e)
+    except Exception as e:
+        return None, "stat: %s" % type(e).__name__
     try:
-        text = f.read()
-    except OSError:
-        return None
-    finally:
-        f.close()
+        kind = st[0] & _S_IFMT
+        if kind == _S_IFDIR:
+            return None, "a directory"
+        if kind != _S_IFREG:
+            return None, "not a file"
+        if st[6] > limit:
+            return None, "over %d bytes" % limit
+    except Exception as e:
+        return None, "stat: %s" % type(e).__name__
     try:
-        return json.loads(text)
-    except ValueError:
+        f = opener(path, "rb")
+    except OSError as e:
+        return None, "open error %d" % _errno(e)
+    except Exception as e:
+        return None, "open: %s" % type(e).__name__
+    try:
+        try:
+            raw = f.read(limit + 1)  # one byte more tells a file that grew past stat's size
+        finally:
+            f.close()
+    except OSError as e:
+        return None, "read error %d" % _errno(e)
+    except Exception as e:
+        return None, "read: %s" % type(e).__name__
+    try:
+        if raw is None or len(raw) > limit:
+            return None, "over %d bytes" % limit
+        text = raw if isinstance(raw, str) else raw.decode()
+        raw = None
+    except Exception:
+        return None, "not UTF-8"
+    try:
+        value = json.loads(text)
+    except Exception as e:
+        return None, "not JSON: %s" % type(e).__name__
+    if not isinstance(value, shape):
+        return None, "not a JSON %s" % ("object" if shape is dict else "array")
+    return value, None
+
+
+def read_json(path, opener=open, limit=_JSON_MAX, fs=os):
+    """The parsed file, or None when it is missing or cannot be used."""
+    return read_state(path, limit, object, fs, opener)[0]
+
+
+class StateFile:
+    """One JSON state file on flash and its .tmp twin.
+
+    load() returns what the file holds, or what a complete .tmp holds when a save
+    was cut short after the old file was removed; files that cannot be used are
+    renamed aside and described in problems (one text per file)."""
+
+    def __init__(self, path, limit, fs=os, opener=open):
+        self.path = path
+        self.limit = limit
+        self.fs = fs
+        self.opener = opener
+        self.problems = []
+        self.from_tmp = False  # load() found the value in the .tmp
+        self._source = None
+
+    def load(self, shape):
+        self.problems = []
+        self.from_tmp = False
+        self._source = None
+        for name in (self.path, self.path + ".tmp"):
+            value, why = read_state(name, self.limit, shape, self.fs, self.opener)
+            if why is not None:
+                self._aside(name, why)
+            if value is not None:
+                self._source = name
+                self.from_tmp = name != self.path
+                return value
         return None
+
+    def reject(self, why):
+        """The value load() returned turned out unusable: rename its file aside."""
+        if self._source is not None:
+            self._aside(self._source, why)
+            self._source = None
+
+    def report(self):
+        """problems as one line."""
+        return "; ".join(self.problems)
+
+    def save(self, text):
+        write_atomic(self.path, text, self.fs, self.opener)
+
+    def _aside(self, name, why):
+        bad = set_aside(name, self.fs)
+        self.problems.append("%s (%s), %s" % (name, why, "kept as " + bad if bad else "left"))
 
 
 class ConfigStore:
     def __init__(self, path, log, fs=os, opener=open):
         self.path = path
         self._log = log
-        self._fs = fs
-        self._open = opener
+        self._file = StateFile(path, CONFIG_MAX, fs, opener)
 
     def load(self):
-        """A complete, valid config dict (defaults where the file is missing or bad)."""
-        data = read_json(self.path, self._open)
-        if data is None:
-            # interrupted between removing the old file and renaming the new one
-            data = read_json(self.path + ".tmp", self._open)
-        if data is None:
-            if self._exists(self.path):
-                self._log("cfg", "unreadable, defaults")
-            return dict(DEFAULTS)
-        if not isinstance(data, dict):
-            self._log("cfg", "not an object, defaults")
-            return dict(DEFAULTS)
+        """A complete, valid config dict: defaults where the file is missing or
+        bad, and for each invalid field. Logs at most one line."""
         cfg = dict(DEFAULTS)
-        for key in DEFAULTS:
-            if key in data:
-                if valid(key, data[key]):
-                    cfg[key] = data[key]
-                else:
-                    self._log("cfg", "bad %s, default" % key)
+        try:
+            data = self._file.load(dict)
+            bad = []
+            if data is not None:
+                for key in FIELDS:
+                    if key in data:
+                        if valid(key, data[key]):
+                            cfg[key] = data[key]
+                        else:
+                            bad.append(key)
+            parts = []
+            if self._file.problems:
+                parts.append("unreadable " + self._file.report())
+            if bad:
+                parts.append("bad " + " ".join(bad))
+            if parts:
+                self._log("cfg", "; ".join(parts) + ", defaults")
+        except Exception as e:  # the flash or the heap failing under us
+            self._log("cfg", "load failed (%s), defaults" % type(e).__name__)
+            return dict(DEFAULTS)
         return cfg
 
     def save(self, cfg):
@@ -114,15 +254,8 @@ class ConfigStore:
                 return False
         text = json.dumps({k: cfg[k] for k in DEFAULTS})
         try:
-            write_atomic(self.path, text, self._fs, self._open)
+            self._file.save(text)
         except OSError as e:
             self._log("cfg", "save failed %s" % e)
             return False
         return True
-
-    def _exists(self, path):
-        try:
-            self._fs.stat(path)
-            return True
-        except OSError:
-            return False

@@ -14,6 +14,7 @@ except ImportError:  # CPython
 PER_SECOND = const(5)
 _WINDOW_MS = const(1000)
 _MS_MASK = const(0x1FFFFFFF)
+_DROPPED_MAX = const(0x1FFFFFFF)
 
 
 class Log:
@@ -21,7 +22,9 @@ class Log:
         self._out = out
         self.clock = None  # object with .ms (device clock); set once sampling exists
         self._window = 0
-        self._lines = 0
+        self._lines = 0  # printed in this window, 0..PER_SECOND
+        # lines dropped in this window: saturates, as the window never ends while the
+        # device clock stands still (BLE served without sampling)
         self.dropped = 0
 
     def _now(self):
@@ -36,7 +39,8 @@ class Log:
                 self._print(now, "log", "+%d" % self.dropped)
                 self.dropped = 0
         if self._lines >= PER_SECOND:
-            self.dropped += 1
+            if self.dropped < _DROPPED_MAX:
+                self.dropped += 1
             return
         self._lines += 1
         self._print(now, tag, text)

@@ -14,9 +14,7 @@ except ImportError:  # CPython
 
 import struct
 
-VERSION = "0.1.0"
-FW_MAJOR = const(0)
-FW_MINOR = const(1)
+VERSION = "0.1.0"  # also in Device Information > Firmware Revision (0x2A26)
 
 # Serial line printed once at start-up; tools wait for it (see docs/PROTOCOL.md).
 BANNER = "insole {} board={} side={} rate={} name={}"
@@ -90,22 +88,26 @@ def event_seq16(buf):
     return buf[2] | (buf[3] << 8)
 
 
-# ---- Status characteristic (read + notify) ----
+# ---- Status characteristic (read + notify, 20 bytes: fits one notification at MTU 23) ----
 STATUS_SIZE = const(20)
-STATUS_FORMAT = const(1)
+STATUS_FORMAT = const(2)
 SIDE_LEFT = const(0)
 SIDE_RIGHT = const(1)
 STATUS_RIGHT = const(0x01)  # flags bit 0: right insole
 STATUS_RAW = const(0x02)  # flags bit 1: raw streaming on
 STATUS_ENCRYPTED = const(0x04)  # flags bit 2: current link is encrypted
 STATUS_MODE_SHIFT = const(4)  # flags bits 4..7: mode
-_STATUS = "<BBBBHIIHHH"
+STATUS_BATTERY_UNIT_MV = const(20)  # battery byte: nearest 20 mV, 255 = 5.1 V or more
+_STATUS = "<BBHIIHHHBB"
 
 
-def pack_status(buf, flags, rate_hz, steps, uptime_s, overruns, battery_mv, buffered):
-    struct.pack_into(_STATUS, buf, 0, STATUS_FORMAT, FW_MAJOR, FW_MINOR, flags, rate_hz,
-                     steps, uptime_s, min(overruns, 0xFFFF), min(battery_mv, 0xFFFF),
-                     min(buffered, 0xFFFF))
+def pack_status(buf, flags, rate_hz, steps, uptime_s, overruns, lost, faults, battery_mv,
+                buffered):
+    # counters saturate at their field's largest value rather than wrap
+    battery = (battery_mv + STATUS_BATTERY_UNIT_MV // 2) // STATUS_BATTERY_UNIT_MV
+    struct.pack_into(_STATUS, buf, 0, STATUS_FORMAT, flags, rate_hz, steps, uptime_s,
+                     min(overruns, 0xFFFF), min(lost, 0xFFFF), faults & 0xFFFF,
+                     max(0, min(battery, 0xFF)), min(buffered, 0xFF))
 
 
 # ---- Raw Stream characteristic: sample index + RAW_PER_PACKET samples ----
@@ -159,6 +161,9 @@ ERR_UNSUPPORTED = const(0x05)
 ERR_STORAGE = const(0x06)
 ERR_PARTIAL = const(0x07)  # backfill: the oldest wanted events are gone
 ERR_BUSY = const(0x08)
+ERR_NOT_YET = const(0x09)  # backfill: the first event asked for has not been made yet
+ERR_TOO_FAST = const(0x0A)  # SET_RATE, SET_MODE: the mode cannot hold that sample rate
+ERR_NO_MEMORY = const(0x0B)  # SET_MODE: no room for the mode's counter (walk mode runs)
 
 RATE_MIN = const(50)
 RATE_MAX = const(400)
@@ -262,6 +267,19 @@ def pack_reply(buf, op, err):
     buf[0] = op
     buf[1] = err
     return 2
+
+
+# BACKFILL names its first event by the low 16 bits of its sequence number. Read
+# against the ring's head (the number the next event gets), the 2**16 values split
+# in half: (first - head) mod 2**16 in 1..BACKFILL_AHEAD_MAX lies ahead of the head
+# (not made yet); every other value lies 0..32768 events behind it.
+BACKFILL_AHEAD_MAX = const(0x7FFF)
+
+
+def backfill_ahead(first16, head):
+    """How far first16 lies ahead of head (0 when it is at or behind the head)."""
+    ahead = (first16 - head) & SEQ_MASK
+    return ahead if ahead <= BACKFILL_AHEAD_MAX else 0
 
 
 def pack_backfill_reply(buf, err, first_seq, count):

@@ -3,6 +3,8 @@
 # Every event goes in here first, sent or not, so a central that lost events can
 # ask for them again (backfill). Sequence numbers run on a 2**29 clock (ESP32 small
 # int) and the capacity divides 2**29, so slot = seq & (capacity - 1) across wraps.
+# The buffer is one block of capacity * size bytes: the device picks the capacity
+# (device.Insole ring_capacity) from what the radio and the flash journal need.
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -13,18 +15,20 @@ except ImportError:  # CPython
 
 SEQ_MASK = const(0x1FFFFFFF)
 CAPACITY = const(1024)
+CAPACITY_MIN = const(16)
+CAPACITY_MAX = const(32768)  # BACKFILL reaches at most 32768 events behind the head
 
 
 class EventRing:
     def __init__(self, capacity=CAPACITY, size=20):
-        if capacity & (capacity - 1) or capacity < 512:
-            raise ValueError("capacity must be a power of two >= 512")
+        if capacity & (capacity - 1) or not CAPACITY_MIN <= capacity <= CAPACITY_MAX:
+            raise ValueError("capacity must be a power of two, 16..32768")
         self.capacity = capacity
         self.size = size
         self._mask = capacity - 1
         self._buf = bytearray(capacity * size)
-        self.head = 0  # sequence number the next event gets
-        self.count = 0  # events held
+        self.head = 0  # sequence number the next event gets (wraps at 2**29)
+        self.count = 0  # events held (saturates at capacity)
 
     def put(self, packet):
         """Store one packet (size bytes); returns its sequence number."""

@@ -7,7 +7,9 @@
 # schedule restarts from now instead of racing to catch up.
 #
 # The sample counter is the device clock (count, ms, uptime_s): raw ticks_us
-# values wrap every ~17.9 min and never leave this module.
+# values wrap every ~17.9 min and never leave this module. Every counter stays
+# below 2**29 (an ESP32 small int): count, ms and uptime_s wrap there (uptime
+# after 17 years), overruns saturates.
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -26,8 +28,8 @@ class Sampler:
         self._clock = clock  # the time module, or a test double with the same calls
         self.count = 0  # samples taken (wraps at 2**29)
         self.ms = 0  # device clock, ms since the first sample (wraps at 2**29)
-        self.uptime_s = 0
-        self.overruns = 0
+        self.uptime_s = 0  # whole seconds of samples (wraps at 2**29: a change is a tick)
+        self.overruns = 0  # late samples (saturates at 2**29 - 1)
         self._ms_in_s = 0
         self.set_rate(rate_hz)
 
@@ -82,4 +84,4 @@ class Sampler:
         self._ms_in_s += step
         if self._ms_in_s >= 1000:
             self._ms_in_s -= 1000
-            self.uptime_s += 1
+            self.uptime_s = (self.uptime_s + 1) & _MASK

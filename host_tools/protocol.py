@@ -30,7 +30,8 @@ BANNER_RE = (
 
 EVENT_SIZE = 20
 EVENT_FORMAT = 1
-STATUS_FORMAT = 1
+STATUS_FORMAT = 2  # what the firmware sends; decode_status also reads format 1
+STATUS_BATTERY_UNIT_MV = 20  # format 2 battery byte
 
 KIND_STRIKE = 0x01
 KIND_STEP = 0x02
@@ -86,6 +87,7 @@ ERR_UNSUPPORTED = 0x05
 ERR_STORAGE = 0x06
 ERR_PARTIAL = 0x07
 ERR_BUSY = 0x08
+ERR_NOT_YET = 0x09
 ERROR_NAMES = {
     ERR_OK: "ok",
     ERR_UNKNOWN_OP: "unknown opcode",
@@ -96,6 +98,7 @@ ERROR_NAMES = {
     ERR_STORAGE: "config could not be saved",
     ERR_PARTIAL: "backfill partial: oldest events gone",
     ERR_BUSY: "busy: command queue full",
+    ERR_NOT_YET: "backfill from an event the insole has not made yet",
 }
 
 MODE_WALK = 0
@@ -172,10 +175,17 @@ class OtherEvent:
     kind: str = "other"
 
 
+# Status `faults`: one 4-bit code per channel (heel bits 0-3, arch 4-7, forefoot 8-11)
+CHANNELS = ("heel", "arch", "fore")
+FAULT_NAMES = ("ok", "dead", "saturated", "stuck", "noisy", "jumps")
+
+
+def fault_name(code: int) -> str:
+    return FAULT_NAMES[code] if code < len(FAULT_NAMES) else f"fault {code}"
+
+
 @dataclass(frozen=True)
 class Status:
-    fw_major: int
-    fw_minor: int
     side: str
     raw_streaming: bool
     encrypted: bool
@@ -184,8 +194,26 @@ class Status:
     steps: int
     uptime_s: int
     overruns: int
-    battery_mv: int
-    buffered: int
+    battery_mv: int  # 0 = not fitted; format 2 carries it to the nearest 20 mV
+    buffered: int  # format 2 saturates at 255 (the BACKFILL reply gives the exact count)
+    lost: int | None = None  # events lost to ring overflow (format 2; saturates at 65535)
+    faults: int | None = None  # channel-fault word (format 2)
+    fw_major: int | None = None  # format 1 only: format 2 leaves it to Device Information
+    fw_minor: int | None = None
+    format: int = STATUS_FORMAT
+
+    def channel_faults(self) -> dict[str, str]:
+        """Fault name per channel ({} for format 1, which has no fault word)."""
+        if self.faults is None:
+            return {}
+        return {ch: fault_name((self.faults >> (4 * i)) & 0xF) for i, ch in enumerate(CHANNELS)}
+
+    def faults_text(self) -> str:
+        """'heel dead, fore noisy'; 'ok' when every channel is fine."""
+        if self.faults is None:
+            return "not reported"
+        bad = [f"{ch} {name}" for ch, name in self.channel_faults().items() if name != "ok"]
+        return ", ".join(bad) or "ok"
 
 
 @dataclass(frozen=True)
@@ -251,14 +279,26 @@ def decode_event(data: bytes):
     return OtherEvent(seq, kind, data[4:])
 
 
+def _status_flags(flags: int) -> tuple:
+    return SIDES[flags & 1], bool(flags & 2), bool(flags & 4), flags >> 4
+
+
 def decode_status(data: bytes) -> Status:
+    """Decode a Status value, format 2 (this firmware) or 1 (firmware before it)."""
     data = bytes(data)
     _need(data, 20, "status")
-    fmt, major, minor, flags, rate, steps, up, over, batt, buf = struct.unpack("<BBBBHIIHHH", data)
-    if fmt != STATUS_FORMAT:
-        raise ProtocolError(f"status: format {fmt}, this decoder reads {STATUS_FORMAT}")
-    return Status(major, minor, SIDES[flags & 1], bool(flags & 2), bool(flags & 4), flags >> 4,
-                  rate, steps, up, over, batt, buf)
+    fmt = data[0]
+    if fmt == 2:
+        _, flags, rate, steps, up, over, lost, faults, batt, buf = struct.unpack(
+            "<BBHIIHHHBB", data)
+        return Status(*_status_flags(flags), rate, steps, up, over,
+                      batt * STATUS_BATTERY_UNIT_MV, buf, lost=lost, faults=faults, format=2)
+    if fmt == 1:
+        _, major, minor, flags, rate, steps, up, over, batt, buf = struct.unpack(
+            "<BBBBHIIHHH", data)
+        return Status(*_status_flags(flags), rate, steps, up, over, batt, buf,
+                      fw_major=major, fw_minor=minor, format=1)
+    raise ProtocolError(f"status: format {fmt}, this decoder reads 1 and 2")
 
 
 def decode_raw(data: bytes) -> RawPacket:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fake_insole import FakeInsole
+from fake_insole import FW, FakeInsole
 
 from host_tools.protocol import UUID_CONTROL, UUID_SERVICE, UUID_STATUS, UUID_STEP_EVENT
 
@@ -35,7 +35,13 @@ class BumbleFakeInsole:
         from bumble.controller import Controller
         from bumble.core import AdvertisingData
         from bumble.device import Device
-        from bumble.gatt import Characteristic, CharacteristicValue, Service
+        from bumble.gatt import (
+            GATT_DEVICE_INFORMATION_SERVICE,
+            GATT_FIRMWARE_REVISION_STRING_CHARACTERISTIC,
+            Characteristic,
+            CharacteristicValue,
+            Service,
+        )
         from bumble.hci import Address
         from bumble.host import Host
         from bumble.transport.common import AsyncPipeSink
@@ -55,6 +61,10 @@ class BumbleFakeInsole:
             perms.WRITE_REQUIRES_ENCRYPTION,
             CharacteristicValue(write=self._on_control))
         self.device.add_service(Service(UUID_SERVICE, [self.step, self.status, self.control]))
+        # the firmware version lives here only (Status format 2 has none)
+        self.device.add_service(Service(GATT_DEVICE_INFORMATION_SERVICE, [Characteristic(
+            GATT_FIRMWARE_REVISION_STRING_CHARACTERISTIC, props.READ, perms.READABLE,
+            FW.VERSION.encode())]))
         self.device.advertising_data = bytes(AdvertisingData([
             (AdvertisingData.FLAGS, bytes([0x06])),
             (AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode()),

@@ -13,7 +13,7 @@ import struct
 import time
 
 from host_tools import engine
-from host_tools.capture import Link, LinkError
+from host_tools.capture import FIRMWARE_REVISION_UUID, Link, LinkError
 from host_tools.protocol import UUID_CONTROL, UUID_STATUS, UUID_STEP_EVENT
 from host_tools.tracefile import PATTERN_NAMES
 
@@ -72,16 +72,17 @@ class FakeInsole:
     def status(self) -> bytes:
         buf = bytearray(20)
         flags = (1 if self.side == "right" else 0) | 4
-        FW.pack_status(buf, flags, self.rate_hz, self.steps, self.uptime, 0, 0, 0)
+        FW.pack_status(buf, flags, self.rate_hz, self.steps, self.uptime, 0, 0, 0, 0, 0)
         return bytes(buf)
 
     def control(self, data: bytes) -> bytes:
         if data[0] != FW.OP_BACKFILL or len(data) != 3:
             return bytes([data[0], FW.ERR_UNSUPPORTED])
         first16 = struct.unpack_from("<H", data, 1)[0]
-        newest = len(self.ring) - 1
-        back = (newest - first16) & 0xFFFF
-        first = newest - back if back < 0x8000 else newest + 1
+        head = len(self.ring)
+        if FW.backfill_ahead(first16, head):
+            return struct.pack("<BBHH", FW.OP_BACKFILL, FW.ERR_NOT_YET, head & 0xFFFF, 0)
+        first = head - ((head - first16) & 0xFFFF)
         oldest = max(0, len(self.ring) - self.ring_size)
         err = FW.ERR_OK
         if first < oldest:
@@ -146,6 +147,8 @@ class FakeLink(Link):
     async def read(self, uuid: str) -> bytes:
         if not self.connected:
             raise LinkError("not connected")
+        if uuid == FIRMWARE_REVISION_UUID:
+            return FW.VERSION.encode()
         if uuid != UUID_STATUS:
             raise LinkError(f"no characteristic {uuid}")
         return self.insole.status()

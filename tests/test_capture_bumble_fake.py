@@ -106,7 +106,7 @@ def test_scan_lists_insoles_with_side_and_firmware(summaries):
 
     found = asyncio.run(main())
     assert sorted((f.name, f.side, f.firmware) for f in found) == [
-        ("Insole-L-0001", "left", "0.1"), ("Insole-R-0002", "right", "0.1")]
+        ("Insole-L-0001", "left", "0.1.0"), ("Insole-R-0002", "right", "0.1.0")]
     table = format_table(found).splitlines()
     assert table[0].split() == ["NAME", "SIDE", "ADDRESS", "RSSI", "FIRMWARE"]
     assert any("Insole-R-0002" in line and "right" in line for line in table[1:])

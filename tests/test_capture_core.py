@@ -64,7 +64,7 @@ def test_clean_capture_logs_every_step(tmp_path, summaries):
     assert all(r.side == "left" for r in rows)
     meta, mp = read_meta(tmp_path / "left.json")
     assert mp == [] and meta.steps_logged == len(summaries) and meta.lost_seqs == []
-    assert meta.firmware_version == "0.1" and meta.sample_rate_hz == 100
+    assert meta.firmware_version == "0.1.0" and meta.sample_rate_hz == 100
     assert meta.device_address == "00:00:00:00:00:01" and meta.end_time
     assert s.stats.reconnects == 0 and "no step missing" in s.summary()
     assert "left:" in out and "steps" in out and "cadence" in out

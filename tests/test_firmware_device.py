@@ -365,7 +365,8 @@ def test_status_counts_steps_uptime_battery():
     dev.run()
     st_ = HP.decode_status(ble.gatts_read(dev.ble.h_status))
     assert st_.steps == 10 and st_.uptime_s == len(trace) // 100
-    assert st_.battery_mv == 3750 and st_.encrypted and st_.overruns == 0
+    assert st_.battery_mv == 3760 and st_.encrypted and st_.overruns == 0  # 20 mV steps
+    assert (st_.lost, st_.faults, st_.buffered) == (0, 0, 0)
     assert ble.gatts_read(dev.ble.h_battery) == bytes([50])  # 3750 mV: half-way
     assert HP.decode_status(ble.take(dev.ble.h_status)[-1]) == st_
 
@@ -461,7 +462,7 @@ def test_control_fuzzing_never_crashes_or_corrupts(writes):
             if err != HP.ERR_OK:
                 assert replies[0].error == err
             else:
-                assert replies[0].error in (HP.ERR_OK, HP.ERR_PARTIAL)
+                assert replies[0].error in (HP.ERR_OK, HP.ERR_PARTIAL, HP.ERR_NOT_YET)
             if replies[0].error != HP.ERR_OK:
                 assert dev.cfg == before
         dev.run(samples)
@@ -636,27 +637,30 @@ def test_integers_stay_small_on_long_runs():
     s.count = s.ms = (1 << 29) - 1
     s.wait()
     assert s.count == 0 and 0 <= s.ms < 20
-    values = struct.unpack("<BBBBHIIHHH", bytes(ble.gatts_read(dev.ble.h_status)))
-    assert max(values) < 1 << 29
+    values = struct.unpack("<BBHIIHHHBB", bytes(ble.gatts_read(dev.ble.h_status)))
+    assert values[0] == HP.STATUS_FORMAT and max(values) < 1 << 29
 
 
 def test_bonding_keys_survive_a_reboot(tmp_path):
-    from ble_insole import BondStore, InsoleBLE
+    from ble_insole import InsoleBLE
+    from bonds import Bonds
     from log import Log
 
     path = str(tmp_path / "bonds.json")
     ble = F.FakeBLE()
-    InsoleBLE(ble, F.UUID, Log(F.LogSink()), "B", BondStore(path))
+    radio = InsoleBLE(ble, F.UUID, Log(F.LogSink()), "B", Bonds(path, Log(F.LogSink())))
     ble.connect()
     ble.pair()  # the stack hands over the new keys with _IRQ_SET_SECRET
+    radio.flush()  # the main loop writes the bond file
     ble2 = F.FakeBLE()  # after a reboot
-    InsoleBLE(ble2, F.UUID, Log(F.LogSink()), "B", BondStore(path))
+    radio2 = InsoleBLE(ble2, F.UUID, Log(F.LogSink()), "B", Bonds(path, Log(F.LogSink())))
     assert ble2.handler(F.IRQ_GET_SECRET, (1, 0, None)) == b"ltk-value"
     assert ble2.handler(F.IRQ_GET_SECRET, (1, 0, b"peer-key")) == b"ltk-value"
     assert ble2.handler(F.IRQ_GET_SECRET, (1, 1, None)) is None
     assert ble2.handler(F.IRQ_GET_SECRET, (2, 0, None)) is None
     assert ble2.handler(F.IRQ_SET_SECRET, (1, b"peer-key", None)) is True  # forget it
-    assert BondStore(path).load() == []
+    radio2.flush()
+    assert Bonds(path, Log(F.LogSink())).get(1, 0, None) is None
 
 
 def test_led_lit_during_stance():
@@ -688,3 +692,533 @@ def test_zero_calibration_survives_a_reboot():
     assert dev2.det.zero_levels() == (7000, 5000, 6000)
     dev2.run(3)
     assert dev2.det.zero_levels()[0] <= 7000 + 100
+
+
+# ---- faults the device must survive ----
+
+
+def _flat_trace(seconds: int, rate: int = 100) -> list[int]:
+    return [2000, 2500, 1800] * (seconds * rate)
+
+
+def test_battery_read_that_raises_keeps_last_value_and_logs_rarely():
+    sink = F.LogSink()
+    dev, ble, _ = F.build(_flat_trace(125), log_out=sink)
+    _connect(ble, dev)
+    reads = []
+
+    def flaky():
+        reads.append(1)
+        if len(reads) > 1:  # the first read works, every later one fails
+            raise OSError(22)  # read_uv(): eFuse calibration error
+        return 3900
+
+    dev._battery_fn = flaky
+    assert dev.run() == 12500
+    assert len(reads) == 13  # one read every 10 s, from 0 s to 120 s
+    st_ = HP.decode_status(ble.gatts_read(dev.ble.h_status))
+    assert st_.battery_mv == 3900 and ble.gatts_read(dev.ble.h_battery) == bytes([66])
+    assert dev.battery_errors == 12
+    failed = [x for x in sink.lines if " batt read failed" in x]
+    assert len(failed) == 2 and "(1)" in failed[0] and "(7)" in failed[1]  # once a minute
+
+
+def test_battery_function_returning_junk_is_clamped_or_refused():
+    dev, ble, _ = F.build(_flat_trace(25))
+    values = iter([None, -40, 10 ** 9])
+    dev._battery_fn = lambda: next(values)
+    dev.run()
+    assert dev.battery_errors == 1  # None
+    assert dev._battery_mv == 0xFFFF  # -40 gave 0, then 10**9 is clamped
+    assert HP.decode_status(ble.gatts_read(dev.ble.h_status)).battery_mv == 5100
+
+
+def test_loop_sample_count_saturates(monkeypatch):
+    import device
+
+    dev, _, _ = F.build(_flat_trace(1))
+    monkeypatch.setattr(device, "_COUNT_MAX", 40)  # the constant is a plain global here
+    assert dev.loop() == 40  # 100 samples taken, the count stopped at its ceiling
+    assert dev._adc_h.i == 100
+    with pytest.raises(ValueError):
+        dev.loop(41)
+
+
+def test_steps_saturate():
+    dev, _, _ = F.build(_flat_trace(1))
+    dev._step_base = (1 << 29) - 3
+    dev.det.steps = 2
+    assert dev.steps == (1 << 29) - 1
+    dev.det.steps = 10
+    assert dev.steps == (1 << 29) - 1 and dev._total(1) == (1 << 29) - 2
+    dev._restart_detector()
+    assert dev._step_base == (1 << 29) - 1 and dev.steps == (1 << 29) - 1
+
+
+def _fill(dev, n):
+    pkt = bytearray(20)
+    for _ in range(n):
+        FP.pack_start(pkt, dev.ring.head, 0, 100, 0, 0)
+        dev._put(pkt)
+
+
+def test_status_lost_counts_past_the_ring_size_and_saturates():
+    dev, ble, _ = F.build(_flat_trace(10))
+    _fill(dev, 3000)  # nobody connected: all but the newest 1024 of 3001 are gone
+    dev.run(100)
+    st_ = HP.decode_status(ble.gatts_read(dev.ble.h_status))
+    assert dev.lost == 3001 - 1024 and st_.lost == 3001 - 1024
+    assert st_.buffered == 255 and dev.buffered() == 1024
+    _connect(ble, dev)
+    r = _command(ble, dev, HP.cmd_backfill(0))
+    assert r.error == HP.ERR_PARTIAL and r.data["count"] == 1024
+    for _ in range(300):
+        dev.service()
+    assert dev.buffered() == 0 and len(ble.take(dev.ble.h_event)) == 1024
+    _fill(dev, 1100)  # delivered ones are not lost; 1100 new, 1024 held, 76 gone
+    assert dev.lost == 3001 - 1024 + 76
+    dev.lost = (1 << 29) - 3
+    _fill(dev, 10)
+    assert dev.lost == (1 << 29) - 1  # saturates
+    dev.run(100)
+    assert HP.decode_status(ble.gatts_read(dev.ble.h_status)).lost == 0xFFFF
+
+
+def test_ring_lost_log_is_rate_limited():
+    # a link starved of buffers while the ring overflows: before, one line per sample
+    sink = F.LogSink()
+    dev, ble, _ = F.build(_flat_trace(31), log_out=sink)
+    _connect(ble, dev)
+    ble.nomem_next = 1 << 28
+    _fill(dev, 1100)
+    for _ in range(3000):  # 30 s, one new event every sample
+        _fill(dev, 1)
+        dev.loop(1)
+    assert dev.lost > 3000 and dev._next_tx == dev.ring.oldest()
+    lost = [x for x in sink.lines if " ring lost " in x]
+    assert 3 <= len(lost) <= 4, lost  # at most once every 10 s
+    assert lost[-1].endswith(f" ring lost {dev._lost_logged}")
+    assert "log +" not in " ".join(sink.lines)  # the log's own limit never had to act
+
+
+def test_raw_queue_counters_stay_bounded_when_the_stack_never_frees_a_buffer():
+    sink = F.LogSink()
+    dev, ble, _ = F.build(_flat_trace(21), log_out=sink)
+    _connect(ble, dev)
+    assert _command(ble, dev, HP.cmd_raw_start()).ok
+    ble.nomem_next = 1 << 28
+    dev.raw_lost = 0xFFFF - 100
+    for _ in range(2000):
+        dev.loop(1)
+        assert 0 <= dev._raw_tail < 16 and 0 <= dev._raw_queued <= 15
+    assert dev.raw_lost == 0xFFFF  # saturated
+    assert len([x for x in sink.lines if " raw lost " in x]) <= 3
+    ble.nomem_next = 0
+    dev.run(5)
+    packets = [HP.decode_raw(d) for d in ble.take(dev.ble.h_raw)]
+    assert len(packets) >= 15  # the queue drains once the stack has buffers again
+    gaps = {(b.index - a.index) & 0xFFFF for a, b in zip(packets, packets[1:], strict=False)}
+    assert gaps == {3}
+
+
+# ---- BACKFILL: the 16-bit first sequence against the 29-bit head ----
+
+
+def _device_at_head(head: int, held: int):
+    """A device whose ring holds `held` events ending just before `head`, connected."""
+    dev, ble, _ = F.build(_flat_trace(2))
+    dev.ring.head = (head - held) & 0x1FFFFFFF
+    dev.ring.count = 0
+    dev._delivered = dev.ring.head
+    _fill(dev, held)
+    assert dev.ring.head == head and dev.ring.count == min(held, 1024)
+    _connect(ble, dev)
+    dev.service()
+    ble.take(dev.ble.h_event)
+    return dev, ble
+
+
+def _replayed(dev, ble) -> list[int]:
+    for _ in range(300):
+        dev.service()
+    return [HP.decode_event(d).seq for d in ble.take(dev.ble.h_event)]
+
+
+_DOC_BACKFILLS = [  # docs/PROTOCOL.md, head 0x00031234 with a full ring
+    ("083012", "080030120400", list(range(0x1230, 0x1234))),
+    ("083412", "080034120000", []),
+    ("083512", "080934120000", []),
+    ("083392", "080934120000", []),
+    ("083492", "0807340e0004", [(0x0E34 + i) & 0xFFFF for i in range(1024)]),
+    ("080000", "0807340e0004", [(0x0E34 + i) & 0xFFFF for i in range(1024)]),
+]
+
+
+@pytest.mark.parametrize(("write", "reply", "seqs"), _DOC_BACKFILLS,
+                         ids=[w for w, _, _ in _DOC_BACKFILLS])
+def test_backfill_worked_examples(write, reply, seqs):
+    dev, ble = _device_at_head(0x31234, 1100)
+    ble.write(dev.ble.h_control, bytes.fromhex(write))
+    dev.service()
+    assert [r.hex() for r in ble.take(dev.ble.h_control)] == [reply]
+    assert _replayed(dev, ble) == seqs
+
+
+def test_backfill_across_the_16_bit_wrap_and_before_boot():
+    dev, ble = _device_at_head(0x20005, 50)
+    assert _command(ble, dev, bytes.fromhex("08fbff")).data == {"first_seq": 0xFFFB, "count": 10}
+    assert _replayed(dev, ble) == [0xFFFB, 0xFFFC, 0xFFFD, 0xFFFE, 0xFFFF, 0, 1, 2, 3, 4]
+    dev, ble, _ = F.build(_flat_trace(2))
+    _fill(dev, 4)  # events 0..4 with the boot START
+    _connect(ble, dev)
+    r = _command(ble, dev, bytes.fromhex("08f0ff"))
+    assert (r.error, r.data) == (HP.ERR_PARTIAL, {"first_seq": 0, "count": 5})
+    assert _replayed(dev, ble) == [0, 1, 2, 3, 4]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, (1 << 29) - 1), st.integers(1, 1100), st.integers(0, 0xFFFF))
+def test_backfill_reply_follows_the_half_window_rule(head, held, first16):
+    dev, ble, _ = F.build(_flat_trace(1))
+    dev.ring.head = head
+    dev.ring.count = min(held, 1024)
+    before = dev._next_tx
+    r = HP.decode_reply(dev._backfill(first16))
+    d = (first16 - head) & 0xFFFF
+    if 1 <= d <= 0x7FFF:
+        assert (r.error, r.data) == (HP.ERR_NOT_YET, {"first_seq": head & 0xFFFF, "count": 0})
+        assert dev._next_tx == before  # nothing replayed, delivery unchanged
+        return
+    back = (0x10000 - d) & 0xFFFF
+    if back <= dev.ring.count:
+        assert (r.error, r.data["count"]) == (HP.ERR_OK, back)
+        assert r.data["first_seq"] == first16
+    else:
+        assert (r.error, r.data["count"]) == (HP.ERR_PARTIAL, dev.ring.count)
+        assert r.data["first_seq"] == dev.ring.oldest() & 0xFFFF
+    assert dev._next_tx == (head - r.data["count"]) & 0x1FFFFFFF
+
+
+def test_backfill_ahead_of_a_rebooted_insole_is_not_yet():
+    # the central saw events up to 4000 before the insole rebooted; it asks for 4001
+    trace = _synth(strides_ms=[1000] * 12)
+    dev, ble, _ = F.build(_flat(trace))
+    _connect(ble, dev)
+    dev.run(500)
+    ble.take(dev.ble.h_event)
+    r = _command(ble, dev, HP.cmd_backfill(4001))
+    assert r.error == HP.ERR_NOT_YET and r.data == {"first_seq": dev.ring.head, "count": 0}
+    assert r.message.startswith("backfill from an event")
+    dev.run()
+    seqs = [HP.decode_event(d).seq for d in ble.take(dev.ble.h_event)]
+    assert seqs == list(range(seqs[0], dev.ring.head)) and len(seqs) > 10  # live, no replay
+
+
+# ---- IRQs between any two lines of the loop ----
+
+
+def _walk_then_away(strides=12):
+    trace = _synth(strides_ms=[1000] * strides)
+    dev, ble, _ = F.build(_flat(trace))
+    _connect(ble, dev)
+    dev.run(600)
+    got = ble.take(dev.ble.h_event)
+    ble.disconnect()
+    dev.run(400)  # events made while nobody listens
+    return trace, dev, ble, got
+
+
+def _irq_before_next_command(dev, irqs):
+    """Run irqs() once, as IRQs landing after service() has looked at the link and
+    before it takes the next Control write."""
+    take = dev.ble.next_command
+    fired = []
+
+    def hooked():
+        if not fired:
+            fired.append(True)
+            irqs()
+        return take()
+
+    dev.ble.next_command = hooked
+
+
+def test_new_central_and_its_backfill_arriving_mid_service():
+    trace, dev, ble, got = _walk_then_away()
+    last = HP.decode_event(got[-1]).seq
+
+    def reconnect_and_ask():
+        _connect(ble, dev)
+        assert ble.write(dev.ble.h_control, HP.cmd_backfill(last + 1)) == 0
+
+    _irq_before_next_command(dev, reconnect_and_ask)
+    dev.service()
+    (reply,) = ble.take(dev.ble.h_control)
+    r = HP.decode_reply(reply)
+    assert r.ok and r.data["first_seq"] == last + 1 and r.data["count"] > 5
+    dev.run()
+    evs = _decode_all(got + ble.take(dev.ble.h_event))
+    # the replay was not cancelled when the loop noticed the new link afterwards
+    assert sorted({e.seq for e in evs}) == list(range(1, dev.ring.head))
+    joiner = HP.StepJoiner()
+    for e in evs:
+        joiner.add(e)
+    rows, _ = _detector_rows(trace)
+    assert joiner.rows() == rows and len(rows) >= 10
+
+
+def test_raw_start_from_a_new_central_arriving_mid_service():
+    _trace, dev, ble, _got = _walk_then_away()
+
+    def reconnect_and_start_raw():
+        _connect(ble, dev)
+        ble.write(dev.ble.h_control, HP.cmd_raw_start())
+
+    _irq_before_next_command(dev, reconnect_and_start_raw)
+    dev.service()
+    assert HP.decode_reply(ble.take(dev.ble.h_control)[0]).ok
+    dev.run(30)
+    assert dev.raw_on and len(ble.take(dev.ble.h_raw)) >= 9
+
+
+def test_a_reply_owed_to_a_central_that_left_is_not_sent_to_the_next():
+    dev, ble, _ = F.build(_flat_trace(3))
+    _connect(ble, dev)
+    dev.run(5)
+    ble.nomem_next = 1  # the reply waits for a buffer
+    assert ble.write(dev.ble.h_control, HP.cmd_get_config()) == 0
+    dev.service()
+    assert dev._reply is not None and ble.take(dev.ble.h_control) == []
+    ble.disconnect()  # both IRQs land between two samples
+    _connect(ble, dev)
+    dev.run(5)
+    assert ble.take(dev.ble.h_control) == [] and dev._reply is None
+    assert _command(ble, dev, HP.cmd_get_config()).ok  # the new central is served
+
+
+def test_raw_stream_and_its_queue_end_with_the_link():
+    dev, ble, _ = F.build(_flat_trace(3))
+    _connect(ble, dev)
+    assert _command(ble, dev, HP.cmd_raw_start()).ok
+    ble.nomem_next = 1 << 28
+    dev.run(30)  # packets queue up behind a starved stack
+    assert dev._raw_queued > 0
+    ble.disconnect()
+    _connect(ble, dev)
+    ble.nomem_next = 0
+    dev.run(30)
+    assert not dev.raw_on and ble.take(dev.ble.h_raw) == []  # nothing the new one did not ask for
+
+
+def test_disconnect_between_the_link_check_and_the_notify_loses_nothing():
+    trace = _synth(strides_ms=[1000] * 8)
+    dev, ble, _ = F.build(_flat(trace))
+    _connect(ble, dev)
+    notify = ble.gatts_notify
+    cut = []
+
+    def drop_first(conn, handle, data=None):
+        if handle == dev.ble.h_event and not cut:
+            cut.append(HP.decode_event(data).seq)
+            ble.disconnect()  # the IRQ runs inside the call, before the stack sends
+        return notify(conn, handle, data)  # raises: the link is gone
+
+    ble.gatts_notify = drop_first
+    dev.run(400)
+    got = ble.take(dev.ble.h_event)
+    assert cut and dev._next_tx == cut[0]  # the unsent event is still next
+    _connect(ble, dev)
+    last = HP.decode_event(got[-1]).seq if got else 0
+    assert _command(ble, dev, HP.cmd_backfill(last + 1)).ok
+    dev.run()
+    seqs = {HP.decode_event(d).seq for d in got + ble.take(dev.ble.h_event)}
+    assert seqs == set(range(1, dev.ring.head))
+
+
+class _IrqStorm:
+    """Fires random central actions (connect, pair, MTU, Control writes, disconnect) as
+    IRQs at random lines of firmware/device.py, the way the ESP32 switches threads."""
+
+    WRITES = (HP.cmd_raw_start(), HP.cmd_raw_stop(), HP.cmd_get_config(), HP.cmd_set_stride(140))
+
+    def __init__(self, dev, ble, seed, rate):
+        import random
+
+        self.dev, self.ble = dev, ble
+        self.rng = random.Random(seed)
+        self.rate = rate
+        self.fired = 0
+        self.writes: list[bytes] = []
+        self.file = str(FIRMWARE / "device.py")
+        self._busy = False
+
+    def tracer(self, frame, event, arg):
+        if frame.f_code.co_filename != self.file:
+            return None
+        return self._line
+
+    def _line(self, frame, event, arg):
+        if event == "line" and not self._busy and self.rng.random() < self.rate:
+            self._busy = True
+            try:
+                self._irq()
+            finally:
+                self._busy = False
+        return self._line
+
+    def _irq(self):
+        ble, dev, rng = self.ble, self.dev, self.rng
+        self.fired += 1
+        if ble.conn is None:
+            ble.connect(conn=rng.choice((1, 2, 64)))
+            for h in (dev.ble.h_event, dev.ble.h_status, dev.ble.h_control, dev.ble.h_raw):
+                ble.subscribe(h)
+            return
+        roll = rng.random()
+        if roll < 0.15:
+            ble.disconnect()
+        elif roll < 0.3 and not ble.encrypted:
+            ble.pair()
+        elif roll < 0.4:
+            ble.exchange_mtu(rng.randrange(23, 248))
+        elif roll < 0.5:
+            ble.handler(F.IRQ_CONNECTION_UPDATE, (ble.conn, rng.randrange(6, 3200), 0, 400, 0))
+        elif roll < 0.6:
+            ble.nomem_next = rng.randrange(0, 4)
+        else:
+            head = dev.ring.head
+            if roll < 0.7:  # near the head, behind and ahead of it
+                data = HP.cmd_backfill(rng.randrange(max(0, head - 40), head + 4))
+            elif roll < 0.75:
+                data = HP.cmd_backfill(rng.randrange(0, 0x10000))
+            else:
+                data = rng.choice(self.WRITES)
+            if ble.write(dev.ble.h_control, data) == 0:
+                self.writes.append(data)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_irq_storm_at_every_line_leaves_a_consistent_insole(seed):
+    trace = _synth(strides_ms=[1000] * 25)
+    samples = trace.tolist()
+    dev, ble, _ = F.build(_flat(trace))
+    storm = _IrqStorm(dev, ble, seed, rate=0.01)
+    sys.settrace(storm.tracer)
+    try:
+        dev.run()
+        dev.idle(100)
+    finally:
+        sys.settrace(None)
+    assert storm.fired > 500 and storm.writes
+    out = bytearray(20)
+    for handle, data in ble.notes:
+        if handle == dev.ble.h_event:  # every event sent is the ring's event of that number
+            dev.ring.copy(HP.decode_event(data).seq, out)
+            assert data == bytes(out)
+        elif handle == dev.ble.h_raw:  # every raw packet holds the samples its index names
+            p = HP.decode_raw(data)
+            assert [list(s) for s in p.samples] == samples[p.index - 1 : p.index + 2]
+        elif handle == dev.ble.h_control:
+            r = HP.decode_reply(data)
+            assert r.op in {w[0] for w in storm.writes}
+        elif handle == dev.ble.h_status:
+            HP.decode_status(data)
+    # the storm is over: a fresh central gets every event back, in order
+    if ble.conn is not None:
+        ble.disconnect()
+    for _ in range(8):
+        dev.service()  # writes still queued are answered to nobody
+    ble.nomem_next = 0
+    ble.notes = []
+    _connect(ble, dev)
+    r = _command(ble, dev, HP.cmd_backfill(0))
+    assert r.ok and r.data == {"first_seq": 0, "count": dev.ring.head}
+    for _ in range(300):
+        dev.service()
+    evs = _decode_all(ble.take(dev.ble.h_event))
+    assert [e.seq for e in evs] == list(range(dev.ring.head))
+    joiner = HP.StepJoiner()
+    for e in evs:
+        joiner.add(e)
+    rows, _ = _detector_rows(trace)
+    assert joiner.rows() == rows and len(rows) >= 20
+
+
+# ---- the counters on both interpreters ----
+
+_COUNTERS = """
+import binascii
+from array import array
+import fw_fakes as F
+import protocol as P
+def fill(dev, n):
+    pkt = bytearray(20)
+    for _ in range(n):
+        P.pack_start(pkt, dev.ring.head, 0, 100, 0, 0)
+        dev._put(pkt)
+dev, ble, fs = F.build(array("H", [2000, 2500, 1800] * 2500))
+fill(dev, 3000)
+dev.loop(100)
+st = ble.gatts_read(dev.ble.h_status)
+print("lost", dev.lost, st[14] | st[15] << 8)
+dev.lost = (1 << 29) - 3
+fill(dev, 10)
+print("lost_max", dev.lost)
+ble.connect(); ble.pair()
+dev.service()
+dev._raw_start()
+ble.nomem_next = 1 << 28
+top = 0
+for _ in range(600):
+    dev.loop(1)
+    top = max(top, dev._raw_tail, dev._raw_queued)
+print("raw", top, dev.raw_lost)
+ble.nomem_next = 0
+s = dev.sampler
+s.uptime_s = (1 << 29) - 1
+s._ms_in_s = 990
+dev.loop(1)
+print("uptime", s.uptime_s, dev._status_s)
+log = dev._log
+log._window = log._now()
+log._lines = 5
+log.dropped = (1 << 29) - 3
+for _ in range(20):
+    log("t", "x")
+print("dropped", log.dropped)
+dev._step_base = (1 << 29) - 3
+dev.det.steps = 7
+print("steps", dev.steps)
+def broken():
+    raise OSError(22)
+dev._battery_fn = broken
+s.uptime_s = 9
+s._ms_in_s = 990
+dev.loop(1)
+print("battery", dev.battery_errors, dev._battery_mv)
+dev.ring.head = 0x31234
+print("ahead", binascii.hexlify(dev._backfill(0x1235)).decode())
+print("behind", binascii.hexlify(dev._backfill(0x9234)).decode())
+"""
+
+
+def test_counters_wrap_or_saturate_on_both_interpreters():
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(_COUNTERS, {})
+    cp = buf.getvalue()
+    mp = run_micropython(_COUNTERS, path=[str(FIRMWARE), str(TESTS)])
+    assert mp == cp
+    got = dict(line.split(" ", 1) for line in cp.splitlines())
+    assert got["lost"] == "1977 1977"  # 3001 events made, 1024 held
+    assert got["lost_max"] == str((1 << 29) - 1)
+    top, raw_lost = map(int, got["raw"].split())
+    assert top == 15 and raw_lost > 150  # the queue stays within its 16 slots
+    assert got["uptime"] == "0 0"  # wrapped, and the once-a-second work saw the tick
+    assert got["dropped"] == str((1 << 29) - 1)
+    assert got["steps"] == str((1 << 29) - 1)
+    assert got["battery"] == "1 3750"  # the read failed: the last good value stays
+    assert got["ahead"] == "080934120000" and got["behind"] == "0807340e0004"

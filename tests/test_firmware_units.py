@@ -119,6 +119,18 @@ def test_parse_command_total(data):
         assert FP.RATE_MIN <= value <= FP.RATE_MAX
 
 
+def test_backfill_ahead_is_the_upper_half_window():
+    for head in (0, 5, 0x1234, 0xFFFF, 0x10000, 0x31234, (1 << 29) - 1):
+        ahead = {f: FP.backfill_ahead(f, head) for f in range(0x10000)}
+        h16 = head & 0xFFFF
+        assert sum(1 for a in ahead.values() if a) == 0x7FFF  # just under half the values
+        assert ahead[h16] == 0  # the head itself: nothing missing
+        assert ahead[(h16 + 1) & 0xFFFF] == 1
+        assert ahead[(h16 + 0x7FFF) & 0xFFFF] == 0x7FFF  # the farthest still ahead
+        assert ahead[(h16 + 0x8000) & 0xFFFF] == 0  # 32768 behind
+        assert ahead[(h16 - 1) & 0xFFFF] == 0
+
+
 # ---- ring ----
 
 
@@ -145,7 +157,9 @@ def test_ring_keeps_last_capacity_events_across_wrap():
 
 def test_ring_refuses_small_or_odd_capacity():
     with pytest.raises(ValueError):
-        EventRing(256)
+        EventRing(8)
+    with pytest.raises(ValueError):
+        EventRing(65536)
     with pytest.raises(ValueError):
         EventRing(1000)
 
@@ -196,6 +210,20 @@ def test_sampler_resyncs_after_long_stall():
     assert s.overruns == 1
 
 
+def test_sampler_uptime_wraps_and_overruns_saturate():
+    clock = F.FakeClock()
+    s = Sampler(100, clock)
+    s.wait()
+    s.uptime_s = SEQ_MASK  # 2**29 - 1 s
+    s.overruns = SEQ_MASK
+    for _ in range(100):
+        s.wait()
+    assert s.uptime_s == 0  # wrapped after 17 years
+    clock.work(30000)  # three periods late
+    s.wait()
+    assert s.overruns == SEQ_MASK  # saturated
+
+
 def test_sampler_ms_clock_is_sample_count():
     clock = F.FakeClock()
     s = Sampler(300, clock)
@@ -234,7 +262,7 @@ def test_config_bad_fields_take_defaults():
                        "extra": 1})
     cfg = _store(F.MemFS({"insole.json": text}), Log(sink)).load()
     assert cfg == dict(fw_config.DEFAULTS, stride_cm=150)
-    assert sum("bad" in line for line in sink.lines) == 3
+    assert sink.lines == ["0.000 cfg bad side name rate_hz, defaults"]  # one line for the file
     for text in ("[1, 2]", '"text"', "null", '{"rate_hz": 100.0, "stride_cm": true}'):
         assert _store(F.MemFS({"insole.json": text})).load() == fw_config.DEFAULTS
 
@@ -306,3 +334,18 @@ def test_log_is_rate_limited_and_reports_drops():
     assert sink.lines[5] == "1.500 log +45"
     assert sink.lines[6] == "1.500 ble later"
     assert all(len(line) < 40 for line in sink.lines)
+
+
+def test_log_drop_count_saturates_while_the_clock_stands_still():
+    sink = F.LogSink()
+    log = Log(sink)
+    log.clock = _Clock()  # BLE served without sampling: device time does not move
+    for _ in range(10):
+        log("x", "y")
+    log.dropped = SEQ_MASK - 2
+    for _ in range(10):
+        log("x", "y")
+    assert log.dropped == SEQ_MASK and len(sink.lines) == 5
+    log.clock.ms = 1000
+    log("x", "later")
+    assert sink.lines[5] == f"1.000 log +{SEQ_MASK}"

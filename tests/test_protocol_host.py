@@ -34,17 +34,45 @@ def test_decode_events(vec):
         assert ev.toe_off_ms == f["strike_ms"] + f["stance_ms"]
 
 
+def _check_status_flags(s: P.Status, flags: int) -> None:
+    assert s.side == ("R" if flags & 1 else "L")
+    assert s.raw_streaming == bool(flags & 2)
+    assert s.encrypted == bool(flags & 4)
+    assert s.mode == flags >> 4
+
+
 @pytest.mark.parametrize("vec", VECTORS["status"], ids=_ids("status"))
 def test_decode_status(vec):
     s = P.decode_status(bytes.fromhex(vec["hex"]))
-    f = vec["fields"]
-    assert s.side == ("R" if f["flags"] & 1 else "L")
-    assert s.raw_streaming == bool(f["flags"] & 2)
-    assert s.encrypted == bool(f["flags"] & 4)
-    assert s.mode == f["flags"] >> 4
-    assert (s.fw_major, s.fw_minor) == (0, 1)
-    for name in ("rate_hz", "steps", "uptime_s", "overruns", "battery_mv", "buffered"):
-        assert getattr(s, name) == f[name], name
+    # fields as the firmware packs them; "decoded" where the wire rounds or saturates
+    want = dict(vec["fields"], **vec.get("decoded", {}))
+    _check_status_flags(s, want.pop("flags"))
+    assert s.format == 2 and s.fw_major is None
+    for name, value in want.items():
+        assert getattr(s, name) == value, name
+
+
+@pytest.mark.parametrize("vec", VECTORS["status_v1"], ids=_ids("status_v1"))
+def test_decode_status_format_1(vec):
+    s = P.decode_status(bytes.fromhex(vec["hex"]))
+    want = dict(vec["fields"])
+    _check_status_flags(s, want.pop("flags"))
+    assert s.format == 1 and (s.lost, s.faults) == (None, None)
+    for name, value in want.items():
+        assert getattr(s, name) == value, name
+    assert s.faults_text() == "not reported"
+
+
+def test_status_channel_faults():
+    vec = next(v for v in VECTORS["status"] if v["fields"]["faults"] == 0x0401)
+    s = P.decode_status(bytes.fromhex(vec["hex"]))
+    assert s.channel_faults() == {"heel": "dead", "arch": "ok", "fore": "noisy"}
+    assert s.faults_text() == "heel dead, fore noisy"
+    every = P.Status("L", False, False, 0, 100, 0, 0, 0, 0, 0, lost=0, faults=0x0532)
+    assert every.channel_faults() == {"heel": "saturated", "arch": "stuck", "fore": "jumps"}
+    assert P.Status("L", False, False, 0, 100, 0, 0, 0, 0, 0, faults=0x0009).channel_faults()[
+        "heel"] == "fault 9"
+    assert P.Status("L", False, False, 0, 100, 0, 0, 0, 0, 0, faults=0).faults_text() == "ok"
 
 
 @pytest.mark.parametrize("vec", VECTORS["raw"], ids=_ids("raw"))
@@ -126,6 +154,8 @@ def test_bad_payloads_raise_protocol_error():
         P.decode_event(bytes([2, 1]) + bytes(18))
     with pytest.raises(P.ProtocolError):
         P.decode_status(bytes(10))
+    with pytest.raises(P.ProtocolError, match="format 3"):
+        P.decode_status(bytes([3]) + bytes(19))
     with pytest.raises(P.ProtocolError):
         P.decode_rsc(bytes([1, 0, 0, 0, 5]))  # stride flagged but cut short
 
@@ -172,6 +202,7 @@ def test_doc_examples_are_vectors():
     # every worked hex example in docs/PROTOCOL.md is one of the checked vectors
     doc = (Path(__file__).parents[1] / "docs" / "PROTOCOL.md").read_text()
     examples = {m.replace(" ", "") for m in re.findall(r"`((?:[0-9a-f]{2} ){5,}[0-9a-f]{2})`", doc)}
-    known = {v["hex"] for group in ("events", "status", "raw", "rsc", "replies", "commands")
+    known = {v["hex"] for group in ("events", "status", "status_v1", "raw", "rsc", "replies",
+                                    "commands")
              for v in VECTORS[group]}
     assert examples and examples <= known, examples - known
