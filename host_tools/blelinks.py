@@ -377,7 +377,7 @@ async def read_firmware(link: Link, timeout: float = 8.0) -> str:
             return (await link.read(FIRMWARE_REVISION_UUID)).decode("utf-8", "replace")
         except LinkError:
             s = protocol.decode_status(await link.read(protocol.UUID_STATUS))
-            return f"{s.fw_major}.{s.fw_minor}"
+            return f"{s.fw_major}.{s.fw_minor}" if s.fw_major is not None else "?"
     except (LinkError, asyncio.TimeoutError, protocol.ProtocolError):
         return "?"
     finally:

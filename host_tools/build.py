@@ -29,6 +29,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from host_tools.safeio import describe
+
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.json"
 # The file a flash leaves on the board to remember what it installed.
@@ -199,9 +201,12 @@ def build(
     board_srcs = (board_src, *(boards_dir / e for e in spec.extra))
     preserve = preserved_names(firmware_dir, tuple(p for p in board_srcs if p.exists()))
 
-    out_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{board}-", dir=out_root))
-    work.chmod(0o755)
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{board}-", dir=out_root))
+        work.chmod(0o755)
+    except OSError as exc:
+        raise BuildError(describe(exc, out_root)) from None
     try:
         files: dict[str, str] = {}
         native: dict[str, str] = {}
@@ -266,6 +271,11 @@ def build(
         os.replace(work, final)
         if old.exists():
             shutil.rmtree(old)
+    except OSError as exc:
+        # a full disk or a read-only build directory: the previous build stays
+        shutil.rmtree(work, ignore_errors=True)
+        raise BuildError(describe(exc, out_root / board)
+                         + " (the previous build, if any, is unchanged)") from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -21,12 +21,12 @@ import dataclasses
 import math
 import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from host_tools import protocol
+from host_tools import liveline, protocol
+from host_tools.safeio import UsageError, describe
 from host_tools.steplog import SessionMeta, StepLogWriter, log_paths, utc_iso, write_meta
 
 Notify = Callable[[bytes, float], None]  # (payload, host receive time)
@@ -168,16 +168,21 @@ class SessionStats:
     replays: int = 0
     bad_packets: int = 0
     reconnects: int = 0
-    strides: deque = field(default_factory=lambda: deque(maxlen=8))
+    # cadence as the report defines it: the mean over timed strides of 120000 / stride_ms
+    cadence_sum: float = 0.0
+    cadence_strides: int = 0
     last_stance_ms: int = 0
     state: str = "starting"
     error: str = ""
 
     def cadence(self) -> float:
-        return 120000.0 / (sum(self.strides) / len(self.strides)) if self.strides else math.nan
+        return self.cadence_sum / self.cadence_strides if self.cadence_strides else math.nan
 
 
 def firmware_text(status: protocol.Status) -> str:
+    """Major.minor from a format-1 Status; "" from later formats (Device Information has it)."""
+    if status.fw_major is None:
+        return ""
     return f"{status.fw_major}.{status.fw_minor}"
 
 
@@ -271,6 +276,8 @@ class InsoleSession:
             self.writer = StepLogWriter(csv_path, side, overwrite=self.overwrite)
         except FileExistsError:
             raise CaptureError(f"{csv_path} exists (use --overwrite or another --out)") from None
+        except OSError as exc:
+            raise CaptureError(describe(exc, csv_path)) from None
         self.meta = SessionMeta(
             side=side,
             firmware_version=firmware or firmware_text(status),
@@ -281,7 +288,13 @@ class InsoleSession:
             transport=self.link.transport,
         )
         self._meta_path = meta_path
-        write_meta(meta_path, self.meta)
+        try:
+            write_meta(meta_path, self.meta)
+        except UsageError as exc:  # no log without its session file
+            self.writer.close()
+            csv_path.unlink(missing_ok=True)
+            self.writer = None
+            raise CaptureError(str(exc)) from None
 
     def lost_steps(self) -> list[int]:
         return sorted(self.steps.missing)
@@ -297,7 +310,10 @@ class InsoleSession:
             self.meta.reconnects = self.stats.reconnects
             self.meta.restarts = self.restarts
             self.meta.lost_seqs = self.lost_steps()
-            write_meta(self._meta_path, self.meta)
+            try:
+                write_meta(self._meta_path, self.meta)
+            except UsageError as exc:  # the session file of the start stays
+                self.stats.error = self.stats.error or str(exc)
 
     # --- packet handling
 
@@ -350,13 +366,18 @@ class InsoleSession:
             self.stats.replays += 1
             return
         assert self.writer is not None
-        self.writer.write(row, t)
+        try:
+            self.writer.write(row, t)
+        except OSError as exc:
+            raise CaptureError(f"{describe(exc, self.writer.path)}; the {self.writer.rows} "
+                               "steps logged before are kept") from None
         self.stats.steps += 1
+        if row[6]:
+            self.stats.cadence_sum += 120000.0 / row[6]
+            self.stats.cadence_strides += 1
         if known_missing:
             self.stats.backfilled += 1
         else:
-            if row[6]:
-                self.stats.strides.append(row[6])
             self.stats.last_stance_ms = row[4]
 
     def _reply(self, reply: protocol.Reply) -> None:
@@ -547,7 +568,7 @@ class InsoleSession:
     async def _finish(self) -> None:
         while not self._queue.empty():
             kind, data, t = self._queue.get_nowait()
-            if kind != "disconnected" and self.writer is not None:
+            if kind != "disconnected" and self.writer is not None and not self.stats.error:
                 self._handle(kind, data, t)
         with contextlib.suppress(LinkError, asyncio.TimeoutError):
             await asyncio.wait_for(self.link.disconnect(), 5)
@@ -558,13 +579,24 @@ class InsoleSession:
 
     # --- reporting
 
-    def progress(self) -> str:
+    def progress(self, width: int | None = None) -> str:
+        """The live line; with ``width``, the most detailed form that fits."""
         s = self.stats
         cad = s.cadence()
         cad_txt = f"{cad:5.1f}" if math.isfinite(cad) else "  -  "
         gap = f"  missing {len(self.steps.missing)}" if self.steps.missing else ""
-        return (f"{self.label:>7}: {s.steps:5d} steps  cadence {cad_txt} steps/min  "
+        full = (f"{self.label:>7}: {s.steps:5d} steps  cadence {cad_txt} steps/min  "
                 f"last stance {s.last_stance_ms:4d} ms  [{s.state}]{gap}")
+        if width is None:
+            return full
+        lost = f" -{len(self.steps.missing)}" if self.steps.missing else ""
+        return liveline.fit([
+            full,
+            f"{self.label:>5}: {s.steps:4d} steps  {cad_txt}/min  stance "
+            f"{s.last_stance_ms:4d} ms  [{s.state}]{lost}",
+            f"{self.label[:1].upper()} {s.steps:4d} st {cad_txt}/min [{s.state}]{lost}",
+            f"{self.label[:1].upper()} {s.steps} [{s.state}]{lost}",
+        ], width)
 
     def summary(self) -> str:
         s = self.stats
@@ -611,14 +643,13 @@ class Progress:
         for s in self.sessions:
             lines.extend(s.log_lines)
             s.log_lines.clear()
-        status = [s.progress() for s in self.sessions]
         if self.tty:
-            if self._drawn:
-                self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
-            out = lines + status
-            self.stream.write("".join(x + "\n" for x in out))
+            width = liveline.terminal_width() - 1  # a full row would wrap on some terminals
+            status = [s.progress(width) for s in self.sessions]
+            self.stream.write(liveline.redraw(self._drawn, lines, status))
             self._drawn = len(status)
         else:
+            status = [s.progress() for s in self.sessions]
             out = lines + (status if (status != self._last or final) else [])
             self.stream.write("".join(x + "\n" for x in out))
             self._last = status

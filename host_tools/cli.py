@@ -3,13 +3,24 @@
 Each sub-command lives in its own module ``host_tools/cmd_<name>.py`` which provides
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports
 (bumble, bleak, matplotlib) stay inside ``run`` so that ``insole --help`` is instant.
+
+Errors are handled here for every command: a UsageError, an argument error, or an
+OSError nobody expected (a full disk, a read-only file system) is one line on stderr
+and exit status 2; Ctrl-C is 130. When the reader of standard output goes away
+(``insole history | head``) the command finishes quietly (host_tools/safeio.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sqlite3
 import sys
+from importlib import metadata
+
+from host_tools import safeio
+from host_tools.argcheck import Parser, parse
+from host_tools.safeio import UsageError
 
 # (command name, module) in the order --help lists them.
 COMMANDS = [
@@ -27,16 +38,24 @@ COMMANDS = [
 ]
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed without a traceback, exit status 2."""
+__all__ = ["COMMANDS", "UsageError", "build_parser", "main", "version"]
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml)."""
+    try:
+        return metadata.version("insole")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="insole",
         description="Tools for the open smart insole: detect steps in traces, run the "
         "virtual insole, capture its BLE log, report and train.",
     )
+    parser.add_argument("--version", action="version", version=f"insole {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in COMMANDS:
@@ -53,16 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except UsageError as exc:
-        print(f"insole {args.command}: error: {exc}", file=sys.stderr)
+    args = parse(build_parser(), argv)
+    if args is None:
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with safeio.guarded_stdout():
+        try:
+            status = int(args._run(args) or 0)
+            sys.stdout.flush()  # a full disk behind '> file' shows here
+            return status
+        except UsageError as exc:
+            message = str(exc)
+        except sqlite3.Error as exc:  # the history database: locked, full, read-only
+            message = f"history database: {exc}"
+        except OSError as exc:
+            message = safeio.describe(exc)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    print(f"insole {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from host_tools import argcheck
+
 HELP = "detector speed and memory under the micropython binary (one JSON line)"
 
 DATA = Path(__file__).resolve().parent / "data" / "walk_left.csv"
@@ -22,7 +24,8 @@ DATA = Path(__file__).resolve().parent / "data" / "walk_left.csv"
 
 def add_arguments(p) -> None:
     p.add_argument("--trace", default=str(DATA), help="trace to feed (default: bundled walk)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs; the fastest counts")
+    p.add_argument("--repeats", type=argcheck.int_range(1, 1000, "--repeats"), default=5,
+                   help="timed runs, 1..1000; the fastest counts")
 
 
 def run(args) -> int:

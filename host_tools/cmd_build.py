@@ -23,9 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from host_tools import build
+    from host_tools import build, safeio
     from host_tools.cli import UsageError
 
+    if args.out is not None:
+        safeio.output_dir(args.out, "--out")
     try:
         return build.run(args)
     except build.BuildError as exc:

@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from host_tools import argcheck
+
 HELP = "capture step events from insoles (BLE, USB dongle or virtual) into CSV logs"
 
 
@@ -48,13 +50,14 @@ def add_arguments(parser) -> None:
                         help="bumble transport instead of bleak, e.g. usb:0")
     parser.add_argument("--sim", metavar="TRACE[,TRACE]",
                         help="run virtual insoles on these traces (left[,right])")
-    parser.add_argument("--speed", type=float, default=20.0, metavar="X",
-                        help="--sim replay speed, trace seconds per second; 0 = as fast "
-                        "as the firmware runs (default 20)")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--speed", type=argcheck.speed, default=20.0, metavar="X",
+                        help="--sim replay speed, trace seconds per second, 0..1000; 0 = "
+                        "as fast as the firmware runs (default 20)")
+    parser.add_argument("--duration", type=argcheck.seconds, metavar="S",
+                        help="stop after S seconds")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing logs in DIR")
-    parser.add_argument("--scan-timeout", type=float, default=10.0, metavar="S",
+    parser.add_argument("--scan-timeout", type=argcheck.seconds, default=10.0, metavar="S",
                         help="how long to look for an insole (default 10)")
 
 
@@ -75,8 +78,9 @@ def _check(args) -> list[Path]:
         for t in traces:
             if not t.is_file():
                 raise UsageError(f"{t}: no such trace file")
-    if args.speed < 0:
-        raise UsageError("--speed must be 0 (as fast as possible) or more")
+    from host_tools import safeio
+
+    safeio.output_dir(args.out, "--out")
     if not args.overwrite:
         out = Path(args.out)
         sides = ["left", "right"][: len(traces)] if traces else list(SIDES)
@@ -130,6 +134,7 @@ async def _main(args, traces: list[Path]) -> int:
             cleanup.append(close)
             backoff = Backoff()
         else:
+            await _bleak_adapter_check()
             links, sides = _bleak_links(args)
             backoff = Backoff()
         sessions = [InsoleSession(link, args.out, side=side, overwrite=args.overwrite,
@@ -165,6 +170,22 @@ async def _main(args, traces: list[Path]) -> int:
                   file=sys.stderr)
         return 1
     return 0
+
+
+async def _bleak_adapter_check() -> None:
+    """Fail at once, as `scan` does, when there is no usable Bluetooth adapter: a
+    session would otherwise retry for ever."""
+    from bleak import BleakScanner
+    from bleak.exc import BleakError
+
+    from host_tools.blelinks import bleak_problem
+
+    try:
+        scanner = BleakScanner()
+        await scanner.start()
+        await scanner.stop()
+    except (BleakError, OSError, asyncio.TimeoutError, EOFError) as exc:
+        raise _Fatal(f"Bluetooth: {bleak_problem(exc)}") from None
 
 
 def _bleak_links(args):

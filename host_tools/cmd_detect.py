@@ -4,19 +4,23 @@ The default engine runs firmware/gait.py inside the real `micropython` binary, t
 interpreter the insole uses; `--engine cpython` runs the same file in CPython.
 Writes one events-CSV row per step (docs/TRACE_FORMAT.md) to --out, or to stdout.
 
-Exit status: 0 on success, 2 for a malformed trace or bad arguments.
+Exit status: 0 on success, 2 for a malformed trace, bad arguments or an --out that
+cannot be written (the file is written atomically: on failure the old one is kept).
 """
 
 from __future__ import annotations
 
 import sys
 
+from host_tools import argcheck
+
 HELP = "detect steps in a trace CSV and write the events CSV"
 
 
 def add_arguments(p) -> None:
     p.add_argument("trace", metavar="TRACE", help="trace CSV (heel,arch,forefoot counts)")
-    p.add_argument("--rate", metavar="HZ", help="sample rate; overrides '# rate_hz=' in the file")
+    p.add_argument("--rate", metavar="HZ", type=argcheck.rate_hz,
+                   help="sample rate (50..1000); overrides '# rate_hz=' in the file")
     p.add_argument(
         "--engine",
         choices=("micropython", "cpython"),
@@ -27,14 +31,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from . import engine, tracefile
+    from . import engine, safeio, tracefile
     from .cli import UsageError
 
+    if args.out:
+        safeio.output_file(args.out, "--out", example="events.csv")
     try:
         trace = tracefile.read_trace(args.trace)
-        rate = tracefile.parse_rate(args.rate) if args.rate else trace.rate_hz
     except tracefile.TraceError as exc:
         raise UsageError(str(exc)) from None
+    rate = args.rate or trace.rate_hz
     if rate is None:
         rate = tracefile.DEFAULT_RATE_HZ
         print(
@@ -48,11 +54,7 @@ def run(args) -> int:
         return 1
     rows = [tracefile.event_row(s) for s in engine.step_summaries(events)]
     if args.out:
-        tmp = args.out + ".part"
-        tracefile.write_events(tmp, rows)
-        import os
-
-        os.replace(tmp, args.out)
+        tracefile.write_events(args.out, rows, "--out")
         strikes = len(engine.contacts(events))
         print(
             f"{len(trace.samples)} samples at {rate} Hz ({args.engine}): "

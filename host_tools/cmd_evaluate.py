@@ -13,13 +13,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from host_tools import argcheck
+
 HELP = "detector accuracy on the PhysioNet gait recordings"
 
 
 def add_arguments(p) -> None:
     p.add_argument("--data", default="../shared/data", help="folder with gaitndd/ and gaitpdb/")
     p.add_argument("--engine", choices=("micropython", "cpython"), default="micropython")
-    p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2,
+                   help="parallel processes, 1..64 (default 2)")
     p.add_argument("--write", metavar="FILE", help="write the markdown report here")
     p.add_argument(
         "--only", choices=("gaitndd", "gaitpdb"), help="evaluate one database only"
@@ -27,14 +30,18 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from . import evaluate
+    from . import evaluate, safeio
     from .accuracy_doc import FIGURE, plot_disagreements, render
     from .cli import UsageError
 
     root = Path(args.data)
     dbs = (args.only,) if args.only else ("gaitndd", "gaitpdb")
-    if not any((root / d).exists() for d in dbs):
-        raise UsageError(f"{root}: no gaitndd/ or gaitpdb/ folder here (see --data)")
+    if not any((root / d).is_dir() for d in dbs):
+        raise UsageError(f"{root}: no {' or '.join(d + '/' for d in dbs)} folder here; "
+                         "download them from PhysioNet (README, 'Accuracy data') or "
+                         "point --data at them")
+    if args.write:
+        safeio.output_file(args.write, "--write", example="ACCURACY.md")
 
     def progress(i: int, n: int, res) -> None:
         if sys.stderr.isatty() or i == n or i % 50 == 0:
@@ -48,7 +55,7 @@ def run(args) -> int:
     print()
     print(evaluate.markdown_table(sides))
     if args.write:
-        Path(args.write).write_text(render(rows, sides, results, args.engine))
+        safeio.write_text(args.write, render(rows, sides, results, args.engine), "--write")
         plot_disagreements(results, Path(args.write).parent / FIGURE)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0

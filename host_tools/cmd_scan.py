@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 
+from host_tools import argcheck
+
 HELP = "list nearby insoles (name, side, address, RSSI, firmware version)"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
+    parser.add_argument("--timeout", type=argcheck.seconds, default=5.0, metavar="S",
                         help="seconds to listen (default 5)")
     parser.add_argument("--transport", metavar="T", help="bumble transport, e.g. usb:0")
     parser.add_argument("--no-connect", action="store_true",

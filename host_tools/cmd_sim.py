@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from host_tools.cli import UsageError
+from host_tools import argcheck, safeio
+from host_tools.safeio import UsageError
 
 HELP = "run the firmware on the virtual board, replaying a trace over BLE"
 PROGRESS_EVERY_S = 2.0
@@ -35,15 +36,16 @@ def add_arguments(parser) -> None:
                         help="trace CSV to replay (docs/TRACE_FORMAT.md)")
     parser.add_argument("--side", choices=("left", "right"), default="left",
                         help="the insole's side, written to its config (default left)")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="X",
-                        help="trace seconds per wall second; 0 = as fast as possible "
-                             "(default 1: real time)")
+    parser.add_argument("--speed", type=argcheck.speed, default=1.0, metavar="X",
+                        help="trace seconds per wall second, 0..1000; 0 = as fast as "
+                             "possible (default 1: real time)")
     parser.add_argument("--transport", metavar="T",
                         help="bumble transport of a real controller, e.g. usb:0 "
                              "(default: an in-process virtual radio)")
-    parser.add_argument("--rate", type=int, metavar="HZ",
-                        help="the trace's sample rate if the file does not say (default 100)")
-    parser.add_argument("--linger", type=float, default=5.0, metavar="S",
+    parser.add_argument("--rate", type=argcheck.rate_hz, metavar="HZ",
+                        help="the trace's sample rate (50..1000) if the file does not say "
+                             "(default 100); a file's own rate_hz must agree")
+    parser.add_argument("--linger", type=argcheck.seconds_or_zero, default=5.0, metavar="S",
                         help="trace seconds to keep serving BLE after the trace (default 5)")
     parser.add_argument("--flash", metavar="DIR",
                         help="directory kept as the board's flash (config, bonds); "
@@ -54,16 +56,15 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from host_tools.tracefile import TraceError, read_trace
 
-    if args.speed < 0:
-        raise UsageError("--speed must be 0 (as fast as possible) or more")
-    if args.linger < 0:
-        raise UsageError("--linger must be 0 or more seconds")
+    if args.flash:
+        safeio.output_dir(args.flash, "--flash")
     try:
         trace = read_trace(args.trace)
     except TraceError as exc:
         raise UsageError(str(exc)) from None
-    if len(trace.samples) == 0:
-        raise UsageError(f"{args.trace}: the trace has no samples")
+    if args.rate and trace.rate_hz and args.rate != trace.rate_hz:
+        raise UsageError(f"{args.trace}: the trace says rate_hz={trace.rate_hz}, not "
+                         f"{args.rate} (leave out --rate)")
     if trace.rate_hz is None and args.rate is None:
         print(f"{args.trace}: no '# rate_hz=' line; assuming 100 Hz (use --rate)")
     return asyncio.run(_sim(args, trace))
@@ -118,4 +119,5 @@ def _summary(vi, protocol) -> None:
     if status and len(status) == 20:
         s = protocol.decode_status(status)
         print(f"firmware status: {s.steps} steps, uptime {s.uptime_s} s, "
-              f"{s.overruns} overruns, {s.buffered} events not delivered")
+              f"{s.overruns} overruns, {s.buffered} events not delivered, "
+              f"{s.lost} lost to ring overflow, channels {s.faults_text()}")

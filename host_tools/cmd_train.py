@@ -31,10 +31,15 @@ Where the insole is:
                 or in the micropython binary (--engine micropython). --speed 1 replays
                 in real time; the default 0 runs as fast as possible.
 
+Ctrl-C ends the session early the same way with every source: the summary is printed
+and the session saved, marked as stopped early.
+
 The summary (reps, hold/rise/lower times, balance time and sway, cadence and its
-variability, heel-strike share, arch-loading index) is printed and saved to the history
+variability, heel-strike share, arch loading) is printed and saved to the history
 database (--db, $INSOLE_HISTORY_DB or ~/.local/share/insole/history.db) unless --no-save.
-Event layouts and thresholds: docs/EXERCISES.md.
+When the database cannot be written (a read-only disk, a full one) the session is kept
+in a file instead and the message says how to add it later (`insole history
+--add-session FILE`). Event layouts and thresholds: docs/EXERCISES.md.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ import contextlib
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
+
+from host_tools import argcheck, liveline
 
 HELP = "guided exercise session (heel raises, toe scrunches, balance, slow walk)"
 
@@ -70,10 +78,13 @@ PROMPTS = {
 
 def add_arguments(parser) -> None:
     parser.add_argument("exercise", choices=list(DEFAULT_TARGET), help="which exercise")
-    parser.add_argument("--target", type=float, metavar="N",
-                        help="reps / seconds / steps per minute (see above)")
-    parser.add_argument("--tolerance", type=int, default=5, metavar="PCT",
-                        help="slow walk: on-target band, +-%% of the target (default 5)")
+    parser.add_argument("--target", type=argcheck.positive_number, metavar="N",
+                        help="reps (1..1000) / seconds (1..3600) / steps per minute "
+                        "(20..160), see above")
+    parser.add_argument("--tolerance", type=argcheck.int_range(1, 50, "--tolerance"),
+                        default=5, metavar="PCT",
+                        help="slow walk: on-target band, +-%% of the target, 1..50 "
+                        "(default 5)")
     parser.add_argument("--pattern", choices=("rear", "mid", "fore", "any"), default="rear",
                         help="slow walk: wanted strike pattern (default rear)")
     where = parser.add_mutually_exclusive_group()
@@ -85,16 +96,17 @@ def add_arguments(parser) -> None:
                         help="--vboard: run this firmware directory (default firmware/)")
     parser.add_argument("--transport", metavar="T",
                         help="bumble transport instead of bleak, e.g. usb:0")
-    parser.add_argument("--duration", type=float, metavar="S",
+    parser.add_argument("--duration", type=argcheck.seconds, metavar="S",
                         help="BLE: stop after S seconds (default: at the target or Ctrl-C)")
-    parser.add_argument("--scan-timeout", type=float, default=10.0, metavar="S",
+    parser.add_argument("--scan-timeout", type=argcheck.seconds, default=10.0, metavar="S",
                         help="BLE: how long to look for the insole (default 10)")
-    parser.add_argument("--rate", type=int, metavar="HZ",
-                        help="sample rate when the trace does not say (default 100)")
+    parser.add_argument("--rate", type=argcheck.rate_hz, metavar="HZ",
+                        help="sample rate (50..1000) when the trace does not say "
+                        "(default 100); a trace's own rate_hz must agree")
     parser.add_argument("--engine", choices=("cpython", "micropython"), default="cpython",
                         help="where firmware/exercise.py runs (default cpython, live)")
-    parser.add_argument("--speed", type=float, metavar="X",
-                        help="replay speed: 1 = real time, 0 = as fast as possible "
+    parser.add_argument("--speed", type=argcheck.speed, metavar="X",
+                        help="replay speed, 0..1000: 1 = real time, 0 = as fast as possible "
                         "(default 0 for --sim, 20 for --vboard)")
     parser.add_argument("--side", choices=("left", "right"), default="left")
     parser.add_argument("--db", metavar="PATH", help="history database to store the session in")
@@ -102,6 +114,7 @@ def add_arguments(parser) -> None:
 
 
 def _bar(done: float, target: float, width: int = 20) -> str:
+    """Progress towards the target as a bar and a percentage."""
     frac = 0.0 if target <= 0 else max(0.0, min(1.0, done / target))
     n = round(frac * width)
     return "[" + "#" * n + "-" * (width - n) + f"] {100 * frac:3.0f} %"
@@ -118,9 +131,19 @@ class Live:
         self.reps = 0
         self.balance_ms = 0
         self.announced = False
+        self.stopped_early = False
 
     def say(self, text: str) -> None:
-        print(text, file=self.out or sys.stdout, flush=True)
+        stream = self.out or sys.stdout
+        if stream.isatty():  # a bar that wraps is worse than a shorter bar
+            width = liveline.terminal_width() - 1
+            if len(text) > width and "] " in text and "[" in text:
+                head, _, rest = text.rpartition("[")
+                bar, _, pct = rest.partition("] ")
+                room = width - len(head) - len(pct) - 3
+                text = f"{head}[{bar[:max(room, 0)]}] {pct}" if room >= 5 else f"{head}{pct}"
+            text = text[:width]
+        print(text, file=stream, flush=True)
 
     def event(self, ev: dict) -> None:
         self.events.append(ev)
@@ -167,10 +190,12 @@ def _summary_lines(summary: dict) -> list[str]:
         "mean_duration_s": "mean scrunch (s)", "steps": "steps",
         "cadence": "cadence (steps/min)", "cadence_cv_pct": "cadence variability (CV %)",
         "on_target_pct": "steps on target (%)", "heel_strike_pct": "heel strikes (%)",
-        "arch_index": "arch-loading index (per-mille)", "arch_band": "arch loading",
+        "arch_index": "arch loading (% of stance load)", "arch_band": "arch loading band",
         "duration_s": "session length (s)",
     }
-    return [f"  {labels[k]:42s} {v}" for k, v in summary.items() if k in labels]
+    shown = {"arch_index": lambda v: f"{v / 10:.1f}"}  # stored in per-mille
+    return [f"  {labels[k]:42s} {shown.get(k, str)(v)}"
+            for k, v in summary.items() if k in labels]
 
 
 def _intro(live: Live, x: str, target: float, unit: str) -> None:
@@ -179,23 +204,32 @@ def _intro(live: Live, x: str, target: float, unit: str) -> None:
         live.say("  " + line)
 
 
-def _replay(args, live: Live, mode: int, cfg, samples, rate: int, wall0: float) -> None:
+def _replay(args, live: Live, mode: int, cfg, samples, rate: int, wall0: float) -> float:
+    """Feed the trace through the exercise counter; the trace seconds it covered (all
+    of them, or up to the Ctrl-C that stopped it)."""
     from host_tools import training
     from host_tools.cli import UsageError
 
-    if args.engine == "micropython":
-        try:
-            packets = training.run_micropython(mode, samples, rate, *cfg)
-        except training.EngineError as exc:
-            raise UsageError(str(exc)) from None
-    else:
-        packets = training.iter_cpython(mode, samples, rate, *cfg)
-    for index, pkt in packets:
-        if args.speed:
-            delay = wall0 + index / rate / args.speed - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        live.event(training.decode(pkt))
+    index = 0
+    try:
+        if args.engine == "micropython":
+            try:
+                packets = training.run_micropython(mode, samples, rate, *cfg)
+            except training.EngineError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            packets = training.iter_cpython(mode, samples, rate, *cfg)
+        for index, pkt in packets:
+            if args.speed:
+                delay = wall0 + index / rate / args.speed - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            live.event(training.decode(pkt))
+    except KeyboardInterrupt:
+        live.stopped_early = True
+        reached = (time.monotonic() - wall0) * args.speed if args.speed else index / rate
+        return min(len(samples) / rate, reached)
+    return len(samples) / rate
 
 
 def make_link(args):
@@ -225,9 +259,21 @@ def _target_reached(live: Live) -> bool:
     return done >= live.target
 
 
-def _over_ble(args, live: Live, mode: int, cfg) -> str:
+def _stop_on_ctrl_c(live: Live, stop) -> None:
+    """In the running event loop: Ctrl-C ends the session early (summary, saved)."""
     import asyncio
     import signal
+
+    def interrupted() -> None:
+        live.stopped_early = True
+        stop.set()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, interrupted)
+
+
+def _over_ble(args, live: Live, mode: int, cfg) -> str:
+    import asyncio
 
     from host_tools.cli import UsageError
     from host_tools.train_link import TrainError, run_session
@@ -235,8 +281,7 @@ def _over_ble(args, live: Live, mode: int, cfg) -> str:
     async def main() -> str:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, stop.set)
+        _stop_on_ctrl_c(live, stop)
 
         def on_event(ev: dict) -> None:
             live.event(ev)
@@ -284,6 +329,7 @@ def _over_vboard(args, live: Live, mode: int, cfg) -> tuple[str, float]:
                                       paused=True, **kw)
         stop = asyncio.Event()
         tasks: list[asyncio.Task] = []
+        _stop_on_ctrl_c(live, stop)
 
         def on_event(ev: dict) -> None:
             live.event(ev)
@@ -325,25 +371,37 @@ def _over_vboard(args, live: Live, mode: int, cfg) -> tuple[str, float]:
     return f"vboard:{args.vboard}", asyncio.run(main())
 
 
+def _keep_session(s, history, problem: str) -> str:
+    """The session as a JSON file (current directory, else the temporary one), for a
+    database that could not take it; the message to print."""
+    import tempfile
+
+    from host_tools import safeio
+
+    name = f"insole-session-{s.started_at.strftime('%Y%m%d-%H%M%S')}-{s.kind}.json"
+    for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            path = safeio.write_text(folder / name, history.session_json(s))
+        except safeio.UsageError:
+            continue
+        return (f"session not saved: {problem}; kept in {path}: add it later with "
+                f"`insole history --add-session {path}`")
+    return f"session not saved: {problem}; it could not be kept in a file either"
+
+
 def run(args) -> int:
     import sqlite3
 
     from host_tools import history, training
     from host_tools.cli import UsageError
-    from host_tools.tracefile import TraceError, parse_rate, read_trace
+    from host_tools.tracefile import TraceError, read_trace
 
     x = args.exercise
     target = args.target if args.target is not None else DEFAULT_TARGET[x]
-    if target <= 0:
-        raise UsageError("--target must be positive")
-    if not 1 <= args.tolerance <= 50:
-        raise UsageError("--tolerance must be 1..50 (%)")
-    if x == "slow-walk" and not 20 <= target <= 160:
-        raise UsageError("slow-walk --target is a cadence: 20..160 steps/min")
-    if args.speed is not None and args.speed < 0:
-        raise UsageError("--speed must be 0 or more")
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError("--duration must be positive")
+    try:
+        target = argcheck.target(x, target)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.firmware and not args.vboard:
         raise UsageError("--firmware goes with --vboard")
     if (args.sim or args.vboard) and (args.transport or args.duration):
@@ -360,17 +418,16 @@ def run(args) -> int:
     if args.sim:
         try:
             trace = read_trace(args.sim)
-            rate = trace.rate_hz or (parse_rate(str(args.rate)) if args.rate else 100)
         except TraceError as exc:
             raise UsageError(str(exc)) from None
         if args.rate and trace.rate_hz and args.rate != trace.rate_hz:
             raise UsageError(
                 f"{args.sim}: the trace says rate_hz={trace.rate_hz}, not {args.rate}")
+        rate = trace.rate_hz or args.rate or 100
         _intro(live, x, target, unit)
         live.say(f"  (replaying {args.sim}: {len(trace.samples)} samples at {rate} Hz, "
                  f"engine {args.engine})")
-        _replay(args, live, mode, cfg, trace.samples, rate, wall0)
-        duration = len(trace.samples) / rate
+        duration = _replay(args, live, mode, cfg, trace.samples, rate, wall0)
         source = f"sim:{args.sim}"
     elif args.vboard:
         _intro(live, x, target, unit)
@@ -382,7 +439,10 @@ def run(args) -> int:
     summary = training.summarize(mode, live.events, duration)
     if x == "slow-walk":
         summary["target_cadence"] = target
-    live.say("== session summary ==")
+    if live.stopped_early:
+        summary["stopped_early"] = True
+    live.say("== session summary" + (" (stopped early: Ctrl-C)" if live.stopped_early else "")
+             + " ==")
     for line in _summary_lines(summary):
         live.say(line)
     done = {"heel-raises": summary.get("reps", 0), "toe-scrunch": summary.get("reps", 0),
@@ -395,13 +455,15 @@ def run(args) -> int:
                  + ("target reached, well done" if done >= target else "keep going next time"))
     if args.no_save:
         return 0
+    session = history.Session(x, started, duration, args.side, source, summary)
     try:
         conn = history.connect(args.db)
-        sid = history.add_session(conn, history.Session(
-            x, started, duration, args.side, source, summary))
-        conn.close()
+        try:
+            sid = history.add_session(conn, session)
+        finally:
+            conn.close()
     except (history.HistoryError, OSError, sqlite3.Error) as exc:
-        raise UsageError(f"session not saved: {exc}") from None
+        raise UsageError(_keep_session(session, history, str(exc))) from None
     live.say(f"  saved as session {sid} in {args.db or history.default_path()} "
              f"({time.monotonic() - wall0:.1f} s)")
     return 0

@@ -43,7 +43,6 @@ random sessions (the figures in docs/EXERCISES.md, "Accuracy").
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 
@@ -384,7 +383,9 @@ def write(trace: ExTrace, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    from host_tools import argcheck, safeio
+
+    p = argcheck.Parser(
         prog="python -m host_tools.exgen",
         description="Write a synthetic exercise trace CSV (see the module docstring).",
     )
@@ -393,30 +394,42 @@ def main(argv: list[str] | None = None) -> int:
                         "timing error (samples) over --reps random sessions per kind "
                         "and rate (--rates)")
     p.add_argument("out", nargs="?", help="trace CSV to write")
-    p.add_argument("--rates", default="50,100,200", help="accuracy: rates, Hz (comma list)")
-    p.add_argument("--reps", type=int, default=None, help="repetitions / holds")
-    p.add_argument("--depth", type=float, default=None, help="heel raises: 0..1")
-    p.add_argument("--hold", type=float, default=None, help="hold time, ms")
-    p.add_argument("--noise", type=float, default=None, help="noise, counts (sd)")
-    p.add_argument("--drift", type=float, default=None, help="offset drift, counts/min")
-    p.add_argument("--rate", type=int, default=RATE_HZ, help="sample rate, Hz")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stride", type=float, default=None, help="slow walk: stride, ms")
+    p.add_argument("--rates", type=argcheck.rate_list, default=(50, 100, 200),
+                   help="accuracy: rates, Hz (comma list, each 50..1000)")
+    p.add_argument("--reps", type=argcheck.int_range(1, 10000, "--reps"), default=None,
+                   help="repetitions / holds")
+    p.add_argument("--depth", type=argcheck.float_range(0, 1, "--depth"), default=None,
+                   help="heel raises: 0..1")
+    p.add_argument("--hold", type=argcheck.float_range(0, 600000, "--hold", low_open=True),
+                   default=None, help="hold time, ms")
+    p.add_argument("--noise", type=argcheck.float_range(0, 65535, "--noise"), default=None,
+                   help="noise, counts (sd)")
+    p.add_argument("--drift", type=argcheck.float_range(-65535, 65535, "--drift"),
+                   default=None, help="offset drift, counts/min")
+    p.add_argument("--rate", type=argcheck.rate_hz, default=RATE_HZ,
+                   help="sample rate, Hz (50..1000)")
+    p.add_argument("--seed", type=argcheck.int_range(0, 2**32 - 1, "--seed"), default=0)
+    p.add_argument("--stride", type=argcheck.float_range(0, 10000, "--stride", low_open=True),
+                   default=None, help="slow walk: stride, ms")
     p.add_argument("--pattern", choices=("rear", "fore"), default=None)
-    a = p.parse_args(argv)
+    a = argcheck.parse(p, argv)
+    if a is None:
+        return 2
     if a.kind == "accuracy":
-        try:
-            rates = tuple(int(r) for r in a.rates.split(","))
-        except ValueError:
-            p.error(f"--rates: not a comma list of integers: {a.rates!r}")
-        for row in accuracy(a.reps or 40, rates):
+        for row in accuracy(a.reps or 40, a.rates):
             errs = " ".join(f"{k}={v:.2f}" for k, v in row.items()
                             if k not in ("kind", "rate_hz", "sessions", "missed"))
             print(f"{row['kind']:12s} {row['rate_hz']:5d} Hz  sessions={row['sessions']} "
                   f"missed={row['missed']}  {errs}", flush=True)
         return 0
     if a.out is None:
-        p.error("out: the trace CSV to write is required")
+        print("exgen: error: out: the trace CSV to write is required", file=sys.stderr)
+        return 2
+    try:
+        safeio.output_file(a.out, "out", example=f"{a.kind}.csv")
+    except safeio.UsageError as exc:
+        print(f"exgen: error: {exc}", file=sys.stderr)
+        return 2
     kw: dict = {"rate_hz": a.rate, "seed": a.seed}
     if a.noise is not None:
         kw["noise"] = a.noise
@@ -439,11 +452,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"exgen: error: {exc}", file=sys.stderr)
         return 2
-    write(trace, a.out)
+    try:
+        write(trace, a.out)
+    except safeio.UsageError as exc:
+        print(f"exgen: error: {exc}", file=sys.stderr)
+        return 2
     print(f"{a.out}: {len(trace.samples)} samples at {trace.rate_hz} Hz, "
           f"{len(trace.truth)} {a.kind} items")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from host_tools.safeio import guarded_stdout
+
+    with guarded_stdout():  # `... accuracy | head` ends quietly
+        status = main()
+    sys.exit(status)

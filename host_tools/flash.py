@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host_tools.argcheck import seconds
 from host_tools.build import (
     DEVICE_MANIFEST,
     MPY_ARCH_CODES,
@@ -48,6 +49,7 @@ from host_tools.build import (
     load_manifest,
     sha256_file,
 )
+from host_tools.safeio import describe
 
 PROBE_MARK = "INSOLE-PROBE "
 BANNER_PREFIX = "insole "
@@ -344,7 +346,10 @@ def _apply(port: str, build_dir: Path, manifest: dict, plan: Plan, feed: bool, l
     record = {k: manifest[k] for k in ("board", "micropython", "mpy_version", "files")}
     with tempfile.TemporaryDirectory() as tmp:
         rec = Path(tmp) / DEVICE_MANIFEST
-        rec.write_text(json.dumps(record, sort_keys=True))
+        try:
+            rec.write_text(json.dumps(record, sort_keys=True))
+        except OSError as exc:
+            raise FlashError(f"cannot write the flash record: {describe(exc)}") from None
         # Written last: until then the board's old record still names the old files.
         cmds.append(["fs", "cp", "-f", str(rec), ":" + DEVICE_MANIFEST])
         if plan.copy:
@@ -484,7 +489,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how to restart the board afterwards (default: hard)",
     )
     parser.add_argument(
-        "--banner-timeout", type=float, default=30.0, help="seconds to wait for the boot banner"
+        "--banner-timeout", type=seconds, default=30.0,
+        help="seconds to wait for the boot banner"
     )
     parser.add_argument(
         "--force",
@@ -517,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(sub.add_parser("flash", help="copy the changed files of a build to a board"))
     p = sub.add_parser("console", help="print the board's serial output (Ctrl-C to stop)")
     p.add_argument("--port", required=True)
-    p.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    p.add_argument("--seconds", type=seconds, default=None, help="stop after this long")
     args = parser.parse_args(argv)
     try:
         if args.action == "console":
@@ -525,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except (FlashError, BuildError) as exc:
         print(f"flash: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the local side: a temporary file, the build directory
+        print(f"flash: error: {describe(exc)}", file=sys.stderr)
         return 2
 
 

@@ -2,12 +2,15 @@
 
 ``DIR/<side>.csv`` holds the events-CSV columns of ``insole detect`` followed by
 ``host_time`` (Unix time in seconds at which the host received the step, or for a
-backfilled step, received the replay) and ``side``. The writer flushes every row, so a
-crash loses at most the row being written. Rows are written in arrival order; a step
+backfilled step, received the replay) and ``side``. The writer hands every row to the
+operating system as it comes, so a crash loses at most the row being written; a row
+that does not fit on the disk is cut back off, so the log never ends in half a row,
+and a log whose header cannot be written is removed. Rows are written in arrival order; a step
 recovered by backfill therefore appears after later steps, and readers sort by ``seq``.
 
 ``DIR/<side>.json`` describes the session: firmware version, side, sample rate, start
 time, device address and, once capture ends, what was received, recovered and lost.
+It is replaced atomically (host_tools/safeio.py) every time it changes.
 
 The reader is forgiving on purpose: a damaged log (a truncated last line, a row with
 the wrong number of columns, binary garbage from a crashed disk write) yields every
@@ -16,6 +19,7 @@ intact row plus a list of problems, each naming the file and line.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -24,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from host_tools import safeio
 from host_tools.tracefile import EVENT_COLUMNS, PATTERN_NAMES
 
 LOG_COLUMNS = EVENT_COLUMNS + ("host_time", "side")
@@ -103,11 +108,8 @@ def log_paths(directory: str | Path, side: str) -> tuple[Path, Path]:
 
 
 def write_meta(path: str | Path, meta: SessionMeta) -> None:
-    """Write the session file atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(meta), indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write the session file atomically; a UsageError naming it when that fails."""
+    safeio.write_text(path, json.dumps(asdict(meta), indent=2) + "\n")
 
 
 def read_meta(path: str | Path) -> tuple[SessionMeta | None, list[LogProblem]]:
@@ -139,33 +141,65 @@ class StepLogWriter:
         self.path = Path(path)
         self.side = side
         self.rows = 0
-        self._f = open(self.path, "w" if overwrite else "x", newline="")
-        self._w = csv.writer(self._f, lineterminator="\n")
-        self._w.writerow(LOG_COLUMNS)
-        self._f.flush()
+        # unbuffered: each row goes to the operating system whole, by os.write
+        self._f = open(self.path, "wb" if overwrite else "xb", buffering=0,
+                       opener=lambda name, flags: os.open(name, flags, 0o666))
+        self._size = 0
+        try:
+            self._append(_csv_line(LOG_COLUMNS))
+        except OSError:
+            # not even the header fits: leave no empty log behind
+            self._f.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise
+
+    def _append(self, line: str) -> None:
+        data = memoryview(line.encode("utf-8"))
+        fd = self._f.fileno()
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)  # no half row at the end
+                os.lseek(fd, self._size, os.SEEK_SET)
+            raise
+        self._size += len(line.encode("utf-8"))
 
     def write(self, event: tuple, host_time: float) -> StepRow:
-        """Write one step: ``event`` in EVENT_COLUMNS order, pattern as a number or name."""
+        """Write one step: ``event`` in EVENT_COLUMNS order, pattern as a number or name.
+        An OSError (a full disk) leaves the log as it was before this row."""
         values = list(event)
         if isinstance(values[7], int):
             values[7] = PATTERN_NAMES[values[7]]
         row = StepRow(*values, host_time=round(host_time, 3), side=self.side)
-        self._w.writerow(values + [f"{row.host_time:.3f}", self.side])
-        self._f.flush()
+        self._append(_csv_line(values + [f"{row.host_time:.3f}", self.side]))
         self.rows += 1
         return row
 
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
     def close(self) -> None:
         if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            try:
+                os.fsync(self._f.fileno())
+            finally:
+                self._f.close()
 
     def __enter__(self) -> StepLogWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _csv_line(cells) -> str:
+    f = io.StringIO()
+    csv.writer(f, lineterminator="\n").writerow(cells)
+    return f.getvalue()
 
 
 def _check_row(cells: list[str]) -> tuple[StepRow | None, str]:
@@ -217,6 +251,8 @@ def read_steplog(path: str | Path) -> tuple[list[StepRow], list[LogProblem]]:
         raise StepLogError(f"{spath}: cannot read: {exc.strerror or exc}") from None
     problems: list[LogProblem] = []
     rows: dict[int, StepRow] = {}
+    if raw.startswith(b"\xef\xbb\xbf"):  # a spreadsheet's UTF-8 byte-order mark
+        raw = raw[3:]
     lines = raw.split(b"\n")
     ends_cleanly = raw.endswith(b"\n")
     if ends_cleanly:

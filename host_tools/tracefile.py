@@ -3,12 +3,17 @@
 A trace is what the insole's ADC read: lines starting with ``#`` are comments
 (``# rate_hz=N`` gives the sample rate), the first other line is a header that
 names ``heel``, ``arch`` and ``forefoot`` among its columns, and every further line
-holds integers 0..65535. Extra columns are ignored.
+holds integers 0..65535. Extra columns are ignored. A UTF-8 byte-order mark (what
+spreadsheets put at the start of a CSV export) is skipped. A trace needs at least one
+sample.
+
+Files are written atomically (host_tools/safeio.py): a failure leaves the old file.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from host_tools import safeio
+from host_tools.argcheck import MAX_RATE_HZ, MIN_RATE_HZ
+
 CHANNELS = ("heel", "arch", "forefoot")
 U16_MAX = 65535
 DEFAULT_RATE_HZ = 100
-MIN_RATE_HZ = 50
-MAX_RATE_HZ = 1000
 
 EVENT_COLUMNS = (
     "seq",
@@ -78,7 +84,7 @@ def read_trace(path: str | Path) -> Trace:
     except OSError as exc:
         raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise _fail(path, line, "not text (invalid UTF-8)") from None
@@ -126,6 +132,8 @@ def read_trace(path: str | Path) -> Trace:
         rows.append((values[0], values[1], values[2]))
     if columns is None:
         raise TraceError(f"{path}: no header line (heel,arch,forefoot) found")
+    if not rows:
+        raise TraceError(f"{path}: no samples after the header line")
     samples = np.asarray(rows, dtype=np.int32).reshape(-1, 3)
     return Trace(rate, samples, path, tuple(comments))
 
@@ -141,7 +149,7 @@ def write_trace(
         raise ValueError("samples must have shape (n, 3)")
     if samples.size and (samples.min() < 0 or samples.max() > U16_MAX):
         raise ValueError("samples must be within 0..65535")
-    with open(path, "w", newline="") as f:
+    with safeio.atomic_file(path) as f:
         for c in comments:
             f.write(f"# {c}\n")
         f.write(f"# rate_hz={int(rate_hz)}\n")
@@ -157,22 +165,26 @@ def event_row(summary: Sequence[int]) -> dict[str, int | str]:
     return row
 
 
-def write_events(path: str | Path, rows: Iterable[dict]) -> int:
-    n = 0
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=EVENT_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
-            n += 1
-    return n
+def events_text(rows: Iterable[dict]) -> str:
+    """The events CSV for ``rows`` (header first), as text."""
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=EVENT_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return f.getvalue()
+
+
+def write_events(path: str | Path, rows: Iterable[dict], option: str | None = None) -> int:
+    rows = list(rows)
+    safeio.write_text(path, events_text(rows), option)
+    return len(rows)
 
 
 def read_events(path: str | Path) -> list[dict[str, int | str]]:
     """Read an events CSV written by write_events (strict: raises TraceError on a bad line)."""
     path = str(path)
     out: list[dict[str, int | str]] = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = [c for c in EVENT_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

@@ -40,7 +40,8 @@ _cache: dict[str, ModuleType] = {}
 
 
 # firmware/exercise.py and the modules it imports, in import order
-EXERCISE_MODULES = ("gait", "exbase", "heelraise", "toescrunch", "balance", "exercise")
+EXERCISE_MODULES = ("gait", "exbase", "heelraise", "toescrunch", "balance", "slowwalk",
+                    "exercise")
 
 
 def _load(name: str, transform: Callable[[str], object] | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def test_migrates_an_empty_file(tmp_path):
     db = tmp_path / "h.db"
     db.write_bytes(b"")
     conn = H.connect(db)
-    assert H.schema_version(conn) == H.SCHEMA_VERSION == 2
+    assert H.schema_version(conn) == H.SCHEMA_VERSION == 3
     cols = {r[1] for r in conn.execute("PRAGMA table_info(sessions)")}
     assert set(H.METRICS) <= cols
     assert H.sessions(conn) == []
@@ -61,7 +62,7 @@ def test_migrates_from_the_previous_schema_keeping_sessions(tmp_path):
     old.executemany("INSERT INTO sessions (started_at, kind, summary) VALUES (?, ?, ?)", rows)
     old.close()
     conn = H.connect(db)
-    assert H.schema_version(conn) == 2
+    assert H.schema_version(conn) == 3
     got = conn.execute(
         "SELECT kind, reps, balance_s, cadence, cadence_cv, symmetry, arch_index "
         "FROM sessions ORDER BY started_at").fetchall()
@@ -197,10 +198,15 @@ def test_periods_and_streaks():
     assert [p.sessions for p in days] == [2, 3, 1]
     assert days[0].heel_raises == 10 and days[0].balance_s == 30.0
     assert days[1].toe_scrunches == 15
-    assert days[1].cadence == pytest.approx(95.0)
-    assert days[1].cadence_cv == pytest.approx(3.0)
+    # walks and the slow-walk exercise are kept apart
+    assert days[1].cadence == pytest.approx(100.0)
+    assert days[1].cadence_cv == pytest.approx(2.0)
     assert days[1].symmetry == pytest.approx(4.0)
-    assert days[1].arch_index == pytest.approx(130.0)
+    assert days[1].arch_index == pytest.approx(120.0)
+    assert days[1].slow_walk_cadence == pytest.approx(90.0)
+    # no session of a kind in a period: no value, not 0
+    assert days[1].heel_raises is None and math.isnan(days[1].balance_s)
+    assert days[0].toe_scrunches is None and math.isnan(days[0].cadence)
     weeks = H.periods(rows, by="week")
     assert sum(p.sessions for p in weeks) == 6
     assert all(p.start.weekday() == 0 for p in weeks)

@@ -71,7 +71,9 @@ def test_train_rejects_bad_input_with_file_and_line(tmp_path, capsys):
     assert main(["train", "heel-raises", "--sim", str(tmp_path / "none.csv")]) == 2
 
 
-def test_a_session_that_cannot_be_saved_is_an_error_not_a_crash(traces, tmp_path, capsys):
+def test_a_session_that_cannot_be_saved_is_an_error_not_a_crash(traces, tmp_path, capsys,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the session is kept instead
     db = tmp_path / "h.db"
     db.write_bytes(b"garbage" * 200)
     assert main(["train", "toe-scrunch", "--sim", str(traces["toe-scrunch"]),
@@ -79,6 +81,8 @@ def test_a_session_that_cannot_be_saved_is_an_error_not_a_crash(traces, tmp_path
     cap = capsys.readouterr()
     assert "scrunch   7" in cap.out  # the session itself ran and was shown
     assert "not saved" in cap.err and str(db) in cap.err
+    (kept,) = tmp_path.glob("insole-session-*-toe-scrunch.json")
+    assert f"kept in {kept}" in cap.err
 
 
 def _capture_dir(tmp_path: Path) -> Path:
