@@ -124,7 +124,7 @@ class InsoleBLE:
         self.links = 0  # connections so far: lets the app notice a new one
         self.nomem = 0  # ENOMEM refusals seen
         self.irq_errors = 0  # exceptions caught in the IRQ handler (saturates)
-        self._commands = []  # (data, encrypted) waiting for the sampling loop
+        self._commands = []  # (data, encrypted, conn) waiting for the sampling loop
         self._adv = None
         self._adv_due = False  # advertising must (re)start: the main loop retries
         self._adv_failing = False
@@ -218,7 +218,8 @@ class InsoleBLE:
                     self.conn = -1
                     self.encrypted = False
                 self._log("ble", "disconnect %d" % conn)
-                self.advertise()
+                if self.conn < 0:  # not while the central that replaced it is on
+                    self.advertise()
         elif event == _IRQ_GATTS_WRITE:
             if n == 2 and data[1] == self.h_control and self.conn >= 0 \
                     and _u16(data[0]) == self.conn:
@@ -244,7 +245,7 @@ class InsoleBLE:
 
     def _queue(self, value):
         if len(self._commands) < _MAX_COMMANDS:
-            self._commands.append((bytes(value), self.encrypted))
+            self._commands.append((bytes(value), self.encrypted, self.conn))
         else:
             self.reply(bytes((value[0] if value else 0, P.ERR_BUSY)))
 
@@ -279,9 +280,12 @@ class InsoleBLE:
 
     # ---- the main loop's side -----------------------------------------------
     def next_command(self):
-        """(data, encrypted) of the oldest queued Control write, or None."""
-        if self._commands:
-            return self._commands.pop(0)
+        """(data, encrypted) of the oldest queued Control write, or None. Writes of a
+        central that has left since are dropped: they are not the next one's."""
+        while self._commands:
+            data, encrypted, conn = self._commands.pop(0)
+            if conn == self.conn:
+                return (data, encrypted)
         return None
 
     def notify(self, handle, data):

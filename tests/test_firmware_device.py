@@ -1222,3 +1222,36 @@ def test_counters_wrap_or_saturate_on_both_interpreters():
     assert got["steps"] == str((1 << 29) - 1)
     assert got["battery"] == "1 3750"  # the read failed: the last good value stays
     assert got["ahead"] == "080934120000" and got["behind"] == "0807340e0004"
+
+
+# ---- one central at a time, even across races with the IRQ handler ----
+
+def test_the_central_that_was_replaced_leaving_does_not_start_advertising():
+    dev, ble, _ = F.build(_flat(_synth(strides_ms=[1000] * 2)))
+    _connect(ble, dev)
+    adverts = []
+    ble.gap_advertise = lambda *a, **k: adverts.append(a)
+    # a second central got in (advertising restarted just before the first connected)
+    ble.handler(F.IRQ_CENTRAL_CONNECT, (65, 0, b"\x01\x02\x03\x04\x05\x06"))
+    assert dev.ble.conn == 65
+    # the first one leaving must not start advertising while the second is on
+    ble.handler(F.IRQ_CENTRAL_DISCONNECT, (64, 0, b"\x11\x22\x33\x44\x55\x66"))
+    assert adverts == [] and dev.ble.conn == 65
+    ble.handler(F.IRQ_CENTRAL_DISCONNECT, (65, 0, b"\x01\x02\x03\x04\x05\x06"))
+    assert len(adverts) == 1 and dev.ble.conn == -1
+
+
+def test_control_writes_of_a_central_that_left_are_not_carried_out_for_the_next():
+    dev, ble, _ = F.build(_flat(_synth(strides_ms=[1000] * 2)))
+    _connect(ble, dev)
+    name_before = dev.cfg["name"]
+    assert ble.write(dev.ble.h_control, HP.cmd_set_name("Stranger")) == 0
+    ble.disconnect()  # before the sampling loop took the write
+    ble.connect(conn=70)
+    ble.pair()
+    dev.service()
+    assert dev.cfg["name"] == name_before
+    assert ble.take(dev.ble.h_control) == []
+    # the new central's own writes go through
+    assert _command(ble, dev, HP.cmd_set_name("Owner")).error == HP.ERR_OK
+    assert dev.cfg["name"] == "Owner"
