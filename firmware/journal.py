@@ -1,0 +1,919 @@
+# Step journal: every Step Event on the board's flash, so a day without a phone loses
+# nothing and a reboot carries on counting. docs/JOURNAL.md is the prose version.
+#
+# append() copies an event into a preallocated RAM batch as a compact record (no
+# allocation); flush() writes the batch as one frame, at most every FLUSH_MS. A frame:
+#   u8 magic, u16 body bytes, u32 seq, u32 step, u32 t, u32 age_ms, body, u16 s1, u16 s2
+# seq/step/t are the decoder state at the first record, so every frame decodes on its
+# own; s1/s2 are two running sums mod 65521 over header and body. A frame that is cut
+# short or damaged fails its length or its sums and ends what is read of its file.
+# Records rebuild the 20-byte packets byte for byte, sequence numbers included.
+#
+# Files are PREFIX.DDDDD.PPP: day DDDDD (24 h of device time), part PPP (a new part
+# after a torn tail, or once a part reaches its size cap). Writes only ever append;
+# staying under limit_bytes removes the oldest parts, so the oldest days go first.
+# At boot the journal skips past what an unwritten batch could have held (SEQ_SKIP
+# events, STEP_SKIP steps) and writes that at once, so no number a central may have
+# seen is used again.
+import os
+from array import array
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]  # the stub's signature is generic
+        return x
+
+
+FLUSH_MS = const(5000)  # a batch waits at most this long for its write
+DAY_MS = const(86400000)  # a journal day: 24 h of device time
+LIMIT_BYTES = const(1048576)  # default bound on the journal's files
+SEQ_SKIP = const(48)  # = _BATCH_EVENTS: sequence numbers skipped at boot
+STEP_SKIP = const(12)  # = _BATCH_STEPS: step numbers skipped at boot
+
+_MASK = const(0x1FFFFFFF)  # sequence numbers and ms clocks run on 2**29
+_HALF = const(0x10000000)  # a difference this large runs backwards
+_AGE_CAP = const(172800000)
+_MAGIC = const(0x4A)
+_HDR = const(19)  # frame header bytes; the two sums follow the body
+_BATCH_BYTES = const(640)  # largest frame body
+_BATCH_EVENTS = const(48)
+_BATCH_STEPS = const(12)
+_SOFT_BYTES = const(556)  # due from here: room left for four more raw records
+_SOFT_EVENTS = const(40)
+_SOFT_STEPS = const(10)
+_WORST = const(26)  # a gap record and a raw record
+_BUF = const(_HDR + _BATCH_BYTES + 4 + 21)  # + slack: a damaged record never reads past
+_MAX_SEGS = const(48)
+_SEG_MIN = const(2048)
+_SEG_MAX = const(32768)
+_PARTS = const(1000)
+_DAYS = const(100000)
+_SUM_MOD = const(65521)
+
+# the packet fields the records know (protocol.py; a test checks they agree)
+_FORMAT = const(1)
+_KIND_STRIKE = const(0x01)
+_KIND_STEP = const(0x02)
+_KIND_LOAD = const(0x03)
+_KIND_START = const(0x04)
+
+# record tags: type in the low nibble, flags above
+_R_RAW = const(0)  # 20 bytes as they are
+_R_EVENT = const(1)  # kind, 16 payload bytes
+_R_STRIKE = const(2)  # u16 contact - t, u8/u16 detect - contact
+_R_STEP = const(3)  # [u16 strike - t], u16 stance, u16 heel-off, [u16 swing, u16 stride]
+_R_LOAD = const(4)  # 3 x u16 peaks, shares (3 packed bytes or 3 x u16)
+_R_GAP = const(5)  # u32 sequence numbers skipped
+_F_SHORT = const(0x10)  # strike: detect delay in one byte
+_F_AT_T = const(0x10)  # step: strike ms equals t
+_F_DERIVED = const(0x20)  # step: swing and stride follow from the previous step
+_F_ZERO = const(0x40)  # step: swing and stride both 0
+_F_PACKED = const(0x40)  # load: shares in 3 bytes (pattern in bits 4-5)
+
+# decoder state (array slots)
+_SEQ = const(0)
+_STEP = const(1)
+_T = const(2)  # ms reference: the last strike
+_PSTRIKE = const(3)
+_PSTANCE = const(4)
+_PREV = const(5)  # the previous step of this frame is known
+
+_NONE = const(-2)
+_IN_BATCH = const(-1)
+
+
+def _u16(b, i):
+    return b[i] | (b[i + 1] << 8)
+
+
+def _u29(b, i):
+    # a u32 field, or -1 when it does not fit the 2**29 clocks (never a big int)
+    if b[i + 3] >= 0x20:
+        return -1
+    return b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24)
+
+
+def _add29(a, b):
+    # (a + b) mod 2**29 for a, b in [0, 2**29) without passing 2**29 on the way
+    if a > _MASK - b:
+        return a - (_MASK - b) - 1
+    return a + b
+
+
+def _put16(b, i, v):
+    b[i] = v & 0xFF
+    b[i + 1] = (v >> 8) & 0xFF
+
+
+def _put32(b, i, v):
+    b[i] = v & 0xFF
+    b[i + 1] = (v >> 8) & 0xFF
+    b[i + 2] = (v >> 16) & 0xFF
+    b[i + 3] = (v >> 24) & 0xFF
+
+
+def _copy(dst, d, src, s, n):
+    for k in range(n):
+        dst[d + k] = src[s + k]
+
+
+def _sums(b, start, end, out):
+    s1 = 1
+    s2 = 0
+    for i in range(start, end):
+        s1 += b[i]
+        if s1 >= _SUM_MOD:
+            s1 -= _SUM_MOD
+        s2 += s1
+        if s2 >= _SUM_MOD:
+            s2 -= _SUM_MOD
+    out[0] = s1
+    out[1] = s2
+
+
+def _advance(st, p):
+    # The state after packet p: one rule for the writer and the reader.
+    if p[0] == _FORMAT:
+        k = p[1]
+        if k == _KIND_STRIKE:
+            c = _u29(p, 8)
+            if c >= 0:
+                st[_T] = c
+        elif k == _KIND_STEP:
+            s = _u29(p, 4)
+            if s >= 0:
+                st[_STEP] = s
+            s = _u29(p, 8)
+            if s >= 0:
+                st[_T] = s
+                st[_PSTRIKE] = s
+                st[_PSTANCE] = _u16(p, 12)
+                st[_PREV] = 1
+            else:
+                st[_PREV] = 0
+        elif k == _KIND_START:
+            s = _u29(p, 4)
+            if s >= 0:
+                st[_STEP] = s
+            st[_T] = 0
+            st[_PREV] = 0
+    st[_SEQ] = (st[_SEQ] + 1) & _MASK
+
+
+def _decode(src, i, st, out):
+    """Rebuild the packet of the record at src[i] into out; the index after it, or -1."""
+    tag = src[i]
+    typ = tag & 0x0F
+    if typ == _R_RAW:
+        _copy(out, 0, src, i + 1, 20)
+        _advance(st, out)
+        return i + 21
+    seq = st[_SEQ]
+    out[0] = _FORMAT
+    out[2] = seq & 0xFF
+    out[3] = (seq >> 8) & 0xFF
+    if typ == _R_EVENT:
+        out[1] = src[i + 1]
+        _copy(out, 4, src, i + 2, 16)
+        j = i + 18
+    elif typ == _R_STRIKE:
+        out[1] = _KIND_STRIKE
+        c = _add29(st[_T], _u16(src, i + 1))
+        if tag & _F_SHORT:
+            d = _add29(c, src[i + 3])
+            j = i + 4
+        else:
+            d = _add29(c, _u16(src, i + 3))
+            j = i + 5
+        _put32(out, 4, st[_STEP] + 1)
+        _put32(out, 8, c)
+        _put32(out, 12, d)
+        for k in range(16, 20):
+            out[k] = 0
+    elif typ == _R_STEP:
+        out[1] = _KIND_STEP
+        j = i + 1
+        s = st[_T]
+        if not tag & _F_AT_T:
+            s = _add29(s, _u16(src, j))
+            j += 2
+        _put32(out, 4, st[_STEP] + 1)
+        _put32(out, 8, s)
+        out[12] = src[j]
+        out[13] = src[j + 1]
+        out[18] = src[j + 2]
+        out[19] = src[j + 3]
+        j += 4
+        if tag & _F_ZERO:
+            for k in range(14, 18):
+                out[k] = 0
+        elif tag & _F_DERIVED:
+            if not st[_PREV]:
+                return -1
+            stride = (s - st[_PSTRIKE]) & _MASK
+            swing = (stride - st[_PSTANCE]) & _MASK
+            if stride > 0xFFFF or swing > 0xFFFF:
+                return -1
+            _put16(out, 14, swing)
+            _put16(out, 16, stride)
+        else:
+            _copy(out, 14, src, j, 4)
+            j += 4
+    elif typ == _R_LOAD:
+        out[1] = _KIND_LOAD
+        step = st[_STEP]
+        out[4] = step & 0xFF
+        out[5] = (step >> 8) & 0xFF
+        out[6] = (step >> 16) & 0xFF
+        out[7] = (tag >> 4) & 3
+        _copy(out, 8, src, i + 1, 6)
+        if tag & _F_PACKED:
+            h = src[i + 7] | ((src[i + 8] & 0x03) << 8)
+            a = (src[i + 8] >> 2) | ((src[i + 9] & 0x0F) << 6)
+            f = 1000 - h - a - ((src[i + 9] >> 4) & 3)
+            if f < 0 or src[i + 9] > 0x3F:
+                return -1
+            _put16(out, 14, h)
+            _put16(out, 16, a)
+            _put16(out, 18, f)
+            j = i + 10
+        else:
+            _copy(out, 14, src, i + 7, 6)
+            j = i + 13
+    else:
+        return -1
+    _advance(st, out)
+    return j
+
+
+class Journal:
+    """The event journal under path_prefix (e.g. "journal" or "flash/journal").
+
+    Opening never fails: a missing, damaged, cut or foreign journal opens as empty or
+    as its valid part, with one log line. fs needs listdir, stat, remove; opener opens
+    files in "rb", "ab" and "wb".
+    """
+
+    def __init__(self, path_prefix, log, fs=os, opener=open, limit_bytes=LIMIT_BYTES):
+        self._log = log
+        self._fs = fs
+        self._open = opener
+        cut = path_prefix.rfind("/")
+        self._dir = path_prefix[:cut] if cut >= 0 else ""
+        self._base = path_prefix[cut + 1:]
+        self.limit = max(limit_bytes, 2 * _SEG_MIN)
+        self._cap = max(_SEG_MIN, min(_SEG_MAX, self.limit // 32))
+        self.refused = 0  # events append() could not take
+        self._id = array("i", [0] * _MAX_SEGS)  # day * 1000 + part, oldest first
+        self._first = array("i", [0] * _MAX_SEGS)  # seq of the first frame, -1 unreadable
+        self._size = array("i", [0] * _MAX_SEGS)  # bytes on flash
+        self._end = array("i", [0] * _MAX_SEGS)  # bytes trusted for reading
+        self._nseg = 0
+        self._top = -1  # highest part name seen
+        self._total = 0
+        self._writable = False  # the newest part ends cleanly: frames may follow
+        self._age = 0  # ms of device time into the journal day
+        self._last_ms = -1
+        self._es = array("i", [0] * 6)  # writer state
+        self._ds = array("i", [0] * 6)  # reader state
+        self._ck = array("i", [0, 0])
+        self._batch = bytearray(_BUF)
+        self._bmv = memoryview(self._batch)
+        self._n = 0  # body bytes in the batch
+        self._events = 0
+        self._steps = 0
+        self._since = -1  # ms when due() first saw the batch non-empty
+        self._rbuf = bytearray(_BUF)
+        self._rmv = memoryview(self._rbuf)
+        self._hb = bytearray(7)
+        self._hmv = memoryview(self._hb)
+        self._rhdr = self._rmv[:_HDR]
+        self._rpath = ""  # path of the part last read, and its name
+        self._rpath_id = -1
+        self._wpath = ""  # path of the part last written, and its name
+        self._wpath_id = -1
+        self._pkt = bytearray(20)
+        self._cur = _NONE  # what the reader holds: a part's frame, the batch, nothing
+        self._cur_off = 0  # that frame's offset in its file
+        self._cur_next = -1  # seq of the next frame in the same part, -1 none known
+        self._cur_pos = 0  # decoding position in the frame
+        self._off = False
+        self._quiet = True  # boot speaks in one line
+        self._boot_drops = 0
+        try:
+            self._boot()
+        except Exception as e:  # a journal must never stop a boot
+            self._off = True  # and writes nothing it does not understand
+            self._log("jrn", "unusable, not written: %r" % e)
+        self._quiet = False
+
+    # ---- what the device reads ----
+    @property
+    def next_seq(self):
+        """Sequence number the next event gets (boot: past anything used before)."""
+        return self._es[_SEQ]
+
+    @property
+    def last_step(self):
+        """Step number of the last step journaled (boot: past anything used before)."""
+        return self._es[_STEP]
+
+    @property
+    def oldest_seq(self):
+        """Oldest sequence number the journal may hold."""
+        for i in range(self._nseg):
+            if self._first[i] >= 0:
+                return self._first[i]
+        if self._events:
+            return _u29(self._batch, 3)
+        return self._es[_SEQ]
+
+    @property
+    def dropped(self):
+        """Journal days dropped, wholly or in part, to stay under the bound."""
+        if self._nseg == 0:
+            return 0
+        ident = self._id[0]
+        return ident // _PARTS + (1 if ident % _PARTS else 0)
+
+    @property
+    def pending(self):
+        """Events in RAM, not yet on flash."""
+        return self._events
+
+    @property
+    def size_bytes(self):
+        """Bytes of the journal's files."""
+        return self._total
+
+    # ---- writing ----
+    def append(self, seq, packet):
+        """Journal event seq (its 20-byte packet). False when refused (counted)."""
+        st = self._es
+        seq &= _MASK
+        gap = (seq - st[_SEQ]) & _MASK
+        if gap >= _HALF or self._events >= _BATCH_EVENTS or self._n > _BATCH_BYTES - _WORST:
+            self.refused += 1
+            return False
+        is_step = packet[0] == _FORMAT and packet[1] == _KIND_STEP
+        if is_step and self._steps >= _BATCH_STEPS:
+            self.refused += 1
+            return False
+        if self._events == 0:
+            self._begin(seq)
+            gap = 0
+        b = self._batch
+        i = _HDR + self._n
+        if gap:
+            b[i] = _R_GAP
+            _put32(b, i + 1, gap)
+            st[_SEQ] = seq
+            i += 5
+        j = 0
+        if packet[0] == _FORMAT and packet[2] == seq & 0xFF and packet[3] == (seq >> 8) & 0xFF:
+            k = packet[1]
+            if k == _KIND_STRIKE:
+                j = self._strike(b, i, packet)
+            elif k == _KIND_STEP:
+                j = self._step(b, i, packet)
+            elif k == _KIND_LOAD:
+                j = self._load(b, i, packet)
+            if j == 0:
+                b[i] = _R_EVENT
+                b[i + 1] = k
+                _copy(b, i + 2, packet, 4, 16)
+                j = i + 18
+        else:
+            b[i] = _R_RAW
+            _copy(b, i + 1, packet, 0, 20)
+            j = i + 21
+        self._n = j - _HDR
+        _advance(st, packet)
+        self._events += 1
+        if is_step:
+            self._steps += 1
+        return True
+
+    def due(self, now_ms):
+        """True when the batch should be written now (call often: allocates nothing)."""
+        now = now_ms & _MASK
+        self._tick(now)
+        if self._events == 0:
+            return False
+        if self._since < 0:
+            self._since = now
+        if (self._n >= _SOFT_BYTES or self._events >= _SOFT_EVENTS
+                or self._steps >= _SOFT_STEPS):
+            return True
+        return (now - self._since) & _MASK >= FLUSH_MS
+
+    def flush(self, now_ms):
+        """Write the batch as one frame; True when nothing is left in RAM."""
+        self._tick(now_ms)
+        if self._events == 0:
+            return True
+        if self._commit():
+            return True
+        self._since = now_ms & _MASK  # try again a FLUSH_MS later
+        return False
+
+    def _begin(self, seq):
+        st = self._es
+        st[_SEQ] = seq & _MASK
+        st[_PREV] = 0
+        b = self._batch
+        _put32(b, 3, st[_SEQ])
+        _put32(b, 7, st[_STEP])
+        _put32(b, 11, st[_T])
+        self._n = 0
+        self._steps = 0
+
+    def _strike(self, b, i, p):
+        st = self._es
+        c = _u29(p, 8)
+        d = _u29(p, 12)
+        if _u29(p, 4) != st[_STEP] + 1 or c < 0 or d < 0 or p[16] | p[17] | p[18] | p[19]:
+            return 0
+        dc = (c - st[_T]) & _MASK
+        dd = (d - c) & _MASK
+        if dc > 0xFFFF or dd > 0xFFFF:
+            return 0
+        _put16(b, i + 1, dc)
+        if dd < 256:
+            b[i] = _R_STRIKE | _F_SHORT
+            b[i + 3] = dd
+            return i + 4
+        b[i] = _R_STRIKE
+        _put16(b, i + 3, dd)
+        return i + 5
+
+    def _step(self, b, i, p):
+        st = self._es
+        s = _u29(p, 8)
+        if _u29(p, 4) != st[_STEP] + 1 or s < 0:
+            return 0
+        tag = _R_STEP
+        j = i + 1
+        ds = (s - st[_T]) & _MASK
+        if ds == 0:
+            tag |= _F_AT_T
+        elif ds <= 0xFFFF:
+            _put16(b, j, ds)
+            j += 2
+        else:
+            return 0
+        b[j] = p[12]
+        b[j + 1] = p[13]
+        b[j + 2] = p[18]
+        b[j + 3] = p[19]
+        j += 4
+        swing = _u16(p, 14)
+        stride = _u16(p, 16)
+        if swing == 0 and stride == 0:
+            tag |= _F_ZERO
+        elif (st[_PREV] and stride == (s - st[_PSTRIKE]) & _MASK
+              and swing == (stride - st[_PSTANCE]) & _MASK):
+            tag |= _F_DERIVED
+        else:
+            _copy(b, j, p, 14, 4)
+            j += 4
+        b[i] = tag
+        return j
+
+    def _load(self, b, i, p):
+        st = self._es
+        step = st[_STEP]
+        if (p[4] != step & 0xFF or p[5] != (step >> 8) & 0xFF or p[6] != (step >> 16) & 0xFF
+                or p[7] > 3):
+            return 0
+        tag = _R_LOAD | (p[7] << 4)
+        _copy(b, i + 1, p, 8, 6)
+        h = _u16(p, 14)
+        a = _u16(p, 16)
+        r = 1000 - h - a - _u16(p, 18)  # what rounding each share down lost
+        if 0 <= r <= 3 and h < 1024 and a < 1024:
+            b[i] = tag | _F_PACKED
+            b[i + 7] = h & 0xFF
+            b[i + 8] = (h >> 8) | ((a & 0x3F) << 2)
+            b[i + 9] = (a >> 6) | (r << 4)
+            return i + 10
+        b[i] = tag
+        _copy(b, i + 7, p, 14, 6)
+        return i + 13
+
+    def _tick(self, now_ms):
+        now = now_ms & _MASK
+        last = self._last_ms
+        if last >= 0:
+            d = (now - last) & _MASK
+            if d < _HALF:  # a clock that went back restarts the count
+                self._age = min(self._age + d, _AGE_CAP)
+        self._last_ms = now
+
+    def _seal(self):
+        b = self._batch
+        n = self._n
+        b[0] = _MAGIC
+        _put16(b, 1, n)
+        _put32(b, 15, self._age)
+        end = _HDR + n
+        _sums(b, 0, end, self._ck)
+        _put16(b, end, self._ck[0])
+        _put16(b, end + 2, self._ck[1])
+        return end + 4
+
+    def _commit(self):
+        # Write the batch (or, with no events, a mark frame) as one frame.
+        if self._off:
+            return False
+        k = self._seal()
+        new = not self._writable or self._nseg == 0
+        if not new and self._age >= DAY_MS:
+            new = True
+        if not new and self._size[self._nseg - 1] + k > self._cap:
+            new = True
+        if new:
+            self._new_part()
+        while self._total + k > self.limit and self._nseg > 1:
+            self._drop_oldest()
+        last = self._nseg - 1
+        if self._wpath_id != self._id[last]:
+            self._wpath = self._path(self._id[last])
+            self._wpath_id = self._id[last]
+        path = self._wpath
+        first = _u29(self._batch, 3)
+        try:
+            f = self._open(path, "wb" if new else "ab")
+            try:
+                f.write(self._bmv[:k])
+            finally:
+                f.close()
+        except OSError as e:
+            self._writable = False
+            self._size[last] += k
+            self._total += k
+            if not self._quiet:
+                self._log("jrn", "write failed %s" % e)
+            return False
+        if self._end[last] == self._size[last]:
+            self._end[last] += k
+        self._size[last] += k
+        self._total += k
+        self._writable = True
+        if self._first[last] < 0:
+            self._first[last] = first
+        if self._cur == _IN_BATCH:
+            self._cur = _NONE
+        elif self._cur == last and self._cur_next < 0:
+            self._cur_next = first
+        self._events = 0
+        self._n = 0
+        self._steps = 0
+        self._since = -1
+        return True
+
+    def _new_part(self):
+        # past every name seen, so a file that could not be removed is never reused
+        if self._top < 0:
+            ident = 0
+        else:
+            ident = self._top + 1
+            if self._age >= DAY_MS or ident % _PARTS == 0:
+                ident = (ident // _PARTS + (1 if ident % _PARTS else 0)) * _PARTS
+            if ident >= _DAYS * _PARTS:
+                ident = 0
+        self._top = ident
+        if ident % _PARTS == 0:
+            self._age = 0
+        if self._nseg == _MAX_SEGS:
+            self._drop_oldest()
+        n = self._nseg
+        self._id[n] = ident
+        self._first[n] = -1
+        self._size[n] = 0
+        self._end[n] = 0
+        self._nseg = n + 1
+        self._writable = True
+
+    def _drop_oldest(self):
+        self._drop(0)
+
+    def _drop(self, at):
+        path = self._path(self._id[at])
+        gone = "dropped"
+        try:
+            self._fs.remove(path)
+        except OSError:
+            gone = "forgot unremovable"
+        if self._quiet:
+            self._boot_drops += 1
+        else:
+            self._log("jrn", "%s %s" % (gone, path))
+        self._total -= self._size[at]
+        n = self._nseg - 1
+        for i in range(at, n):
+            self._id[i] = self._id[i + 1]
+            self._first[i] = self._first[i + 1]
+            self._size[i] = self._size[i + 1]
+            self._end[i] = self._end[i + 1]
+        self._nseg = n
+        self._cur = _NONE
+
+    def _path(self, ident):
+        name = "%s.%05d.%03d" % (self._base, ident // _PARTS, ident % _PARTS)
+        return self._dir + "/" + name if self._dir else name
+
+    # ---- reading ----
+    def read(self, seq, out):
+        """Fill out (20 bytes) with event seq; False when the journal does not hold it."""
+        seq &= _MASK
+        base = self.oldest_seq
+        want = (seq - base) & _MASK
+        if want >= (self._es[_SEQ] - base) & _MASK:
+            return False
+        if self._events and (_u29(self._batch, 3) - base) & _MASK <= want:
+            if self._cur != _IN_BATCH:
+                self._cur = _IN_BATCH
+                self._rewind(self._batch)
+            return self._find(self._batch, _HDR + self._n, seq, out)
+        i = self._nseg - 1
+        while i >= 0 and (self._first[i] < 0 or (self._first[i] - base) & _MASK > want):
+            i -= 1
+        if i < 0:
+            return False
+        if self._cur == i and (_u29(self._rbuf, 3) - base) & _MASK <= want and (
+                self._cur_next < 0 or want < (self._cur_next - base) & _MASK):
+            return self._find(self._rbuf, _HDR + _u16(self._rbuf, 1), seq, out)
+        try:
+            if not self._locate(i, base, want):
+                self._cur = _NONE
+                return False
+        except OSError:
+            self._cur = _NONE
+            return False
+        return self._find(self._rbuf, _HDR + _u16(self._rbuf, 1), seq, out)
+
+    def _locate(self, i, base, want):
+        # Load the frame of part i that holds offset want (from the oldest) into rbuf.
+        pos = 0
+        if self._cur == i and (_u29(self._rbuf, 3) - base) & _MASK <= want:
+            pos = self._cur_off
+        end = self._end[i]
+        if self._rpath_id != self._id[i]:
+            self._rpath = self._path(self._id[i])
+            self._rpath_id = self._id[i]
+        f = self._open(self._rpath, "rb")
+        try:
+            if not self._peek(f, pos, end):
+                return False
+            nxt_seq = -1
+            while True:
+                nxt = pos + _HDR + _u16(self._hb, 1) + 4
+                if not self._peek(f, nxt, end):
+                    nxt_seq = -1
+                    break
+                nxt_seq = _u29(self._hb, 3)
+                if (nxt_seq - base) & _MASK > want:
+                    break
+                pos = nxt
+            if not self._frame(f, pos):
+                return False
+        finally:
+            f.close()
+        self._cur = i
+        self._cur_off = pos
+        self._cur_next = nxt_seq
+        self._rewind(self._rbuf)
+        return True
+
+    def _peek(self, f, pos, end):
+        # the start of the frame header at pos into hb (magic, length, seq)
+        if pos + _HDR > end or self._fill(f, self._hmv, pos, 7) < 7:
+            return False
+        hb = self._hb
+        return hb[0] == _MAGIC and _u16(hb, 1) <= _BATCH_BYTES and hb[6] < 0x20
+
+    def _fill(self, f, mv, pos, n):
+        # n bytes at pos into mv (slicing only when mv is longer or a read comes short)
+        f.seek(pos)
+        got = f.readinto(mv if len(mv) == n else mv[:n])
+        while got and got < n:
+            k = f.readinto(mv[got:n])
+            if not k:
+                break
+            got += k
+        return got or 0
+
+    def _frame(self, f, pos):
+        # Read and check the frame at pos into rbuf; its length, or 0.
+        rb = self._rbuf
+        if self._fill(f, self._rhdr, pos, _HDR) < _HDR or rb[0] != _MAGIC:
+            return 0
+        n = _u16(rb, 1)
+        if n > _BATCH_BYTES or rb[6] >= 0x20 or rb[10] >= 0x20 or rb[14] >= 0x20 or \
+                rb[18] >= 0x20:
+            return 0
+        if self._fill(f, self._rmv[_HDR:_HDR + n + 4], pos + _HDR, n + 4) < n + 4:
+            return 0
+        _sums(rb, 0, _HDR + n, self._ck)
+        if self._ck[0] != _u16(rb, _HDR + n) or self._ck[1] != _u16(rb, _HDR + n + 2):
+            return 0
+        return _HDR + n + 4
+
+    def _rewind(self, src):
+        st = self._ds
+        st[_SEQ] = _u29(src, 3)
+        st[_STEP] = _u29(src, 7)
+        st[_T] = _u29(src, 11)
+        st[_PREV] = 0
+        self._cur_pos = _HDR
+
+    def _find(self, src, end, seq, out):
+        # Decode the frame in src up to event seq.
+        st = self._ds
+        first = _u29(src, 3)
+        want = (seq - first) & _MASK
+        if want < (st[_SEQ] - first) & _MASK:
+            self._rewind(src)
+        pos = self._cur_pos
+        pkt = self._pkt
+        while pos < end:
+            if src[pos] & 0x0F == _R_GAP:
+                gap = _u29(src, pos + 1)
+                if gap < 0 or pos + 5 > end:
+                    break
+                st[_SEQ] = _add29(st[_SEQ], gap)
+                pos += 5
+                self._cur_pos = pos
+                if (st[_SEQ] - first) & _MASK > want:
+                    return False
+                continue
+            here = st[_SEQ]
+            j = _decode(src, pos, st, pkt)
+            if j < 0 or j > end:
+                break
+            pos = j
+            self._cur_pos = pos
+            if here == seq:
+                _copy(out, 0, pkt, 0, 20)
+                return True
+        self._cur_pos = end
+        return False
+
+    def _run(self, src, end):
+        # Decode a whole frame (reader state); True when its records fill it exactly.
+        self._rewind(src)
+        st = self._ds
+        pos = _HDR
+        while pos < end:
+            if src[pos] & 0x0F == _R_GAP:
+                gap = _u29(src, pos + 1)
+                if gap < 0:
+                    return False
+                st[_SEQ] = _add29(st[_SEQ], gap)
+                pos += 5
+                continue
+            pos = _decode(src, pos, st, self._pkt)
+            if pos < 0:
+                return False
+        return pos == end
+
+    # ---- boot ----
+    def _boot(self):
+        notes: list = []
+        ids = self._list(notes)
+        while len(ids) > _MAX_SEGS - 1:  # room for the part a boot may start
+            self._remove_quiet(ids.pop(0), notes)
+        for ident in ids:
+            self._add(ident)
+            self._top = ident
+        newest = self._nseg - 1
+        found = False
+        end = 0
+        i = newest
+        while i >= 0:
+            end, found = self._scan(i)
+            if found:
+                self._end[i] = end
+                break
+            i -= 1
+        torn = 0
+        if newest >= 0:
+            torn = self._size[newest] - (end if found and i == newest else 0)
+        self._writable = found and i == newest and torn == 0 and end < self._cap
+        bad = 0
+        for i in range(self._nseg):
+            if self._first[i] < 0:
+                bad += 1
+        st = self._es
+        if found:
+            st[_SEQ] = _add29(st[_SEQ], SEQ_SKIP)
+            st[_STEP] = min(st[_STEP], _MASK - STEP_SKIP) + STEP_SKIP
+        else:
+            for k in range(6):
+                st[k] = 0
+        st[_T] = 0
+        st[_PREV] = 0
+        while self._total + _HDR + 4 > self.limit and self._nseg > 1:
+            # over the bound: what cannot be read goes before the oldest days
+            at = 0
+            for k in range(self._nseg):
+                if self._first[k] < 0:
+                    at = k
+                    break
+            self._drop(at)
+        self._begin(st[_SEQ])
+        ok = self._commit()
+        line = "%d parts %d B seq %d..%d step %d" % (
+            self._nseg, self._total, self.oldest_seq, st[_SEQ], st[_STEP])
+        if torn:
+            line += " torn %d B" % torn
+        if bad:
+            line += " unreadable %d" % bad
+        if self._boot_drops:
+            line += " dropped %d" % self._boot_drops
+        for note in notes:
+            line += " " + note
+        if not ok:
+            line += " not writable"
+        self._log("jrn", line)
+
+    def _list(self, notes):
+        base = self._base
+        ids: list = []
+        try:
+            names = self._fs.listdir(self._dir) if self._dir else self._fs.listdir()
+        except OSError:
+            notes.append("no dir")
+            return ids
+        for name in names:
+            rest = name[len(base) + 1:]
+            if (len(name) != len(base) + 10 or not name.startswith(base)
+                    or name[len(base)] != "." or rest[5] != "."):
+                continue
+            day = rest[:5]
+            part = rest[6:]
+            if day.isdigit() and part.isdigit():
+                ids.append(int(day) * _PARTS + int(part))
+        ids.sort()
+        return ids
+
+    def _remove_quiet(self, ident, notes):
+        self._top = max(self._top, ident)
+        try:
+            self._fs.remove(self._path(ident))
+            self._boot_drops += 1
+        except OSError:
+            notes.append("stuck " + self._path(ident))
+
+    def _add(self, ident):
+        n = self._nseg
+        self._id[n] = ident
+        self._first[n] = -1
+        self._nseg = n + 1
+        path = self._path(ident)
+        try:
+            info = self._fs.stat(path)
+            size = 0 if info[0] & 0x4000 else info[6]
+        except OSError:
+            size = 0
+        self._size[n] = size
+        self._end[n] = size
+        self._total += size
+        if size == 0:
+            return
+        try:
+            f = self._open(path, "rb")
+            try:
+                if self._frame(f, 0):
+                    self._first[n] = _u29(self._rbuf, 3)
+            finally:
+                f.close()
+        except OSError:
+            pass
+
+    def _scan(self, i):
+        # Walk part i's frames: (end of the valid ones, found any); leaves the state after
+        # its last frame in the writer state.
+        if self._first[i] < 0:
+            return 0, False
+        pos = 0
+        found = False
+        try:
+            f = self._open(self._path(self._id[i]), "rb")
+            try:
+                while True:
+                    k = self._frame(f, pos)
+                    if not k or not self._run(self._rbuf, k - 4):
+                        break
+                    found = True
+                    _copy(self._es, 0, self._ds, 0, 6)
+                    self._age = min(_u29(self._rbuf, 15), _AGE_CAP)
+                    pos += k
+            finally:
+                f.close()
+        except OSError:
+            pass
+        return pos, found
