@@ -81,6 +81,18 @@ HOST_GET_SECRET = 103  # g <BBB sec_type, index, has_key> key: _IRQ_GET_SECRET
 HOST_SET_SECRET = 115  # s <BHB sec_type, key_len, has_value> key value: _IRQ_SET_SECRET
 
 
+def mp_int(value):
+    """A machine-word int argument as mp_obj_get_int() takes it (py/obj.c): ints and
+    bools only, within a 32-bit word on the ESP32; anything else raises as there."""
+    if value is True or value is False:
+        return int(value)
+    if not isinstance(value, int):
+        raise TypeError("can't convert %s to int" % type(value).__name__)
+    if not -0x80000000 <= value <= 0x7FFFFFFF:
+        raise OverflowError("overflow converting long int to machine word")
+    return value
+
+
 class VBoard:
     def __init__(self):
         env = os.getenv

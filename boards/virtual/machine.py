@@ -10,7 +10,7 @@
 #   other ADC pins         read 0
 import sys
 
-from _vboard import vboard
+from _vboard import mp_int, vboard
 
 # ports/esp32/machine_pin.h (CONFIG_IDF_TARGET_ESP32, no SPIRAM): the GPIOs there are
 _GPIOS = tuple(range(24)) + (25, 26, 27) + tuple(range(32, 40))
@@ -41,17 +41,6 @@ SOFT_RESET = 5
 _freq_mhz = [240]
 
 
-def _int(value):
-    # mp_obj_get_int: ints and bools; no floats, no strings; a machine word
-    if isinstance(value, bool):
-        return int(value)
-    if not isinstance(value, int):
-        raise TypeError("can't convert %s to int" % type(value).__name__)
-    if not -0x80000000 <= value <= 0x7FFFFFFF:
-        raise OverflowError("overflow converting long int to machine word")
-    return value
-
-
 def unique_id():
     return vboard.uid
 
@@ -62,7 +51,7 @@ def freq(*hz):
         raise TypeError("function expected at most 1 arguments, got %d" % len(hz))
     if not hz:
         return _freq_mhz[0] * 1000000
-    mhz = _int(hz[0]) // 1000000
+    mhz = mp_int(hz[0]) // 1000000
     if mhz not in _FREQS_MHZ:
         raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
     _freq_mhz[0] = mhz
@@ -99,7 +88,7 @@ def lightsleep(*ms):
         raise TypeError("function expected at most 1 arguments, got %d" % len(ms))
     if not ms:
         raise ValueError("the virtual board has no wake sources: give lightsleep() a time")
-    vboard.sleep_us(1000 * _int(ms[0]))
+    vboard.sleep_us(1000 * mp_int(ms[0]))
 
 
 sleep = lightsleep
@@ -154,7 +143,7 @@ class Pin:
         if value is not None:
             self._value = 1 if value else 0
         if mode is not None:
-            m = _int(mode)
+            m = mp_int(mode)
             if self._id >= _FIRST_INPUT_ONLY and m & 2:  # GPIO_MODE_DEF_OUTPUT
                 raise ValueError("pin can only be input")
 
@@ -223,11 +212,11 @@ class ADC:
     def init(self, *, atten=-1):
         # madc_init_helper: atten keyword-only, -1 = the widest; and the block's
         # width goes back to 12 bits
-        self._set_atten(_ATTEN_MAX if _int(atten) == -1 else atten)
+        self._set_atten(_ATTEN_MAX if mp_int(atten) == -1 else atten)
         self._block.width = _WIDTH_MAX
 
     def _set_atten(self, atten):
-        atten = _int(atten)
+        atten = mp_int(atten)
         if not 0 <= atten <= _ATTEN_MAX:  # mp_machine_adc_atten_set_helper
             raise ValueError("invalid attenuation")
         self._atten = atten
@@ -236,7 +225,7 @@ class ADC:
         self._set_atten(atten)
 
     def width(self, bits):
-        bits = _int(bits)
+        bits = mp_int(bits)
         if not _WIDTH_MIN <= bits <= _WIDTH_MAX:  # mp_machine_adc_block_width_set_helper
             raise ValueError("invalid bit-width")
         self._block.width = bits
@@ -283,7 +272,7 @@ class WDT:
         # extmod/machine_wdt.c: id (object) and timeout (int), positional or keyword
         if isinstance(id, bool) or id != 0 or not isinstance(id, int):
             raise ValueError()
-        timeout = _int(timeout)
+        timeout = mp_int(timeout)
         if timeout <= 0:
             raise ValueError("WDT timeout too short")
         if WDT._one is None:
@@ -309,7 +298,7 @@ class Timer:
     _hardware = {}
 
     def __new__(cls, id=-1, **kwargs):
-        id = _int(id)
+        id = mp_int(id)
         if id >= _HW_TIMERS:
             raise ValueError("Timer(%d) doesn't exist, there are only %d hardware timers"
                              % (id, _HW_TIMERS))
@@ -341,12 +330,12 @@ class Timer:
             ticks = int(hz / freq)
         else:
             # period: 0xffffffff ticks unless given; a negative one wraps as a uint64
-            p = 0xFFFFFFFF if period is None else _int(period) & 0xFFFFFFFFFFFFFFFF
-            ticks = p * hz // _int(tick_hz)
+            p = 0xFFFFFFFF if period is None else mp_int(period) & 0xFFFFFFFFFFFFFFFF
+            ticks = p * hz // mp_int(tick_hz)
         if ticks == 0:  # machine_timer_configure
             raise ValueError("Timer period is too short for this timer")
         self._period_us = max(1, ticks * 1000000 // hz)
-        self._repeat = bool(_int(mode))
+        self._repeat = bool(mp_int(mode))
         self._cb = callback
         self.due = vboard.now + self._period_us
         if self not in vboard.timers:

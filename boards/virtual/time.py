@@ -7,7 +7,7 @@
 # that is not a small int) the shim raises. Every clock call is also a point where
 # an IRQ may come in (_vboard irq_point). Wall-clock functions pass through.
 import machine
-from _vboard import TICKS_MASK, vboard
+from _vboard import TICKS_MASK, mp_int, vboard
 from utime import gmtime, localtime, mktime, time, time_ns  # noqa: F401
 
 _HALF = (TICKS_MASK + 1) >> 1
@@ -22,17 +22,6 @@ def _ticks(t):
     if not _SMALL_MIN <= t <= TICKS_MASK:
         raise OverflowError("ticks value %d is not a small int on the ESP32" % t)
     return t
-
-
-def _int(value):
-    # mp_obj_get_int: ints and bools only, within a machine word
-    if isinstance(value, bool):
-        return int(value)
-    if not isinstance(value, int):
-        raise TypeError("can't convert %s to int" % type(value).__name__)
-    if not -0x80000000 <= value <= 0x7FFFFFFF:
-        raise OverflowError("overflow converting long int to machine word")
-    return value
 
 
 def ticks_us():
@@ -55,7 +44,7 @@ def ticks_add(ticks, delta):
     # modtime.c time_ticks_add: only deltas that ticks_diff can give back
     vboard.irq_point()
     ticks = _ticks(ticks)
-    delta = _int(delta)
+    delta = mp_int(delta)
     if not -_HALF < delta < _HALF:
         raise OverflowError("ticks interval overflow")
     return (ticks + delta) & TICKS_MASK
@@ -69,14 +58,14 @@ def ticks_diff(ticks1, ticks2):
 def sleep_us(us):
     # time_sleep_us: nothing for us <= 0; mp_hal_delay_us spins with the GIL held
     # (no IRQ during it; soft timers do run)
-    us = _int(us)
+    us = mp_int(us)
     if us > 0:
         vboard.sleep_us(us)
 
 
 def sleep_ms(ms):
     # time_sleep_ms: nothing for ms < 0; mp_hal_delay_ms gives the GIL up, even for 0
-    ms = _int(ms)
+    ms = mp_int(ms)
     if ms >= 0:
         vboard.sleep_us(ms * 1000, True)
 
