@@ -2,14 +2,8 @@
 # windows and this insole's own estimate of single-leg holds. Shared parts and the
 # rules every mode keeps (integer-only, no allocation per sample): exbase.py.
 try:
-    import micropython
     from micropython import const
 except ImportError:  # CPython
-
-    class micropython:  # type: ignore[no-redef]  # noqa: N801  (stands in for the module)
-        @staticmethod
-        def native(f):
-            return f
 
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
@@ -43,6 +37,8 @@ from exbase import (
     since,
     u16,
 )
+
+_COUNT_MAX = const(0x1FFFFFFF)  # exbase.COUNT_MAX
 
 # Single-leg stance (total load in counts/4 above the floors)
 _BL_MIN_TOTAL = const(1500)  # total below this is no contact at all
@@ -135,7 +131,6 @@ class BalanceTimer:
     def now_ms(self):
         return self._clock.now_ms
 
-    @micropython.native
     def feed(self, heel, arch, fore):
         clock = self._clock
         clock.tick()
@@ -287,7 +282,8 @@ class BalanceTimer:
         self._h_path = 0
         self._h_min = 0x7FFF
         self._h_max = 0
-        self.holds += 1
+        if self.holds < _COUNT_MAX:
+            self.holds += 1
         self.level = lvl
         self.start_ms = self._t_up[2]
         self.in_hold = True

@@ -2,7 +2,14 @@
 # modules): event bits, packet kinds, the device clock and the per-sensor levels.
 #
 # Same rules as gait.py: hardware-free, integer-only, identical on CPython and
-# MicroPython, nothing allocated per sample, every stored value within +-2**29.
+# MicroPython, nothing allocated per sample, every stored value within +-2**29;
+# event counts saturate at COUNT_MAX.
+#
+# Plain bytecode, no @micropython.native: the device imports a mode's modules when
+# the mode starts and drops them when it ends, and on an ESP32 every import of
+# native code takes fresh executable memory that only a soft reset gives back
+# (ports/esp32/main.c, esp_native_code_commit). Native code made these counters only
+# about 1.25x faster on the unix port (docs/HARDWARE.md, "Memory and CPU budget").
 #
 # No calibration: each sensor learns its unloaded floor and its loaded level while
 # the exercise runs. Movement times come from straight lines through the load ramps,
@@ -14,14 +21,8 @@ from array import array
 from gait import shift_for  # noqa: F401  (the modes import it from here)
 
 try:
-    import micropython
     from micropython import const
 except ImportError:  # CPython
-
-    class micropython:  # type: ignore[no-redef]  # noqa: N801  (stands in for the module)
-        @staticmethod
-        def native(f):
-            return f
 
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
@@ -64,6 +65,7 @@ COACH_HEEL_STRIKE = const(4)  # flags bit 2
 COACH_PATTERN_OK = const(8)  # flags bit 3
 SEQ_MASK = const(0xFFFF)
 PKT = const(20)
+COUNT_MAX = const(0x1FFFFFFF)  # reps, partials, holds and steps stop here
 
 _SMOOTH_MS = const(20)  # signal smoothing before timing (see Clock)
 FULL = const(1024)  # normalised load: 1024 = the sensor's loaded reference level
@@ -192,7 +194,6 @@ class Fsr:
         self.load = 0  # counts above the floor
         self.norm = -1  # load as a fraction of top (0..FULL*2), -1 when not live
 
-    @micropython.native
     def update(self, x, mode):
         x16 = x << 4
         f = self.floor

@@ -1,20 +1,11 @@
 # Exercise modes for a three-FSR insole (docs/EXERCISES.md): heel raises, toe
-# scrunches, single-leg stance and the slow-walk coach defined here; create() builds
-# the one a Control SET_MODE selects.
+# scrunches, single-leg stance and the slow-walk coach, all in one namespace for the
+# host tools and the tests; create() builds the one a Control SET_MODE selects.
 #
 # Every counter has feed(heel, arch, fore) -> 0 or a bitmask of EV_* bits (fields in
 # attributes) and pack(ev_bit, buf, seq), which writes one 20-byte Step Event packet.
-# Shared parts and the rules every mode keeps: exbase.py.
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):  # type: ignore[misc]  # the stub's signature is generic
-        return x
-
-
-import struct
-
+# Shared parts and the rules every mode keeps: exbase.py. The device does not import
+# this module: it loads only the running mode's own module (device.py, _COUNTERS).
 from balance import BalanceTimer
 from exbase import (  # noqa: F401  (re-exported: the modes' public names live here)
     BAL_CONTACT,
@@ -51,70 +42,10 @@ from exbase import (  # noqa: F401  (re-exported: the modes' public names live h
     SEQ_MASK,
     u16,
 )
-from gait import EV_STEP, PATTERN_REAR, GaitDetector
+from gait import PATTERN_REAR
 from heelraise import HeelRaiseCounter
+from slowwalk import SlowWalkCoach
 from toescrunch import ToeScrunchCounter
-
-
-class SlowWalkCoach:
-    """Wraps gait.GaitDetector: every step is compared with a target cadence
-    (steps/min * 10, within +-tol_pct) and strike pattern (0 = any)."""
-
-    def __init__(self, rate_hz=100, target_x10=900, tol_pct=5, pattern=PATTERN_REAR):
-        self.detector = GaitDetector(rate_hz)
-        self.set_target(target_x10, tol_pct, pattern)
-        self.reset()
-
-    def set_target(self, target_x10, tol_pct, pattern):
-        if not 200 <= target_x10 <= 1600 or not 1 <= tol_pct <= 50 or not 0 <= pattern <= 3:
-            raise ValueError("target 200..1600, tolerance 1..50 %, pattern 0..3")
-        self.target_x10 = target_x10
-        self.tol_pct = tol_pct
-        self.want_pattern = pattern
-        self._lo = target_x10 * (100 - tol_pct) // 100
-        self._hi = target_x10 * (100 + tol_pct) // 100
-
-    def reset(self):
-        self.detector.reset()
-        self.steps = 0
-        self.cadence_x10 = 0
-        self.flags = 0
-
-    @property
-    def now_ms(self):
-        return self.detector.now_ms
-
-    def feed(self, heel, arch, fore):
-        d = self.detector
-        if not d.feed(heel, arch, fore) & EV_STEP:
-            return 0
-        self.steps += 1
-        # one insole sees every other step: cadence = 2 steps per stride
-        cad = 1200000 // d.stride_ms if d.stride_ms else 0
-        self.cadence_x10 = cad
-        if cad == 0:
-            flags = PACE_UNKNOWN
-        elif cad < self._lo:
-            flags = PACE_SLOW
-        elif cad > self._hi:
-            flags = PACE_FAST
-        else:
-            flags = PACE_ON_TARGET
-        if d.pattern == PATTERN_REAR:
-            flags |= COACH_HEEL_STRIKE
-        if self.want_pattern == 0 or d.pattern == self.want_pattern:
-            flags |= COACH_PATTERN_OK
-        self.flags = flags
-        return EV_COACH
-
-    def pack(self, ev, buf, seq):
-        """One Step Event packet for EV_COACH; returns its length."""
-        d = self.detector
-        struct.pack_into("<BBHBBHIHHHH", buf, 0, EVENT_FORMAT, KIND_COACHED_STEP,
-                         seq & SEQ_MASK, self.flags, d.pattern, d.seq & SEQ_MASK,
-                         d.strike_ms, u16(d.stride_ms), u16(self.cadence_x10),
-                         u16(d.stance_ms), u16(d.share_arch))
-        return PKT
 
 
 def create(mode, rate_hz, target_x10=900, tol_pct=5, pattern=PATTERN_REAR):

@@ -2,14 +2,8 @@
 # 80 % while the forefoot stays loaded, then coming back down. Shared parts and the
 # rules every mode keeps (integer-only, no allocation per sample): exbase.py.
 try:
-    import micropython
     from micropython import const
 except ImportError:  # CPython
-
-    class micropython:  # type: ignore[no-redef]  # noqa: N801  (stands in for the module)
-        @staticmethod
-        def native(f):
-            return f
 
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
@@ -47,6 +41,7 @@ _HR_FIT_HI = const(973)  # the rise is fitted from where the heel falls under 95
 _HR_CHUNK_MS = const(50)  # held-up level: means over chunks this long ...
 _HR_NEAR = const(192)  # ... that lie within 12/1024 (1/16 units) of the lowest
 _Y_FULL = const(16384)  # FULL in the 1/16 units of the ramp fits
+_COUNT_MAX = const(0x1FFFFFFF)  # exbase.COUNT_MAX
 _IDLE = const(0)
 _READY = const(1)
 _RISING = const(2)
@@ -111,7 +106,6 @@ class HeelRaiseCounter:
     def now_ms(self):
         return self._clock.now_ms
 
-    @micropython.native
     def feed(self, heel, arch, fore):
         clock = self._clock
         clock.tick()
@@ -164,7 +158,8 @@ class HeelRaiseCounter:
             if nh >= _HR_DOWN:
                 self._state = _READY
                 if self._min < _HR_TRY:
-                    self.partials += 1
+                    if self.partials < _COUNT_MAX:
+                        self.partials += 1
                     self.depth_pct = self._depth()
                     return EV_PARTIAL
             elif nh < _HR_UP:
@@ -299,7 +294,8 @@ class HeelRaiseCounter:
 
     def _rep(self, t_up80):
         d = FULL - self._min
-        self.count += 1
+        if self.count < _COUNT_MAX:
+            self.count += 1
         self.depth_pct = d * 100 // FULL
         # Straight lines through the raw samples of both ramps, followed out to the
         # standing level and the held-up level: where the heel left the floor, got

@@ -2,14 +2,8 @@
 # change while the heel stays loaded and still. Shared parts and the rules every mode
 # keeps (integer-only, no allocation per sample): exbase.py.
 try:
-    import micropython
     from micropython import const
 except ImportError:  # CPython
-
-    class micropython:  # type: ignore[no-redef]  # noqa: N801  (stands in for the module)
-        @staticmethod
-        def native(f):
-            return f
 
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
@@ -37,6 +31,7 @@ from exbase import (
 )
 
 # Toe scrunches
+_COUNT_MAX = const(0x1FFFFFFF)  # exbase.COUNT_MAX
 _TS_HEEL = const(512)  # heel must stay above 50 % of its reference
 _TS_SETTLE_MS = const(600)  # ... and have done so this long before a scrunch starts
 _TS_MIN = const(1500)  # counts: smallest forefoot change that counts
@@ -105,7 +100,6 @@ class ToeScrunchCounter:
     def now_ms(self):
         return self._clock.now_ms
 
-    @micropython.native
     def feed(self, heel, arch, fore):
         clock = self._clock
         clock.tick()
@@ -273,7 +267,8 @@ class ToeScrunchCounter:
         if peak > self._env:
             self._env = peak
         self.interval_ms = since(self.start_ms, start) if self.count else 0
-        self.count += 1
+        if self.count < _COUNT_MAX:
+            self.count += 1
         self.start_ms = start
         self.duration_ms = dur
         self.peak = self._sign * (peak >> 4)

