@@ -7,13 +7,14 @@ BOARD ?= esp32_devkitc
 PORT ?= /dev/ttyUSB0
 RESET ?= hard
 
-.PHONY: help venv test lint demo bench evaluate build flash repl console sim clean bench-exercise
+.PHONY: help venv test lint demo bench evaluate build flash repl console sim clean bench-exercise bench-faults
 
 help:
 	@echo "make demo      two virtual insoles -> capture -> report under out/demo/"
 	@echo "make test      the whole test suite (lint, CPython and MicroPython)"
 	@echo "make evaluate  detector accuracy on ../shared/data (writes docs/ACCURACY.md)"
-	@echo "make bench     detector cost per sample under the micropython binary"
+	@echo "make bench     detector, memory and CPU budget under the micropython binary"
+	@echo "make bench-faults  detector under noise, mains pickup and a failed heel, 50..1000 Hz"
 	@echo "make bench-exercise  exercise counters: cost per sample and RAM (micropython)"
 	@echo "make build     BOARD=esp32_devkitc|esp32s3|esp32c3 -> build/BOARD/"
 	@echo "make flash     PORT=/dev/ttyUSB0 BOARD=... copy changed files with mpremote"
@@ -70,6 +71,9 @@ sim: $(STAMP)
 
 clean:
 	rm -rf build out .pytest_cache
+
+bench-faults: $(STAMP)
+	$(BIN)/python -m host_tools.faultbench
 
 bench-exercise: $(STAMP)
 	MICROPYPATH=firmware $(BIN)/micropython host_tools/mpy/bench_exercise.py

@@ -7,14 +7,26 @@
 # computes stays within +-2**29 (an ESP32 small int).
 #
 # How it works, per sample:
+# 0. Each raw reading is checked for faults (still for _STUCK_MS: dead near 0,
+#    saturated near full scale, stuck when held loaded while another channel moves;
+#    single-sample jumps; noise) and then averaged over whole mains periods: one
+#    (_FILT_MS) on a clean signal, more (up to _LONG_MS) while the noise left after
+#    one period (the residual: change over one period, in which pickup cancels) is
+#    large against the strongest channel's span. A faulty channel is left out at
+#    once and learned afresh when it recovers; the codes are in `faults`.
 # 1. Each channel keeps a baseline (swing level: follows dips at once, follows drift
 #    while the foot is in the air, otherwise creeps up slowly), a peak envelope
 #    (follows rises at once, decays towards the baseline over seconds) and a roughness
 #    estimate (mean sample-to-sample change). A channel whose span is below _MIN_SPAN
-#    counts, or whose roughness is a large part of its span (noise, a loose wire), is
-#    ignored, so a dead, saturated or disconnected FSR does not stop the others.
+#    counts, or whose roughness or noise level (running median of |change|) is a large
+#    part of its span, is ignored, so a dead, saturated or disconnected FSR does not
+#    stop the others. Loads count from a noise margin above the baseline (a few noise
+#    levels, or twice the height the reading rides at in the air).
 # 2. The composite load is the largest live channel's load as a fraction of its span
-#    (0.._FULL): the earliest-loaded region marks contact, the last one toe-off.
+#    (0.._FULL): the earliest-loaded region marks contact, the last one toe-off. A
+#    channel whose raw sample-to-sample noise rivals its span (a weak region under
+#    noise or mains pickup) has its load judged against _FLOOR_K noise levels
+#    instead, at most the strongest span: pickup on a weak region is not weight.
 # 3. Contact needs the composite above _ON for _CONFIRM_MS after at least
 #    _MIN_SWING_MS below _OFF; its onset is back-dated to where the composite history
 #    crossed _ONSET, less _LEAD_MS. An unloaded spell is part of the same stance,
@@ -62,13 +74,18 @@ _HEEL = const(0)
 _ARCH = const(1)
 _FORE = const(2)
 
+_F_OK = const(0)
+_F_DEAD = const(1)
+_F_SAT = const(2)
+_F_STUCK = const(3)
+_F_NOISY = const(4)
+_F_JUMPS = const(5)
 _FULL = const(1024)  # composite load scale: 1024 = a channel's whole span
 _ON = const(256)  # contact threshold (25 % of span)
 _OFF = const(128)  # unloaded threshold (12.5 %): hysteresis against chatter
 _ONSET = const(200)  # level whose crossing dates contact and toe-off
 _LEAD_MS = const(10)  # the foot touched this long before the _ONSET crossing
 _MIN_SPAN = const(1200)  # counts: smaller swings are noise, not footsteps
-_ROUGH_K = const(12)  # live only if mean |change| * _ROUGH_K < span
 _MIN_SWING_MS = const(130)  # shorter unloaded spells are mid-stance dips
 # Once the walker's rhythm is known, an unloaded spell shorter than 5/8 of the usual
 # swing that ends before 3/5 of the usual stride is a dip as well.
@@ -92,8 +109,36 @@ _SUB = const(16)  # sub-sample resolution of back-dated times
 _SUM_LIMIT = const(0x8000000)  # halve stance sums before they pass 2**27
 _SAT = const(0x10000)  # saturating counters stop here
 _MS_MASK = const(0x1FFFFFFF)  # the ms clock wraps at 2**29 (6.2 days)
+_COUNT_MAX = const(0x1FFFFFFF)  # step counts saturate here, as the device's totals do
 _SWING = const(0)
 _STANCE = const(1)
+_FILT_MS = const(20)  # pre-filter: mean over one 50 Hz mains period
+_RING = const(20)  # pre-filter taps per channel at most (20 ms at 1000 Hz)
+_LONG_MS = const(80)  # a noisy signal is averaged over up to this long
+_RESID_SPAN = const(12)  # a live span is at least this many filtered residual noise levels
+_FLOOR_K = const(16)  # a load counts against at least this many raw noise levels
+_WALK_SPAN = const(4800)  # counts: a span this big is footsteps, not noise (sets the filter)
+_CLEAR = const(16)  # wanted: residual noise under 1/_CLEAR of the strongest span
+_NOISE_K = const(3)  # loads count from this many noise levels above the baseline
+_NOISE_SPAN = const(12)  # a live channel's span is at least this many noise levels
+_BAND_K = const(2)  # ... and loads count from twice the swing band (ripple, pickup)
+_STILL = const(64)  # counts: a reading that moves less than this is still
+_STUCK_MS = const(1000)  # a reading still this long is dead, saturated or stuck
+_LOW = const(1024)  # still at or below this: dead (open divider, shorted to ground)
+_HIGH = const(64511)  # still at or above this: saturated (shorted to the supply)
+_SMALL_MS = const(2000)  # no span this long while another channel walks: dead
+_SPIKE = const(16384)  # counts: a sample this far from both neighbours is a jump
+_JUMP_HIT = const(256)  # jump score per jump; it decays over about two seconds
+_JUMP_ON = const(384)  # two jumps close together: the channel jumps
+_JUMP_MS = const(2000)
+
+FAULT_OK = const(0)
+FAULT_DEAD = const(1)
+FAULT_SATURATED = const(2)
+FAULT_STUCK = const(3)
+FAULT_NOISY = const(4)
+FAULT_JUMPS = const(5)
+FAULT_NAMES = ("ok", "dead", "saturated", "stuck", "noisy", "jumps")
 
 # Sensor positions along the foot in per-mille of foot length (heel, arch,
 # forefoot) for the weighted contact position; strike-index bands after
@@ -109,7 +154,9 @@ _FORE_FROM = const(680)
 # on 32-bit ones, and both agree only for 0..2**31-1.
 _BASE = const(0)  # baseline, 1/16 count
 _PEAK = const(3)  # peak envelope, 1/16 count
-_ROUGH = const(6)  # mean |change|, 1/16 count
+_STILLS = const(6)  # channels still for _STUCK_MS, as of the previous sample
+_LIVES = const(7)  # channels live, as of the previous sample
+_ROOT = const(8)  # sqrt(filter taps), 1/16
 _PREV = const(9)  # previous raw value
 _NORM = const(12)  # load 0.._FULL (0 when not live)
 _LOAD = const(15)  # load above baseline, counts
@@ -147,7 +194,28 @@ _DYN = const(54)  # swing length that confirms a toe-off, samples
 _ZSET = const(55)  # baselines were set by zero(), not by the first sample
 _FOREUP = const(56)  # the forefoot carried load in this stance
 _GAPMAX = const(57)  # _HEEL_GAP_MS in samples
-_NSTATE = const(58)
+_RESID = const(58)  # noise mains cannot explain: median |raw(t) - raw(t - period)|, 1/16
+_RSUM = const(61)  # pre-filter sums, counts
+_RAW = const(64)  # previous raw reading
+_RAW2 = const(67)  # the one before
+_ANCHOR = const(70)  # where the current still spell began, counts
+_QUIET = const(73)  # samples the reading has been still (saturating)
+_JUMP = const(76)  # jump score
+_SMALL = const(79)  # samples without a span while another channel is live
+_CODE = const(82)  # fault code
+_RIDX = const(85)  # pre-filter ring position
+_FLEN = const(86)  # pre-filter taps
+_DELAY = const(87)  # pre-filter delay, 1/_SUB sample
+_STUCKN = const(88)  # _STUCK_MS in samples
+_SMALLN = const(89)  # _SMALL_MS in samples
+_SH_NZ = const(90)
+_SH_JUMP = const(91)
+_BAND = const(92)  # swing band: mean height above the baseline in the air, 1/16 count
+_BTAPS = const(95)  # base taps: one 20 ms mains period
+_MAXLEN = const(96)  # longest filter, taps
+_SPMAX = const(97)  # largest live span, counts (previous sample)
+_RAWNZ = const(98)  # raw noise: running median of |raw change|, 1/16 count
+_NSTATE = const(101)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -178,7 +246,7 @@ def _crossing_ms(st, a: int, b: int, level: int) -> int:
             frac = 0
         elif frac > _SUB:
             frac = _SUB
-    back = (_SUB - frac) * 1000 // (_SUB * s[_RATE])
+    back = (_SUB - frac + s[_DELAY]) * 1000 // (_SUB * s[_RATE])
     return (s[_NOW] - back) & _MS_MASK
 
 
@@ -199,6 +267,14 @@ def _first_loaded(st) -> int:
     return first
 
 
+def _root16(n):
+    # 16 x the square root of n, rounded down (n small)
+    r = 0
+    while (r + 1) * (r + 1) <= n * 256:
+        r += 1
+    return r
+
+
 def _toward(avg, x):
     # asymmetric average: halfway down at once, an eighth of the way up
     if x < avg:
@@ -213,6 +289,7 @@ class GaitDetector:
         self.rate_hz = rate_hz
         self._st = array("i", [0] * _NSTATE)
         self._hist = array("i", [0] * _HIST)
+        self._ring = array("i", [0] * (3 * _RING))
         # public event fields
         self.contact_ms = 0
         self.contact_seq = 0
@@ -239,6 +316,13 @@ class GaitDetector:
         self.reset()
 
     @property
+    def faults(self):
+        """Fault code per channel, 4 bits each: heel bits 0-3, arch 4-7, forefoot 8-11
+        (FAULT_OK, FAULT_DEAD, FAULT_SATURATED, FAULT_STUCK, FAULT_NOISY, FAULT_JUMPS)."""
+        st = self._st
+        return st[_CODE] | (st[_CODE + 1] << 4) | (st[_CODE + 2] << 8)
+
+    @property
     def now_ms(self):
         """Device clock: ms since the first sample (wraps at 2**29)."""
         return self._st[_NOW]
@@ -262,6 +346,18 @@ class GaitDetector:
         st[_SH_CREEP] = shift_for(_BASE_CREEP_MS * rate // 1000)
         st[_SH_DECAY] = shift_for(_PEAK_DECAY_MS * rate // 1000)
         st[_SH_ROUGH] = shift_for(_ROUGH_MS * rate // 1000)
+        st[_SH_NZ] = shift_for(_ROUGH_MS * rate // 4000)
+        st[_SH_JUMP] = shift_for(_JUMP_MS * rate // 1000)
+        taps = max(1, _FILT_MS * rate // 1000)
+        st[_BTAPS] = taps
+        st[_FLEN] = taps
+        st[_DELAY] = (taps - 1) * _SUB // 2
+        st[_ROOT] = _root16(taps)
+        st[_MAXLEN] = min(_RING, max(taps, (_LONG_MS * rate // 1000) // taps * taps))
+        st[_STUCKN] = _STUCK_MS * rate // 1000
+        st[_SMALLN] = _SMALL_MS * rate // 1000
+        for i in range(3 * _RING):
+            self._ring[i] = 0
         for i in range(_HIST):
             self._hist[i] = 0
         self._have_last = False
@@ -309,15 +405,111 @@ class GaitDetector:
         if s[_SINCE] < _SAT:
             s[_SINCE] = s[_SINCE] + 1
         swing = s[_STATE] == _SWING
+        rg = ptr32(self._ring)
+        taps = s[_FLEN]
+        bt = s[_BTAPS]
+        ri = s[_RIDX]
+        stuck_n = s[_STUCKN]
+        # where the samples one mains period and one filter length ago sit in the rings
+        old_b = ri - bt
+        if old_b < 0:
+            old_b += _RING
+        old_l = ri - taps
+        if old_l < 0:
+            old_l += _RING
+        spmax = 0
+        worst = 0
+        spprev = s[_SPMAX]
+        sh_nz = s[_SH_NZ]
+        sh_up = s[_SH_UP]
+        sh_creep = s[_SH_CREEP]
+        sh_decay = s[_SH_DECAY]
+        root = s[_ROOT]
+        in_air = swing and s[_RUN] >= s[_MINSW]
+        # channels still at the previous sample, and channels live: a channel is only
+        # called stuck or dead while another one still moves and sees steps
+        stills = s[_STILLS]
+        lives = s[_LIVES]
+        now_stills = 0
+        now_lives = 0
         lc = 0
         big = 0
         c = 0
         while c < 3:
-            x = heel
+            raw = heel
             if c == 1:
-                x = arch
+                raw = arch
             elif c == 2:
-                x = fore
+                raw = fore
+            ring0 = c * _RING
+            if fresh:
+                k = 0
+                while k < _RING:
+                    rg[ring0 + k] = raw
+                    k += 1
+                s[_RSUM + c] = raw * taps
+                s[_RAW + c] = raw
+                s[_RAW2 + c] = raw
+                s[_ANCHOR + c] = raw
+            # fault evidence from the raw reading: stillness and single-sample jumps
+            q = s[_QUIET + c]
+            others = stills
+            if q >= stuck_n:
+                others -= 1
+            dq = raw - s[_ANCHOR + c]
+            if dq >= 0 - _STILL and dq <= _STILL:
+                if q < _SAT:
+                    q += 1
+            else:
+                s[_ANCHOR + c] = raw
+                q = 0
+            s[_QUIET + c] = q
+            if q >= stuck_n:
+                now_stills += 1
+            p1 = s[_RAW + c]
+            up = p1 - s[_RAW2 + c]
+            back = p1 - raw
+            j = s[_JUMP + c]
+            j -= j >> s[_SH_JUMP]
+            if (up > _SPIKE and back > _SPIKE) or (up < -_SPIKE and back < -_SPIKE):
+                j += _JUMP_HIT
+                if j > _SAT:
+                    j = _SAT
+            s[_JUMP + c] = j
+            s[_RAW2 + c] = p1
+            s[_RAW + c] = raw
+            # raw noise: a running median of |change| before any filtering
+            if back < 0:
+                back = 0 - back
+            back = back << 4
+            rn = s[_RAWNZ + c]
+            if back > rn:
+                rn += (rn >> sh_nz) + 16
+            elif back < rn:
+                rn -= (rn >> sh_nz) + 16
+                if rn < 0:
+                    rn = 0
+            s[_RAWNZ + c] = rn
+            # pre-filter: mean over whole mains periods (nulls mains at 50 Hz multiples),
+            # one period unless the residual noise calls for more
+            t = s[_RSUM + c] + raw - rg[ring0 + old_l]
+            s[_RSUM + c] = t
+            # residual noise: change over one mains period (pickup cancels), a running
+            # median; one period of averaging leaves about residual / sqrt(taps)
+            e = raw - rg[ring0 + old_b]
+            rg[ring0 + ri] = raw
+            if e < 0:
+                e = 0 - e
+            e16 = e << 4
+            rz = s[_RESID + c]
+            if e16 > rz:
+                rz += (rz >> sh_nz) + 16
+            elif e16 < rz:
+                rz -= (rz >> sh_nz) + 16
+                if rz < 0:
+                    rz = 0
+            s[_RESID + c] = rz
+            x = t // taps
             x16 = x << 4
             base = s[_BASE + c]
             peak = s[_PEAK + c]
@@ -330,33 +522,76 @@ class GaitDetector:
                 base += (x16 - base) >> 1
             elif swing and x16 - base < ((peak - base) >> 3):
                 # in the air, near the baseline: follow drift of the swing level
-                base += (x16 - base) >> s[_SH_UP]
+                base += (x16 - base) >> sh_up
             else:
                 # elsewhere creep up by a fixed part of the span, so a baseline that
                 # started low (or a stuck stance) recovers in seconds
-                rise = (peak - base) >> s[_SH_CREEP]
+                rise = (peak - base) >> sh_creep
                 if rise > x16 - base:
                     rise = x16 - base
                 base += rise
             if x16 > peak:
                 peak = x16
             else:
-                peak -= (peak - base) >> s[_SH_DECAY]
-            s[_BASE + c] = base
-            s[_PEAK + c] = peak
-            d = x - s[_PREV + c]
-            if d < 0:
-                d = 0 - d
+                peak -= (peak - base) >> sh_decay
             s[_PREV + c] = x
-            r = s[_ROUGH + c]
-            r += ((d << 4) - r) >> s[_SH_ROUGH]
-            s[_ROUGH + c] = r
-            span = (peak - base) >> 4
+            # noise level of the filtered reading: the residual's share per tap (a
+            # running median of |change| over the filter, which steady gait barely moves)
+            nz = rz // taps
+            span16 = peak - base
+            band = s[_BAND + c]
+            if in_air and x16 - base < (span16 >> 2):
+                # well into a swing: how high the unloaded reading rides above the baseline
+                band += ((x16 - base) - band) >> s[_SH_ROUGH]
+                if band < 0:
+                    band = 0
+                s[_BAND + c] = band
+            span = span16 >> 4
             load = (x16 - base) >> 4
             if load < 0:
                 load = 0
             s[_LOAD + c] = load
-            live = span >= _MIN_SPAN and (r >> 4) * _ROUGH_K < span
+            # what the channel is worth: a fault code, 0 when it can be trusted
+            code = _F_OK
+            if q >= stuck_n:
+                if raw <= _LOW:
+                    code = _F_DEAD
+                elif raw >= _HIGH:
+                    code = _F_SAT
+                elif others < 2 and x16 - base > (span16 >> 3):
+                    # held loaded while another channel moves: it would hold the stance
+                    code = _F_STUCK
+            if code == _F_OK and span >= _MIN_SPAN:
+                # the noise the filter leaves (residual / sqrt(taps)) against the span
+                if nz * _NOISE_SPAN > span16 or (rz >> 4) * (_RESID_SPAN * 16) > span * root:
+                    code = _F_NOISY
+                elif j >= _JUMP_ON:
+                    code = _F_JUMPS
+            small = s[_SMALL + c]
+            if span < _MIN_SPAN and lives - s[_LIVE + c] > 0:
+                if small < _SAT:
+                    small += 1
+            else:
+                small = 0
+            s[_SMALL + c] = small
+            if code == _F_OK and small >= s[_SMALLN]:
+                code = _F_DEAD
+            was = s[_CODE + c]
+            if code != was:
+                if was == _F_STUCK or was == _F_SAT:
+                    # back from a stuck or shorted reading: learn the channel afresh
+                    base = x16
+                    peak = x16
+                s[_CODE + c] = code
+            s[_BASE + c] = base
+            s[_PEAK + c] = peak
+            span = (peak - base) >> 4
+            live = code == _F_OK and span >= _MIN_SPAN
+            if live:
+                now_lives += 1
+                if span > spmax:
+                    spmax = span
+                    worst = rz >> 4
             if not swing and live:
                 # stance: per-region peak and load sum (halved together near 2**27)
                 if load > s[_PK + c]:
@@ -370,13 +605,53 @@ class GaitDetector:
                 s[_NORM + c] = 0
             else:
                 s[_LIVE + c] = 1
-                n = load * _FULL // span
+                # loads count from a few noise levels above the baseline
+                margin = nz * _NOISE_K
+                if band * _BAND_K > margin:
+                    margin = band * _BAND_K
+                if margin > (span16 >> 1):
+                    margin = span16 >> 1
+                eff = (x16 - base - margin) >> 4
+                # a load counts against the channel's span, or, for a channel whose
+                # raw noise rivals its span, against that noise (as far as the
+                # strongest span): pickup and noise on a weak region are not weight
+                den = (peak - base - margin) >> 4
+                fl = (rn >> 4) * _FLOOR_K
+                if fl > spprev:
+                    fl = spprev
+                fl -= margin >> 4
+                if den < fl:
+                    den = fl
+                n = 0
+                if eff > 0:
+                    n = eff * _FULL // den
                 if n > _FULL:
                     n = _FULL
                 s[_NORM + c] = n
                 if n > lc:
                     lc = n
             c += 1
+        ri += 1
+        if ri >= _RING:
+            ri = 0
+        s[_RIDX] = ri
+        s[_SPMAX] = spmax
+        s[_STILLS] = now_stills
+        s[_LIVES] = now_lives
+        if ri == 0 and spmax >= _WALK_SPAN:
+            # once per turn of the ring, the filter length: enough whole periods that
+            # the noise left in the strongest live channel is under 1/_CLEAR of its
+            # span (noise falls as sqrt(taps)); lengthen at once, shorten only well
+            # below the need (hysteresis)
+            r = worst * _CLEAR * 64 // spmax
+            if r > 512:
+                r = 512
+            need = r * r // 4096 + 1
+            need = (need + bt - 1) // bt * bt
+            if need > s[_MAXLEN]:
+                need = s[_MAXLEN]
+            if need > taps or need + bt < taps:
+                self._set_taps(need)
         prev_l = s[_PREVL]
         s[_PREVL] = lc
         h = (s[_HIDX] + 1) & _HIST_MASK
@@ -394,7 +669,7 @@ class GaitDetector:
                     s[_HEELUP] = 0
                 elif nh < _OFF and not s[_HEELUP]:
                     s[_HEELUP] = 1
-                    s[_HEELOFF] = s[_NOW]
+                    s[_HEELOFF] = int(_crossing_ms(st, _SUB, _SUB, 0))
             if s[_NORM + _FORE] >= _ON:
                 s[_FOREUP] = 1
             if lc < _OFF:
@@ -461,6 +736,28 @@ class GaitDetector:
             return int(self._slow(todo))
         return 0
 
+    @micropython.viper
+    def _set_taps(self, n: int):
+        # New filter length: rebuild each channel's running sum from its ring.
+        s = ptr32(self._st)
+        rg = ptr32(self._ring)
+        last = s[_RIDX] - 1
+        c = 0
+        while c < 3:
+            t = 0
+            k = 0
+            while k < n:
+                i = last - k
+                if i < 0:
+                    i += _RING
+                t += rg[c * _RING + i]
+                k += 1
+            s[_RSUM + c] = t
+            c += 1
+        s[_FLEN] = n
+        s[_DELAY] = (n - 1) * _SUB // 2
+        s[_ROOT] = int(_root16(n))
+
     def _slow(self, todo):
         # The rare transitions the per-sample core hands over.
         events = 0
@@ -492,7 +789,7 @@ class GaitDetector:
             h = (h - 1) & _HIST_MASK
             cur = prev
             steps += 1
-        back_ms = back * 1000 // (_SUB * self.rate_hz) + _LEAD_MS
+        back_ms = (back + st[_DELAY]) * 1000 // (_SUB * self.rate_hz) + _LEAD_MS
         return (st[_NOW] - back_ms) & _MS_MASK
 
     def _start_stance(self):
@@ -514,7 +811,7 @@ class GaitDetector:
         self._strike = self._onset_ms()
         self._pattern = self._strike_pattern()
         self.contact_ms = self._strike
-        self.contact_seq = self.steps + 1
+        self.contact_seq = self.steps + 1 if self.steps < _COUNT_MAX else _COUNT_MAX
         return EV_STRIKE
 
     def _learn_rhythm(self, st):
@@ -574,7 +871,8 @@ class GaitDetector:
         stance = (toe - self._strike) & _MS_MASK
         if stance > _MAX_STANCE_MS:
             return 0  # standing, not a step
-        self.steps += 1
+        if self.steps < _COUNT_MAX:
+            self.steps += 1
         self.seq = self.steps
         self.strike_ms = self._strike
         self.toe_off_ms = toe

@@ -225,17 +225,23 @@ def read_pdb(path: Path) -> np.ndarray:
         return np.loadtxt(f, ndmin=2)
 
 
-def pdb_onsets_ms(total_n: np.ndarray, rate_hz: int, level_n: float = 20.0) -> np.ndarray:
-    """Reference contacts: total force rising through ``level_n`` above its swing level.
+def pdb_onsets_ms(
+    total_n: np.ndarray, rate_hz: int, level_n: float = 20.0, floor_s: float = 2.0
+) -> np.ndarray:
+    """Reference contacts: total force rising through ``level_n`` above a running swing floor.
 
-    The swing level is the lowest total force within 1.5 s either side, so a sensor that
-    never quite unloads does not hide the foot's contacts. A rise counts after at least
-    100 ms below the level; its time is interpolated between the two samples around it.
+    The floor is the lowest total force of the last ``floor_s`` seconds (this sample
+    included), so a sensor offset that keeps the total above a fixed line during swing
+    does not merge steps, and a rise is judged against the swing that came before it.
+    Until ``floor_s`` of history exist, the floor is the lowest force of the first
+    ``floor_s`` (the walks start with quiet standing, whose sway is not a swing). A rise
+    counts after at least 100 ms below the level; its time is interpolated between the
+    two samples around it.
     """
     x = np.asarray(total_n, dtype=float)
-    half = int(1.5 * rate_hz)
-    pad = np.pad(x, half, mode="edge")
-    floor = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1)[: len(x)].min(axis=1)
+    span = max(1, int(floor_s * rate_hz))
+    pad = np.concatenate([np.full(span - 1, x[:span].min() if len(x) else 0.0), x])
+    floor = np.lib.stride_tricks.sliding_window_view(pad, span).min(axis=1)
     level = floor + level_n
     below = x < level
     out = []

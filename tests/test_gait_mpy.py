@@ -13,10 +13,11 @@ import ast
 import types
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from host_tools import engine, tracefile
+from host_tools import engine, faultbench, tracefile
 from host_tools.cmd_bench import DATA as WALK
 from tests import gaitsynth
 from tests.mpy import run_micropython
@@ -172,6 +173,9 @@ def test_every_intermediate_within_29_bits():
         (np.where(rng.random((3000, 3)) < 0.5, 0, 65535), 333),
         (np.tile([[65535, 65535, 65535]], (9000, 1)), 1000),  # long full-scale stance
         (np.tile([[0, 0, 0], [65535, 65535, 65535]], (2000, 1)), 50),
+        # noise long enough to lengthen the pre-filter, and mains pickup
+        (faultbench.disturb(faultbench.looped_walk(50, 30.0), 50, "noise"), 50),
+        (faultbench.disturb(faultbench.looped_walk(100, 30.0), 100, "mains"), 100),
     ]
     for samples, rate in traces:
         events = engine.run_cpython(samples, rate, g)
@@ -193,3 +197,31 @@ def test_clock_wraps_at_2_to_the_29():
     assert len(rows) == 10
     assert [r[6] for r in rows[2:]] == [1000] * 8 or all(abs(r[6] - 1000) <= 10 for r in rows[2:])
     assert any(r[1] > r[2] for r in rows) or any(r[1] < 4000 for r in rows)
+
+
+@pytest.mark.parametrize("rate", [50, 100, 300])
+@pytest.mark.parametrize("case", ["noise", "mains", "heel-saturated", "heel-stuck", "heel-dead"])
+def test_same_events_under_noise_and_channel_faults(case, rate):
+    # the fault bench's disturbances on a minute of the bundled walk: the noise
+    # filter, its length changes and the fault codes run the same on both engines
+    clean = faultbench.looped_walk(rate, seconds=60.0)
+    trace = faultbench.disturb(clean, rate, case, seed=rate)
+    cp = engine.run_cpython(trace, rate)
+    assert len(engine.step_summaries(cp)) > 20  # a minute of walking: about 47 steps
+    assert cp == engine.run_micropython(trace, rate)
+
+
+def test_step_counts_saturate_below_2_to_the_29():
+    gait = engine.load_firmware_module()
+    det = gait.GaitDetector(100)
+    limit = (1 << 29) - 1
+    det.steps = limit - 2
+    seqs, contacts = [], []
+    for h, a, f in gaitsynth.make(gaitsynth.Walk(strides_ms=[1000.0] * 6)).tolist():
+        ev = det.feed(h, a, f)
+        if ev & gait.EV_STRIKE:
+            contacts.append(det.contact_seq)
+        if ev & gait.EV_STEP:
+            seqs.append(det.seq)
+    assert seqs == [limit - 1, limit, limit, limit, limit, limit]
+    assert contacts[:3] == [limit - 1, limit, limit] and max(contacts) == limit

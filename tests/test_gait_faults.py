@@ -1,0 +1,115 @@
+"""Channel faults: the detector names them in `faults` and keeps finding steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from host_tools import engine, evaluate, faultbench
+from tests import gaitsynth
+
+gait = engine.load_firmware_module()
+
+
+def run(trace, rate=100):
+    """Strike times, and the faults word after every sample."""
+    det = gait.GaitDetector(rate)
+    assert det.faults == 0
+    strikes, faults = [], []
+    for h, a, f in trace.tolist():
+        if det.feed(h, a, f) & gait.EV_STRIKE:
+            strikes.append(det.contact_ms)
+        faults.append(det.faults)
+    return strikes, np.asarray(faults)
+
+
+def walk(strides=40):
+    w = gaitsynth.Walk(strides_ms=[1100.0] * strides, noise=150, seed=2)
+    return w, gaitsynth.make(w)
+
+
+def test_a_clean_walk_reports_no_fault():
+    _, trace = walk()
+    _, faults = run(trace)
+    assert not faults[300:].any()
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [("saturated", gait.FAULT_SATURATED), ("stuck", gait.FAULT_STUCK), ("dead", gait.FAULT_DEAD)],
+)
+def test_a_failed_heel_is_named_and_steps_go_on_within_2_s(fault, code):
+    w, trace = walk()
+    t_fault = 20000.0
+    i = int(t_fault / 10)
+    # fail while the heel is loaded, the hardest moment: it holds the stance
+    i += int(np.argmax(trace[i : i + 110, 0]))
+    if fault == "saturated":
+        trace[i:, 0] = 65535
+    elif fault == "stuck":
+        trace[i:, 0] = trace[i, 0]
+    else:
+        trace[i:, 0] = 0
+    strikes, faults = run(trace)
+    assert (faults[i + 200 :] & 0xF == code).all()
+    assert not (faults[i + 200 :] & 0xFF0).any()  # arch and forefoot stay fine
+    truth = np.asarray(w.contacts_ms())
+    late = truth[truth > i * 10 + 2000]
+    pairs = evaluate.match(np.asarray(strikes, float), late, 250.0)
+    assert len(pairs) == len(late)
+    # no step is invented: at most the one the fault cut short
+    assert len(strikes) <= len(truth) + 1
+
+
+def test_a_recovered_channel_is_learned_again():
+    w, trace = walk()
+    trace[1500:1800, 0] = 65535  # 3 s shorted, then back
+    strikes, faults = run(trace)
+    assert (faults[1700:1800] & 0xF == gait.FAULT_SATURATED).all()
+    assert not faults[2100:].any()
+    truth = np.asarray(w.contacts_ms())
+    late = truth[truth > 20000]
+    pairs = evaluate.match(np.asarray(strikes, float), late, 30.0)
+    assert len(pairs) == len(late)  # dated by the heel again
+
+
+def test_noise_and_jumps_are_named():
+    _, trace = walk()
+    rng = np.random.default_rng(4)
+    noisy = trace.copy()
+    noisy[:, 1] = rng.integers(0, 65536, len(trace))
+    _, faults = run(noisy)
+    assert ((faults[1000:] >> 4) & 0xF == gait.FAULT_NOISY).all()
+    jumpy = trace.copy()
+    hits = np.arange(1000, len(trace), 70)
+    jumpy[hits, 2] = 65535  # one-sample spikes from a loose contact
+    _, faults = run(jumpy)
+    assert ((faults[1200:] >> 8) & 0xF == gait.FAULT_JUMPS).mean() > 0.9
+
+
+def test_pure_noise_on_every_channel_is_no_walk():
+    rng = np.random.default_rng(1)
+    trace = np.clip(20000 + rng.normal(0, 2000, (6000, 3)), 0, 65535).astype(int)
+    strikes, _ = run(trace)
+    assert strikes == []
+
+
+@pytest.mark.parametrize("rate", [100, 150, 1000])
+def test_mains_pickup_costs_few_steps(rate):
+    res = faultbench.run_case(rate, "mains")
+    assert res.found_pct >= 98.0 and res.extra_pct <= 2.5 and res.p95_ms <= 60
+
+
+@pytest.mark.parametrize("rate", [100, 150, 300])
+def test_noise_of_3_percent_costs_few_steps(rate):
+    # the pre-filter lengthens and weak, noisy regions stop counting as weight
+    res = faultbench.run_case(rate, "noise")
+    assert res.found_pct >= 98.0 and res.extra_pct <= 2.5 and res.p95_ms <= 60
+
+
+def test_the_filter_stays_one_mains_period_on_a_clean_walk():
+    # clean signals keep the shortest filter, so the notification latency is unchanged
+    det = gait.GaitDetector(100)
+    for h, a, f in faultbench.looped_walk(100, 120.0).tolist():
+        det.feed(h, a, f)
+        assert det._st[gait._FLEN] == 2
