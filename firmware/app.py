@@ -6,6 +6,11 @@
 # dead insole; it is fed after each step, and each step takes well under its
 # timeout. The bond store is loaded before BLE starts, because active(True) asks
 # for the device's IRK and the bonded peers' IRKs right away (see ble_insole.py).
+# The passkey is made at first boot (config.py) and printed on the serial console
+# after the banner; the pairing window opens with BLE (docs/SECURITY.md).
+# The step journal (journal.py) opens before the device is made: sequence and step
+# numbers carry on from it. Its files sit next to the config file unless the board
+# names a JOURNAL_PATH prefix (docs/HARDWARE.md, "Step journal").
 #
 # End of input (virtual board): run() stops when board.finished() (optional)
 # returns true or an ADC read raises EOFError; then, if the board defines
@@ -19,10 +24,18 @@ from ble_insole import InsoleBLE
 from bonds import Bonds
 from config import ConfigStore
 from device import Insole
+from journal import Journal
 from log import Log
+from pairing import PairingWindow
 
 CONFIG_PATH = "insole.json"
 BONDS_PATH = "insole_bonds.json"
+JOURNAL_NAME = "journal"  # files journal.DDDDD.PPP
+
+
+def journal_path(config_path):
+    """The journal's path prefix: in the config file's directory."""
+    return config_path[:config_path.rfind("/") + 1] + JOURNAL_NAME
 
 
 def _feed(wdt):
@@ -35,24 +48,37 @@ def build(log=None):
     wdt = None
     if board.WDT_TIMEOUT_MS > 0:
         wdt = machine.WDT(timeout=board.WDT_TIMEOUT_MS)
-    store = ConfigStore(getattr(board, "CONFIG_PATH", CONFIG_PATH), log)
-    cfg = store.load()
+    config_path = getattr(board, "CONFIG_PATH", CONFIG_PATH)
+    store = ConfigStore(config_path, log)
+    cfg = store.ensure_passkey(store.load())
     _feed(wdt)
     uid = machine.unique_id()
     suffix = "%02X%02X" % (uid[-2], uid[-1])
     bonds = Bonds(getattr(board, "BONDS_PATH", BONDS_PATH), log)
     _feed(wdt)
-    ble = InsoleBLE(bluetooth.BLE(), bluetooth.UUID, log, board.NAME, bonds)
+    ble = InsoleBLE(bluetooth.BLE(), bluetooth.UUID, log, board.NAME, bonds,
+                    passkey=cfg["passkey"], window=PairingWindow(time, log))
+    _feed(wdt)
+    # its boot line follows the banner (Insole.run logs it)
+    journal = Journal(getattr(board, "JOURNAL_PATH", journal_path(config_path)), log,
+                      announce=False)
     _feed(wdt)
     return Insole(board.fsr_adcs(), ble, store, cfg, log, time, suffix, board.NAME,
                   battery_mv=board.battery_mv, led=board.status_led(), wdt=wdt,
-                  finished=getattr(board, "finished", None))
+                  finished=getattr(board, "finished", None), journal=journal)
+
+
+def passkey_line(passkey):
+    """The serial line that tells the passkey (host_tools.flash reads it)."""
+    return "passkey %06d (enter it when a phone or computer pairs)" % passkey
 
 
 def main(max_samples=None):
     """Start the insole; returns the number of samples taken when input ends."""
     dev = build()
     print(dev.banner())
+    print(passkey_line(dev.cfg["passkey"]))
+    dev.ble.open_window("power-on")  # new bonds for two minutes from now
     n = dev.run(max_samples)
     linger = getattr(board, "LINGER_MS", 0)
     if linger:

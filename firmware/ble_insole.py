@@ -1,8 +1,32 @@
 # The insole's GATT server on MicroPython's low-level bluetooth API.
 #
-# One connection at a time (advertising stops when a central connects and starts
-# again when it leaves). The bluetooth module is passed in (ble object and UUID
-# class) so that only app.py imports it.
+# Up to MAX_LINKS centrals at once (CONFIG_BT_NIMBLE_MAX_CONNECTIONS=4 in
+# MicroPython's ports/esp32/boards/sdkconfig.ble): advertising goes on while a slot
+# is free, so a stranger who stays connected cannot lock the owner out. The
+# bluetooth module is passed in (ble object and UUID class) so that only app.py
+# imports it.
+#
+# Security (docs/SECURITY.md): LE Secure Connections with MITM protection and the
+# insole's fixed six-digit passkey (io=DISPLAY_ONLY: NimBLE raises
+# _IRQ_PASSKEY_ACTION with action DISPLAY and the handler answers gap_passkey()).
+# Running Speed and Cadence, Device Information and Battery are open to every
+# central (watches and apps that never pair); the insole service (step events,
+# Status, Control, raw stream) is for links encrypted with an authenticated key
+# only. The stack enforces it through the characteristic flags (NimBLE turns them
+# into ATT permissions, and a CCCD inherits its characteristic's: ble_gatts.c
+# ble_gatts_register_clt_cfg_dsc), and the firmware checks again itself: it tracks
+# the `authenticated` field of _IRQ_ENCRYPTION_UPDATE per link, refuses protected
+# reads in _IRQ_GATTS_READ_REQUEST, drops Control writes of other links and sends
+# protected notifications to authenticated links only.
+#
+# New bonds: only while the pairing window (pairing.py) is open; outside it the
+# passkey is never handed to the stack and the central is disconnected. The keys a
+# pairing stores (_IRQ_SET_SECRET, which NimBLE writes before it reports the
+# encryption: ble_sm_process_result) are held back until its _IRQ_ENCRYPTION_UPDATE
+# says the key is authenticated; keys of a "just works" pairing are dropped and an
+# old bond the pairing deleted (NimBLE's repeat-pairing rule,
+# modbluetooth_nimble.c BLE_GAP_EVENT_REPEAT_PAIRING) is put back, so a stranger who
+# copies a bonded central's address cannot erase its bond either.
 #
 # The IRQ handler runs in NimBLE's task on an ESP32, between any two lines of the
 # main loop. It must never raise: the binding then disables it for good
@@ -31,18 +55,28 @@ import protocol as P
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
 _IRQ_GATTS_WRITE = const(3)
+_IRQ_GATTS_READ_REQUEST = const(4)
 _IRQ_MTU_EXCHANGED = const(21)
 _IRQ_CONNECTION_UPDATE = const(27)
 _IRQ_ENCRYPTION_UPDATE = const(28)
 _IRQ_GET_SECRET = const(29)
 _IRQ_SET_SECRET = const(30)
+_IRQ_PASSKEY_ACTION = const(31)
 
 _FLAG_READ = const(0x0002)
 _FLAG_WRITE = const(0x0008)
 _FLAG_NOTIFY = const(0x0010)
-_FLAG_WRITE_ENCRYPTED = const(0x1000)
+_FLAG_READ_AUTHENTICATED = const(0x0400)
+_FLAG_WRITE_AUTHENTICATED = const(0x2000)
 
-_IO_NO_INPUT_OUTPUT = const(3)  # "just works" pairing: the insole has no display
+_IO_DISPLAY_ONLY = const(0)  # a fixed passkey "shown" on the label: passkey entry
+_PASSKEY_ACTION_INPUT = const(2)
+_PASSKEY_ACTION_DISPLAY = const(3)
+_PASSKEY_ACTION_NUMCMP = const(4)
+_SEC_OUR = const(1)  # BLE_STORE_OBJ_TYPE_OUR_SEC
+_SEC_PEER = const(2)  # BLE_STORE_OBJ_TYPE_PEER_SEC
+_ATT_INSUFFICIENT_AUTHEN = const(0x05)
+_NO_CONN = const(0xFFFF)  # a read with no connection (gatts_notify without data)
 _ENOMEM = const(12)
 _ADV_INTERVAL_US = const(100000)
 _ADV_FLAGS = const(0x01)
@@ -56,7 +90,9 @@ _DEFAULT_MTU = const(23)
 _MAX_MTU = const(527)  # BLE_ATT_MTU_MAX
 _U16 = const(0xFFFF)
 _COUNT_MAX = const(0x1FFFFFFF)
+_PASSKEY_MAX = const(999999)
 
+MAX_LINKS = const(4)  # CONFIG_BT_NIMBLE_MAX_CONNECTIONS (ports/esp32/boards/sdkconfig.ble)
 MANUFACTURER = "Open Insole"
 MODEL = "Insole"
 
@@ -69,13 +105,14 @@ FAILED = const(3)
 
 def _services(UUID):
     rd, nt = _FLAG_READ, _FLAG_NOTIFY
+    auth = _FLAG_READ_AUTHENTICATED  # also makes the CCCD need an authenticated link
     insole = (
         UUID(P.UUID_SERVICE),
         (
-            (UUID(P.UUID_STEP_EVENT), nt),
-            (UUID(P.UUID_STATUS), rd | nt),
-            (UUID(P.UUID_CONTROL), _FLAG_WRITE | _FLAG_WRITE_ENCRYPTED | nt),
-            (UUID(P.UUID_RAW), nt),
+            (UUID(P.UUID_STEP_EVENT), nt | auth),
+            (UUID(P.UUID_STATUS), rd | nt | auth),
+            (UUID(P.UUID_CONTROL), _FLAG_WRITE | _FLAG_WRITE_AUTHENTICATED | nt),
+            (UUID(P.UUID_RAW), nt | auth),
         ),
     )
     rsc = (UUID(0x1814), ((UUID(0x2A53), nt), (UUID(0x2A54), rd), (UUID(0x2A5D), rd)))
@@ -113,18 +150,47 @@ def _bytes(x):
     return None
 
 
+def _store_key(addr_type, addr):
+    """NimBLE's store key (a ble_addr_t: type, then the address LSB first) for the
+    address _IRQ_CENTRAL_CONNECT gives (most significant byte first)."""
+    a = _bytes(addr)
+    if a is None or len(a) != 6 or _small(addr_type) < 0:
+        return None
+    return bytes((addr_type & 1, a[5], a[4], a[3], a[2], a[1], a[0]))
+
+
 class InsoleBLE:
-    def __init__(self, ble, UUID, log, board_name, bonds=None):
+    def __init__(self, ble, UUID, log, board_name, bonds=None, passkey=None, window=None):
+        """passkey: the six digits centrals must enter (None: nobody can bond);
+        window: a pairing.PairingWindow (app.py opens it once the insole runs), or
+        None: no new bond is ever taken."""
         self._ble = ble
         self._log = log
         self._bonds = bonds  # bonds.Bonds, or None: nothing survives a reboot
-        self.conn = -1  # connection handle, -1 when nobody is connected
-        self.encrypted = False
-        self.mtu = _DEFAULT_MTU
-        self.links = 0  # connections so far: lets the app notice a new one
+        self._passkey = passkey if type(passkey) is int and 0 <= passkey <= _PASSKEY_MAX \
+            else -1
+        self.window = window
+        # one slot per connection the stack can hold
+        self.link_conn = [-1] * MAX_LINKS  # connection handle, -1 when free
+        self.link_auth = [False] * MAX_LINKS  # encrypted with an authenticated key
+        self.link_enc = [False] * MAX_LINKS
+        self.link_mtu = [_DEFAULT_MTU] * MAX_LINKS
+        # changes each time the slot's link becomes authenticated: a new event stream
+        self.link_gen = [0] * MAX_LINKS
+        self._peer = [None] * MAX_LINKS  # store key of the central's identity address
+        self._passkey_given = [False] * MAX_LINKS  # this pairing got the passkey
+        self._told_repair = [False] * MAX_LINKS
+        self._primary = -1  # slot of the newest authenticated link
+        self.ready = 0  # bit per slot: connected with an authenticated key
+        self.links = 0  # changes whenever the primary link changes (saturates: wraps)
         self.nomem = 0  # ENOMEM refusals seen
         self.irq_errors = 0  # exceptions caught in the IRQ handler (saturates)
-        self._commands = []  # (data, encrypted, conn) waiting for the sampling loop
+        self.refused_writes = 0  # Control writes of links without an authenticated key
+        self.failed_pairings = 0  # since boot (saturates)
+        self._failures_seen = 0  # ... of which the window has been told
+        self._commands = []  # (data, conn, slot) waiting for the sampling loop
+        self._held = []  # (sec_type, key, value) of a pairing not yet authenticated
+        self._undo = []  # (slot, sec_type, key, old value) deleted by a pairing
         self._adv = None
         self._adv_due = False  # advertising must (re)start: the main loop retries
         self._adv_failing = False
@@ -135,7 +201,9 @@ class InsoleBLE:
         self.h_rsc = self.h_battery = -1
         ble.irq(self._irq)  # before active(True): see the top of this file
         ble.active(True)  # the ESP32 gives up after 2 s (OSError): app.py's WDT resets
-        ble.config(bond=True, le_secure=True, mitm=False, io=_IO_NO_INPUT_OUTPUT)
+        # sets NimBLE's ble_hs_cfg.sm_bonding/sm_sc/sm_mitm/sm_io_cap
+        # (modbluetooth_nimble.c mp_bluetooth_set_*), used by every later pairing
+        ble.config(bond=True, le_secure=True, mitm=True, io=_IO_DISPLAY_ONLY)
         (
             (self.h_event, self.h_status, self.h_control, self.h_raw),
             (self.h_rsc, h_feature, h_location),
@@ -148,20 +216,75 @@ class InsoleBLE:
                         (h_fw, P.VERSION)):
             ble.gatts_write(h, text.encode())
 
+    # ---- the primary link: the newest authenticated central ------------------
+    @property
+    def conn(self):
+        """Connection handle of the primary link, -1 when there is none."""
+        i = self._primary
+        return self.link_conn[i] if i >= 0 else -1
+
     @property
     def connected(self):
-        return self.conn >= 0
+        return self._primary >= 0
 
+    @property
+    def encrypted(self):
+        """The primary link is encrypted with an authenticated key (it always is:
+        only such a link becomes the primary)."""
+        i = self._primary
+        return i >= 0 and self.link_auth[i]
+
+    @property
+    def mtu(self):
+        i = self._primary
+        return self.link_mtu[i] if i >= 0 else _DEFAULT_MTU
+
+    def link_count(self):
+        n = 0
+        for c in self.link_conn:
+            if c >= 0:
+                n += 1
+        return n
+
+    def link_ready(self, slot):
+        """True when slot holds a link with an authenticated key."""
+        return self.link_conn[slot] >= 0 and self.link_auth[slot]
+
+    def _set_primary(self, slot):
+        # links counts the centrals that became the primary: losing the primary
+        # is no new central, so the stream's place is kept until one comes
+        if slot != self._primary:
+            self._primary = slot
+            if slot >= 0:
+                self.links = (self.links + 1) & _U16
+
+    def _pick_primary(self):
+        # the authenticated link that became so most recently (highest generation)
+        best = -1
+        for i in range(MAX_LINKS):
+            if self.link_ready(i) and (best < 0 or self.link_gen[i] > self.link_gen[best]):
+                best = i
+        self._set_primary(best)
+
+    # ---- advertising ---------------------------------------------------------
     def set_name(self, name):
         """Advertise as name from the next advertising on."""
+        again = self._adv is not None and not self._adv_due
         self._adv = (_ad(_ADV_FLAGS, b"\x06") + _ad(_ADV_NAME, name.encode())
                      + _ad(_ADV_UUID16, b"\x14\x18"))
         self._ble.config(gap_name=name)
+        if again:
+            self.advertise()  # advertising already: the new name goes out now
 
     def advertise(self):
         """Start advertising; True when the stack took it. When it did not (ENOMEM
-        with every connection slot taken, say), flush() tries again."""
+        with every connection slot taken, say), flush() tries again while a slot is
+        free."""
+        if self._adv is None:
+            return False  # no name yet: set_name() comes first
         self._adv_due = True
+        if self.link_count() >= MAX_LINKS:
+            return False  # the stack would refuse: no connection left to offer
         try:
             self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv, resp_data=self._resp)
         except OSError as e:
@@ -175,13 +298,41 @@ class InsoleBLE:
 
     def flush(self):
         """The main loop's part of the IRQs (call it often; allocates nothing while
-        nothing is pending): writes changed bonds to flash, restarts advertising
-        that failed to start."""
+        nothing is pending): writes changed bonds to flash, tells the pairing window
+        about failed pairings and the time, restarts advertising while a
+        connection slot is free."""
         bonds = self._bonds
         if bonds is not None and bonds.dirty:
             bonds.flush()
-        if self._adv_due and self.conn < 0:
+        window = self.window
+        if window is not None:
+            while self._failures_seen != self.failed_pairings:
+                self._failures_seen = (self._failures_seen + 1) & _COUNT_MAX
+                window.failed()
+            window.update()
+        if self._adv_due:
             self.advertise()
+
+    # ---- the wearer's gestures (main loop) ------------------------------------
+    def open_window(self, why):
+        if self.window is not None:
+            self.window.start(why)
+
+    def forget_all(self):
+        """Drop every bond, end the links that used one, open the pairing window."""
+        self._held = []
+        self._undo = []
+        if self._bonds is not None:
+            self._bonds.forget_all()
+        for i in range(MAX_LINKS):
+            c = self.link_conn[i]
+            if c >= 0 and self.link_enc[i]:
+                try:
+                    self._ble.gap_disconnect(c)
+                except OSError:
+                    pass
+        self._log("pair", "all bonds forgotten")
+        self.open_window("forget")
 
     # ---- the IRQ handler ----------------------------------------------------
     def _irq(self, event, data):
@@ -198,41 +349,44 @@ class InsoleBLE:
                     pass
             return None
 
+    def _slot(self, conn):
+        """The slot of connection handle conn, or -1."""
+        if conn < 0:
+            return -1
+        for i in range(MAX_LINKS):
+            if self.link_conn[i] == conn:
+                return i
+        return -1
+
     def _on_irq(self, event, data):
         if type(data) is not tuple:
             return None
         n = len(data)
         if event == _IRQ_CENTRAL_CONNECT:
-            conn = _u16(data[0]) if n == 3 else -1
-            if conn >= 0:
-                self.encrypted = False
-                self.mtu = _DEFAULT_MTU
-                self.conn = conn
-                self.links = (self.links + 1) & _U16
-                self._adv_due = False  # a connection ends advertising
-                self._log("ble", "connect %d" % conn)
+            if n == 3:
+                self._connected(_u16(data[0]), data[1], data[2])
         elif event == _IRQ_CENTRAL_DISCONNECT:
-            conn = _u16(data[0]) if n == 3 else -1
-            if conn >= 0:
-                if conn == self.conn:
-                    self.conn = -1
-                    self.encrypted = False
-                self._log("ble", "disconnect %d" % conn)
-                if self.conn < 0:  # not while the central that replaced it is on
-                    self.advertise()
+            if n == 3:
+                self._disconnected(_u16(data[0]))
         elif event == _IRQ_GATTS_WRITE:
-            if n == 2 and data[1] == self.h_control and self.conn >= 0 \
-                    and _u16(data[0]) == self.conn:
-                self._queue(self._ble.gatts_read(self.h_control))
+            if n == 2 and data[1] == self.h_control:
+                self._control_write(self._slot(_u16(data[0])))
+        elif event == _IRQ_GATTS_READ_REQUEST:
+            if n == 2:
+                return self._read_request(_u16(data[0]), data[1])
         elif event == _IRQ_ENCRYPTION_UPDATE:
-            if n == 5 and _u16(data[0]) == self.conn >= 0:
-                self.encrypted = _small(data[1]) > 0
-                self._log("ble", "encrypted %d bonded %d" % (self.encrypted, _small(data[3]) > 0))
+            if n == 5:
+                self._encryption(self._slot(_u16(data[0])), _small(data[1]) > 0,
+                                 _small(data[2]) > 0, _small(data[3]) > 0, _small(data[4]))
+        elif event == _IRQ_PASSKEY_ACTION:
+            if n == 3:
+                self._passkey_action(_u16(data[0]), _small(data[1]))
         elif event == _IRQ_MTU_EXCHANGED:
-            if n == 2 and _u16(data[0]) == self.conn >= 0:
+            if n == 2:
+                slot = self._slot(_u16(data[0]))
                 mtu = _u16(data[1])
-                if _DEFAULT_MTU <= mtu <= _MAX_MTU:
-                    self.mtu = mtu
+                if slot >= 0 and _DEFAULT_MTU <= mtu <= _MAX_MTU:
+                    self.link_mtu[slot] = mtu
         elif event == _IRQ_CONNECTION_UPDATE:
             if n == 5:
                 self._log("ble", "interval %d" % _small(data[1]))
@@ -243,11 +397,152 @@ class InsoleBLE:
             return n == 3 and self._set_secret(data[0], data[1], data[2])
         return None
 
-    def _queue(self, value):
+    def _connected(self, conn, addr_type, addr):
+        if conn < 0:
+            return
+        slot = self._slot(conn)
+        if slot < 0:
+            slot = self._slot_free()
+        if slot < 0:
+            return  # more links than the stack holds: cannot happen
+        self.link_conn[slot] = conn
+        self.link_auth[slot] = False
+        self.ready &= ~(1 << slot)
+        self.link_enc[slot] = False
+        self.link_mtu[slot] = _DEFAULT_MTU
+        self._peer[slot] = _store_key(addr_type, addr)
+        self._passkey_given[slot] = False
+        self._told_repair[slot] = False
+        self._log("ble", "connect %d" % conn)
+        self.advertise()  # a connection ends advertising: on again while a slot is free
+
+    def _slot_free(self):
+        for i in range(MAX_LINKS):
+            if self.link_conn[i] < 0:
+                return i
+        return -1
+
+    def _disconnected(self, conn):
+        slot = self._slot(conn)
+        if conn < 0:
+            return
+        self._log("ble", "disconnect %d" % conn)
+        if slot < 0:
+            return
+        self._restore(slot)  # a pairing cut short keeps the bond it was replacing
+        self.link_conn[slot] = -1
+        self.link_auth[slot] = False
+        self.ready &= ~(1 << slot)
+        self.link_enc[slot] = False
+        self._peer[slot] = None
+        if slot == self._primary:
+            self._pick_primary()
+        self.advertise()
+
+    def _control_write(self, slot):
+        if slot < 0:
+            return
+        value = self._ble.gatts_read(self.h_control)
+        if not self.link_auth[slot]:
+            # the stack refuses such writes already (_FLAG_WRITE_AUTHENTICATED); one
+            # that gets past it changes nothing and gets no answer
+            if self.refused_writes < _COUNT_MAX:
+                self.refused_writes += 1
+            self._log("ble", "control write of conn %d refused: not authenticated"
+                      % self.link_conn[slot])
+            return
         if len(self._commands) < _MAX_COMMANDS:
-            self._commands.append((bytes(value), self.encrypted, self.conn))
+            self._commands.append((bytes(value), self.link_conn[slot], slot))
         else:
-            self.reply(bytes((value[0] if value else 0, P.ERR_BUSY)))
+            self.notify_link(slot, self.h_control,
+                             bytes((value[0] if value else 0, P.ERR_BUSY)))
+
+    def _read_request(self, conn, handle):
+        if handle != self.h_status or conn == _NO_CONN:
+            return 0  # open, or the insole's own read
+        slot = self._slot(conn)
+        if slot < 0 or not self.link_auth[slot]:
+            return _ATT_INSUFFICIENT_AUTHEN
+        return 0
+
+    def _passkey_action(self, conn, action):
+        slot = self._slot(conn)
+        ble = self._ble
+        if action == _PASSKEY_ACTION_DISPLAY and slot >= 0 and self._passkey >= 0 \
+                and self.window is not None and self.window.open:
+            try:
+                # modbluetooth_nimble.c mp_bluetooth_gap_passkey -> ble_sm_inject_io
+                ble.gap_passkey(conn, action, self._passkey)
+                self._passkey_given[slot] = True  # the outcome is logged with it
+                return
+            except OSError as e:
+                self._log("pair", "passkey %s" % e)
+        elif action == _PASSKEY_ACTION_NUMCMP:
+            try:
+                ble.gap_passkey(conn, action, 0)  # no screen to compare: refused
+            except OSError:
+                pass
+        self._log("pair", "pairing of conn %d refused: window %s" % (
+            conn, "open" if self.window is not None and self.window.open else "closed"))
+        try:
+            ble.gap_disconnect(conn)
+        except OSError:
+            pass
+
+    def _encryption(self, slot, encrypted, authenticated, bonded, key_size):
+        if slot < 0:
+            return
+        auth = encrypted and authenticated
+        if self._held:
+            # the end of a pairing: its keys were stored just before this IRQ
+            if auth and self._passkey_given[slot]:
+                for t, k, v in self._held:
+                    self._keep(t, k, v)
+                self._held = []
+                self._undo = [u for u in self._undo if u[0] != slot]
+            else:
+                self._held = []
+                self._restore(slot)
+                self._log("pair", "bond of conn %d refused: %s" % (
+                    self.link_conn[slot],
+                    "not authenticated (pair with the passkey)" if encrypted else "failed"))
+        elif not encrypted:
+            self._restore(slot)
+        if not encrypted:
+            n = self.failed_pairings
+            if n < _COUNT_MAX:
+                self.failed_pairings = n + 1
+        self._passkey_given[slot] = False
+        was = self.link_auth[slot]
+        self.link_enc[slot] = encrypted
+        self.link_auth[slot] = auth
+        if auth:
+            self.ready |= 1 << slot
+        else:
+            self.ready &= ~(1 << slot)
+        self._log("ble", "encrypted %d bonded %d auth %d" % (encrypted, bonded, auth))
+        if encrypted and not auth and bonded and not self._told_repair[slot]:
+            self._told_repair[slot] = True
+            self._log("pair", "conn %d: its bond has no passkey (made before passkey "
+                      "pairing): re-pair once with the passkey" % self.link_conn[slot])
+        if auth and not was:
+            self.link_gen[slot] = (self.link_gen[slot] + 1) & _COUNT_MAX
+            self._set_primary(slot)
+        elif was and not auth and slot == self._primary:
+            self._pick_primary()
+
+    def _keep(self, sec_type, key, value):
+        if self._bonds is not None:
+            self._bonds.set(sec_type, key, value)
+
+    def _restore(self, slot):
+        """Put back what a pairing on slot deleted."""
+        back = [u for u in self._undo if u[0] == slot]
+        if not back:
+            return
+        self._undo = [u for u in self._undo if u[0] != slot]
+        for _, t, k, v in back:
+            self._keep(t, k, v)
 
     def _get_secret(self, sec_type, index, key):
         bonds = self._bonds
@@ -257,6 +552,9 @@ class InsoleBLE:
             key = _bytes(key)
             if key is None:
                 return None
+            for t, k, v in self._held:  # a pairing reads back what it just wrote
+                if t == sec_type and k == key:
+                    return v
         value = bonds.get(sec_type, index, key)
         return value if isinstance(value, bytes) else None
 
@@ -264,34 +562,66 @@ class InsoleBLE:
         # The answer goes back to NimBLE: False on a write makes it unpair the oldest
         # peer and retry; True on deleting something that is not there makes it
         # delete again, for ever (ble_store_util_delete_all). So a delete says
-        # whether there was something to delete.
+        # whether there was something to delete, and a write is always taken (held
+        # back until the pairing proves authenticated).
         bonds = self._bonds
         key = _bytes(key)
         if bonds is None or key is None or _small(sec_type) < 0:
             return False
+        peer_key = sec_type == _SEC_OUR or sec_type == _SEC_PEER
         if value is None:
-            if bonds.get(sec_type, 0, key) is None:
+            old = bonds.get(sec_type, 0, key)
+            held = [h for h in self._held if h[0] == sec_type and h[1] == key]
+            if held:
+                self._held = [h for h in self._held if h not in held]
+                if old is None:
+                    return True
+            if old is None:
                 return False
-        else:
-            value = _bytes(value)
-            if value is None:
-                return False
+            slot = self._slot_of_peer(key) if peer_key else -1
+            if slot >= 0:
+                self._undo.append((slot, sec_type, key, old))
+            return bool(bonds.set(sec_type, key, None))
+        value = _bytes(value)
+        if value is None:
+            return False
+        if peer_key:
+            self._held = [h for h in self._held if not (h[0] == sec_type and h[1] == key)]
+            self._held.append((sec_type, key, value))
+            return True
         return bool(bonds.set(sec_type, key, value))
+
+    def _slot_of_peer(self, key):
+        for i in range(MAX_LINKS):
+            if self.link_conn[i] >= 0 and self._peer[i] == key:
+                return i
+        return -1
 
     # ---- the main loop's side -----------------------------------------------
     def next_command(self):
-        """(data, encrypted) of the oldest queued Control write, or None. Writes of a
-        central that has left since are dropped: they are not the next one's."""
+        """(data, encrypted) of the oldest queued Control write of the primary link,
+        or None. Writes of other links and of centrals that have left are dropped."""
         while self._commands:
-            data, encrypted, conn = self._commands.pop(0)
-            if conn == self.conn:
-                return (data, encrypted)
+            data, conn, slot = self._commands.pop(0)
+            if slot == self._primary and conn == self.link_conn[slot]:
+                return (data, True)
         return None
 
-    def notify(self, handle, data):
-        """Send one notification now; returns SENT, NO_LINK, NO_MEMORY or FAILED."""
-        conn = self.conn
-        if conn < 0:
+    def next_link_command(self):
+        """(data, slot) of the oldest queued Control write of a link that is still
+        there and authenticated, or None."""
+        while self._commands:
+            data, conn, slot = self._commands.pop(0)
+            if conn == self.link_conn[slot] and self.link_auth[slot]:
+                return (data, slot)
+        return None
+
+    def notify_link(self, slot, handle, data):
+        """Send one notification to the link in slot now, if it is authenticated
+        (the only links that get the insole's own characteristics); returns SENT,
+        NO_LINK, NO_MEMORY or FAILED."""
+        conn = self.link_conn[slot]
+        if conn < 0 or not self.link_auth[slot]:
             return NO_LINK
         try:
             self._ble.gatts_notify(conn, handle, data)
@@ -304,13 +634,31 @@ class InsoleBLE:
             return FAILED
         return SENT
 
+    def notify(self, handle, data):
+        """notify_link() to the primary link."""
+        slot = self._primary
+        if slot < 0:
+            return NO_LINK
+        return self.notify_link(slot, handle, data)
+
     def reply(self, data):
         return self.notify(self.h_control, data)
 
+    def reply_link(self, slot, data):
+        return self.notify_link(slot, self.h_control, data)
+
     def publish(self, handle, data):
-        """Update a readable value and notify subscribed centrals (best effort: a
-        missed status or RSC update is replaced by the next one)."""
+        """Update a readable value and tell the centrals (best effort: a missed
+        status or RSC update is replaced by the next one). Status goes to the
+        authenticated links only; RSC and battery to every subscribed central."""
+        ble = self._ble
         try:
-            self._ble.gatts_write(handle, data, True)
+            if handle == self.h_status:
+                ble.gatts_write(handle, data)
+                for i in range(MAX_LINKS):
+                    if self.link_conn[i] >= 0 and self.link_auth[i]:
+                        self.notify_link(i, handle, data)
+            else:
+                ble.gatts_write(handle, data, True)
         except OSError as e:
             self._log("ble", "write %s" % e)

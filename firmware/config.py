@@ -28,11 +28,16 @@ except ImportError:  # CPython
 from protocol import NAME_MAX, RATE_MAX, RATE_MIN, STRIDE_MAX, STRIDE_MIN, name_ok
 
 # zero: the unloaded ADC levels (heel, arch, forefoot) from the last zero-calibrate,
-# or None before the first one.
-DEFAULTS = {"side": "L", "name": "Insole", "rate_hz": 100, "stride_cm": 140, "zero": None}
-FIELDS = ("side", "name", "rate_hz", "stride_cm", "zero")  # DEFAULTS' keys in a fixed order
+# or None before the first one. passkey: the six digits a central must enter to
+# bond (docs/SECURITY.md), made once at first boot by ensure_passkey(); None until then.
+DEFAULTS = {"side": "L", "name": "Insole", "rate_hz": 100, "stride_cm": 140, "zero": None,
+            "passkey": None}
+# DEFAULTS' keys in a fixed order
+FIELDS = ("side", "name", "rate_hz", "stride_cm", "zero", "passkey")
 _U16_MAX = const(65535)
-# A saved config is about 110 bytes; the rest is room for a hand-edited file.
+PASSKEY_MAX = const(999999)  # six decimal digits (NimBLE ble_sm_inject_io refuses more)
+_PASSKEY_BITS = const(0xFFFFF)  # 20 random bits per draw: 1048575 >= PASSKEY_MAX
+# A saved config is about 130 bytes; the rest is room for a hand-edited file.
 CONFIG_MAX = const(512)
 _JSON_MAX = const(16384)  # read_json()'s cap for callers that give none
 
@@ -52,6 +57,8 @@ def valid(key, value):
         # printable ASCII only, as a Control write of a name (protocol.decode_command)
         return (isinstance(value, str) and len(value) <= NAME_MAX
                 and all(" " <= c <= "~" for c in value) and name_ok(value))
+    if key == "passkey":
+        return value is None or (type(value) is int and 0 <= value <= PASSKEY_MAX)
     if key == "zero":
         if value is None:
             return True
@@ -65,6 +72,19 @@ def valid(key, value):
     if key == "stride_cm":
         return STRIDE_MIN <= value <= STRIDE_MAX
     return False
+
+
+def new_passkey(urandom=None):
+    """A uniformly random passkey 1..999999 from the chip's random source: 20-bit
+    draws, the ones above PASSKEY_MAX thrown away (about 1 in 21), so no digit
+    pattern is likelier than another. Never 000000, which some stacks take for
+    "no passkey" (bumble's SMP does)."""
+    rand = urandom or os.urandom
+    while True:
+        b = rand(3)
+        value = (b[0] | (b[1] << 8) | (b[2] << 16)) & _PASSKEY_BITS
+        if 0 < value <= PASSKEY_MAX:
+            return value
 
 
 def set_aside(path, fs=os):
@@ -246,6 +266,19 @@ class ConfigStore:
             self._log("cfg", "load failed (%s), defaults" % type(e).__name__)
             return dict(DEFAULTS)
         return cfg
+
+    def ensure_passkey(self, cfg, urandom=None):
+        """cfg with a passkey: the stored one, or at first boot (none stored, or one
+        that is not six digits) a new random one, saved at once. Returns the new
+        cfg; when the save fails the passkey still holds until the next boot, which
+        makes another (logged)."""
+        if cfg.get("passkey") is not None:
+            return cfg
+        new = dict(cfg)
+        new["passkey"] = new_passkey(urandom)
+        if not self.save(new):
+            self._log("cfg", "passkey not saved: a new one comes at the next boot")
+        return new
 
     def save(self, cfg):
         """Write cfg; True on success. On failure the file keeps the old config."""

@@ -4,6 +4,27 @@
 # passed in (app.py builds them from the board), so the same code runs on an
 # ESP32, on the virtual board and under the tests. One sample that produces no
 # event allocates nothing (tests prove it under micropython.heap_lock()).
+#
+# The BLE IRQ handler (ble_insole.py) runs between any two lines of this code on
+# an ESP32: it changes the links (ble.link_conn, link_auth, link_gen) and queues
+# Control writes. So each of those is read once where a decision depends on it,
+# a send that finds the link gone is retried or dropped, never counted as done,
+# and a new link is taken up before the first command that may have come over it.
+#
+# Several centrals at once (ble_insole.MAX_LINKS slots): every link with an
+# authenticated key gets its own event stream (a cursor into the ring and the
+# journal), its own Control replies and its own BACKFILL; the raw stream belongs to
+# the central that started it. A link without such a key gets none of it.
+#
+# Every counter stays within +-2**29 (an ESP32 small int): each says whether it
+# wraps or saturates.
+#
+# Load only what runs: walk mode needs the detector alone. An exercise mode's
+# counter module (and exbase.py under it) is imported when SET_MODE selects the
+# mode and dropped from sys.modules when the mode ends, so its code and tables
+# leave the heap with it. Each mode has a highest sample rate it can hold on a
+# 240 MHz ESP32 (MAX_RATE_HZ, from `make bench`; docs/HARDWARE.md): SET_RATE and
+# SET_MODE refuse a combination above it.
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -12,27 +33,56 @@ except ImportError:  # CPython
         return x
 
 
-import exercise
+import gc
+import sys
+from array import array
+from struct import pack_into
+
 import protocol as P
-from ble_insole import SENT
+from ble_insole import MAX_LINKS, NO_MEMORY, SENT
 from gait import EV_STEP, EV_STRIKE, GaitDetector
+from pairing import GESTURE_FORGET, GESTURE_PAIR, TapGesture
 from ring import SEQ_MASK as _SEQ29
 from ring import EventRing
 from sampler import Sampler
 
 _BURST = const(4)  # notifications per sample at most, per queue
 _RAW_QUEUE = const(16)  # raw packets waiting for the radio
+_RAW_PER_PACKET = const(3)  # protocol.RAW_PER_PACKET
 _BATTERY_EVERY_S = const(10)
 _RSC_IDLE_MS = const(4000)  # no step for this long: speed and cadence are 0
 _BATT_EMPTY_MV = const(3300)
 _BATT_FULL_MV = const(4200)
 _DIST_LIMIT_CM = const(0x1FFFFFFF)
 _MS_MASK = const(0x1FFFFFFF)  # detector ms clock
+_S_MASK = const(0x1FFFFFFF)  # sampler uptime_s wraps here
+_COUNT_MAX = const(0x1FFFFFFF)  # saturating counters stop here
+_BATT_MAX_MV = const(0xFFFF)
+_LOST_LOG_EVERY_S = const(10)  # "ring lost" line at most this often
+_BATTERY_LOG_EVERY_S = const(60)  # "battery failed" line at most this often
+_EV_LAST = const(64)  # the exercise counters' highest event bit (exbase.EV_COACH)
+RING_CAPACITY = const(1024)  # events held in RAM for delivery and BACKFILL, no journal
+# With a journal on flash the ring only bridges the radio: events waiting for NimBLE
+# buffers and a reconnect's recent past without a flash read. 128 events are about 40 s
+# of walking (three events a step), past a supervision timeout and the reconnect after
+# it, in one 2.5 KB block; anything older comes from the journal.
+RING_CAPACITY_JOURNAL = const(128)
+_HALF29 = const(0x10000000)  # a sequence difference this large runs backwards
+_HOLE_SCAN = const(128)  # numbers a BACKFILL looks past for its first event, at most
+
+# SET_MODE mode -> (module, class) of its counter; walk mode has none
+_COUNTERS = (("", ""), ("heelraise", "HeelRaiseCounter"), ("toescrunch", "ToeScrunchCounter"),
+             ("balance", "BalanceTimer"), ("slowwalk", "SlowWalkCoach"))
+# highest sample rate (Hz) each mode holds on a 240 MHz ESP32, by mode number: below
+# the bench's estimates (at least walk 750, heel raise 300, toe scrunch 400, balance
+# 250, slow walk 700 in its runs), and never above protocol.RATE_MAX
+MAX_RATE_HZ = (400, 250, 300, 200, 400)
 
 
 class Insole:
     def __init__(self, adcs, ble, store, cfg, log, clock, uid_suffix, board_name="",
-                 battery_mv=None, led=None, wdt=None, finished=None):
+                 battery_mv=None, led=None, wdt=None, finished=None,
+                 ring_capacity=None, journal=None):
         self._adc_h, self._adc_a, self._adc_f = adcs
         self.ble = ble
         self._store = store
@@ -52,33 +102,84 @@ class Insole:
         self.mode = P.MODE_WALK
         self._mode_args = (P.MODE_WALK, 0, 0, 0)  # SET_MODE's parsed arguments
         self.ex = None  # the exercise counter while an exercise mode is on
+        self._counter_mode = P.MODE_WALK  # mode whose counter module is loaded
+        self._counter_modules = []  # what importing it added to sys.modules
         self._step_base = 0  # steps of earlier detectors (rate changes)
-        self.ring = EventRing()
+        if ring_capacity is None:
+            # a journal that could not open keeps nothing: the ring is the store again
+            with_journal = journal is not None and journal.usable
+            ring_capacity = RING_CAPACITY_JOURNAL if with_journal else RING_CAPACITY
+        ring = self.ring = EventRing(ring_capacity)
+        # the journal (journal.py, optional) keeps every event on flash: numbers carry
+        # on from it, and an event the ring has dropped is read back from it
+        self.journal = journal
+        self._jbits = bytearray(ring_capacity // 8)  # per ring slot: journaled
+        self._j_oldest = 0  # journal.oldest_seq, read after each write (it loops)
+        self._j_check = False  # ask the journal whether its batch is due
+        if journal is not None:
+            ring.head = journal.next_seq
+            self._step_base = journal.last_step
+            self._j_oldest = journal.oldest_seq
         self._pkt = bytearray(P.EVENT_SIZE)  # event being built
         self._tx = bytearray(P.EVENT_SIZE)  # event being notified
-        self._next_tx = 0  # next event sequence number to notify
-        self._delivered = 0  # sequence number after the last delivered event
-        self._links = ble.links
-        self._reply = None  # Control reply still to be sent (bytes)
+        # per link slot: next event sequence number to notify (2**29 clock), and the
+        # ble.link_gen it was set for (a new authenticated central: a new stream)
+        self._tx_at = array("i", [ring.head] * MAX_LINKS)
+        self._gen = array("i", [0] * MAX_LINKS)
+        self._slot = 0  # the slot whose command is being answered
+        # sequence number after the newest delivered event, never older than the oldest
+        # held one (ring or journal): the events from here to the head are undelivered
+        self._delivered = ring.head
+        self.lost = 0  # undelivered events no longer held anywhere (saturates)
+        self._lost_logged = 0
+        self._lost_log_s = -_LOST_LOG_EVERY_S  # uptime of the last loss lines
+        self._replies = [None] * MAX_LINKS  # per slot: a Control reply still to be sent
         self._reply_buf = bytearray(P.REPLY_MAX)
+        # the wearer's pairing gesture, counted on every _gesture_step-th sample
+        # (about 50 Hz: taps last tens of ms, and this runs in the hot path)
+        self._gesture_step = 1
+        self._gesture_n = 0
+        self.gesture = TapGesture(self._gesture_rate(cfg["rate_hz"]))
+        self._owed = 0  # Control replies waiting for a buffer
         self.raw_on = False
+        self._raw_link = -1  # the slot that started the raw stream
         self._raw = [bytearray(P.RAW_SIZE) for _ in range(_RAW_QUEUE)]
-        self._raw_head = 0  # packets filled
-        self._raw_tail = 0  # packets sent
+        self._raw_tail = 0  # queue slot of the oldest unsent packet, 0.._RAW_QUEUE-1
+        self._raw_queued = 0  # complete packets waiting, 0.._RAW_QUEUE-1
         self._raw_slot = 0  # samples in the packet being filled
-        self.raw_lost = 0
+        self._raw_fill = self._raw[0]  # that packet
+        self.raw_lost = 0  # saturates at 0xFFFF
+        self._raw_lost_logged = 0
         self._status = bytearray(P.STATUS_SIZE)
         self._status_s = -1
-        self._battery_mv = 0
+        self._battery_mv = 0  # the last good reading
         self._battery = bytearray(1)
+        self.battery_errors = 0  # failed battery reads (saturates)
+        self._battery_log_s = -_BATTERY_LOG_EVERY_S
         self._rsc = bytearray(P.RSC_SIZE)
         self._dist_cm = 0
         self._last_step_ms = 0
         self._moving = False
         self.ble.set_name(self.adv_name())
-        self._emit_start()
+        if journal is not None:
+            self._emit_start(journal.skipped_seq, journal.skipped_steps)
+        else:
+            self._emit_start()
         self._update_status()
         self.ble.advertise()
+
+    # the stream of the slot being served: with one central, its stream
+    @property
+    def _next_tx(self):
+        return self._tx_at[self._slot]
+
+    @_next_tx.setter
+    def _next_tx(self, seq):
+        self._tx_at[self._slot] = seq
+
+    @property
+    def _reply(self):
+        return self._replies[self._slot]
 
     # ---- identity ----
     def adv_name(self):
@@ -90,21 +191,32 @@ class Insole:
 
     @property
     def steps(self):
-        return self._step_base + self.det.steps
+        return self._total(self.det.steps)
+
+    def _total(self, n):
+        """Step number n of the current detector counted from boot (saturates)."""
+        base = self._step_base
+        return base + n if n < _COUNT_MAX - base else _COUNT_MAX
 
     # ---- the loop ----
     def run(self, max_samples=None):
         """Sample until max_samples, board finished() or EOFError from an ADC.
 
-        Returns the number of samples taken.
+        Returns the number of samples taken (saturating at 2**29 - 1).
         """
+        j = self.journal
+        if j is not None and j.boot_line:  # what the journal found at boot
+            self._log("jrn", j.boot_line)
+            j.boot_line = ""
         n = self.loop(max_samples)
         self._log("run", "stop samples=%d steps=%d" % (n, self.steps))
         return n
 
     def loop(self, max_samples=None):
         """run() without the closing log line: allocates nothing while no event comes."""
-        n = 0
+        if max_samples is not None and max_samples > _COUNT_MAX:
+            raise ValueError("max_samples above 2**29 - 1")
+        n = 0  # samples taken: saturates, so a loop that runs for ever stays a small int
         finished = self._finished
         wdt = self.wdt
         while max_samples is None or n < max_samples:
@@ -117,7 +229,8 @@ class Insole:
                 self.sample()
             except EOFError:
                 break
-            n += 1
+            if n < _COUNT_MAX:
+                n += 1
         return n
 
     def idle(self, ms, period_ms=10):
@@ -127,6 +240,7 @@ class Insole:
         while clock.ticks_diff(end, clock.ticks_ms()) > 0:
             if self.wdt is not None:
                 self.wdt.feed()
+            self._j_check = self.journal is not None  # no sampling: no second ticks
             self.service()
             clock.sleep_ms(period_ms)
 
@@ -144,145 +258,404 @@ class Insole:
             ev = ex.feed(h, a, f)
             if ev:
                 self._exercise_events(ex, ev)
+        n = self._gesture_n + 1
+        if n >= self._gesture_step:
+            n = 0
+            g = self.gesture.feed(h, a, f)
+            if g:
+                self._gesture(g)
+        self._gesture_n = n
         if self.raw_on:
-            self._raw_sample(h, a, f)
+            # one raw sample into the packet being filled (inline: every sample)
+            slot = self._raw_slot
+            if slot == 0:
+                self._raw_begin()
+            pack_into("<HHH", self._raw_fill, 2 + 6 * slot, h, a, f)  # pack_raw_sample's
+            if slot < _RAW_PER_PACKET - 1:
+                self._raw_slot = slot + 1
+            else:
+                self._raw_done()
         self.service()
 
     def service(self):
         """Everything but sampling: link changes, commands, notifications, status."""
         ble = self.ble
-        if ble.links != self._links:
-            # a new central: it gets events from now on and asks for older ones
-            self._links = ble.links
-            self._next_tx = self.ring.head
-        if not ble.connected and self.raw_on:
-            self.raw_on = False
-        if self._reply is not None:
-            if ble.reply(self._reply) == SENT or not ble.connected:
-                self._reply = None
-        if self._reply is None:
-            cmd = ble.next_command()
+        ble.flush()  # what the IRQ handler left for the main loop: bond file, advertising
+        ready = ble.ready  # read once: bit per slot with an authenticated link
+        waiting = False
+        if ready or self.raw_on or self._owed:
+            waiting = self._links(ready)
+        if not waiting:
+            cmd = ble.next_link_command()
             if cmd is not None:
-                self._command(cmd[0], cmd[1])
-        if ble.connected:
-            self._pump_events()
-            if self._raw_tail != self._raw_head:
-                self._pump_raw()
+                # its write came after its link became authenticated, so link_gen
+                # already counts that central: take it up before answering
+                slot = cmd[1]
+                if ble.link_gen[slot] != self._gen[slot]:
+                    self._follow_link(slot)
+                self._slot = slot
+                self._command(cmd[0], True)
+                ready = ble.ready
+        if ready:
+            self._pump(ready)
+        self._after_links()
+
+    def _links(self, ready):
+        """Take up new centrals, drop what belonged to the ones gone, retry replies
+        that met a full stack; True while a reply still waits for a buffer."""
+        ble = self.ble
+        replies = self._replies
+        waiting = False
+        for i in range(MAX_LINKS):
+            if not ready >> i & 1:
+                if self._raw_link == i:
+                    self.raw_on = False
+                    self._raw_link = -1
+                if replies[i] is not None:
+                    replies[i] = None  # its central has gone
+                    self._owed -= 1
+                continue
+            if ble.link_gen[i] != self._gen[i]:
+                self._follow_link(i)
+            if replies[i] is not None:
+                if ble.reply_link(i, replies[i]) != NO_MEMORY:
+                    replies[i] = None
+                    self._owed -= 1
+                else:
+                    waiting = True
+        if self.raw_on and self._raw_link < 0:
+            self.raw_on = False
+        return waiting
+
+    def _pump(self, ready):
+        """Events (and the raw stream) to each authenticated link."""
+        head = self.ring.head
+        i = 0
+        while ready:
+            if ready & 1:
+                if self._tx_at[i] != head:
+                    self._pump_events(i)
+                if self._raw_link == i and self._raw_queued:
+                    self._pump_raw(i)
+            ready >>= 1
+            i += 1
+
+    def _after_links(self):
+        j = self.journal
+        if j is not None and j.reading and self._replay_done():
+            j.release()  # the replays have left the journal: its reading code goes too
+        if self._j_check:  # new events, a second gone, or idle(): the batch may be due
+            self._journal_tick()
         if self.sampler.uptime_s != self._status_s:
             self._second()
+
+    def _follow_link(self, slot):
+        # a new authenticated central in slot: it gets events from now on and asks
+        # for older ones; the previous one's reply and raw stream end with its link
+        self._gen[slot] = self.ble.link_gen[slot]
+        self._tx_at[slot] = self.ring.head
+        if self._replies[slot] is not None:
+            self._replies[slot] = None
+            self._owed -= 1
+        if self._raw_link == slot:
+            self.raw_on = False
+            self._raw_link = -1
+            self._raw_queued = 0
+
+    def _replay_done(self):
+        """No stream of a link still reads from the journal."""
+        ring = self.ring
+        head = ring.head
+        for i in range(MAX_LINKS):
+            seq = self._tx_at[i]
+            if self.ble.link_conn[i] >= 0 and seq != head and not ring.held(seq):
+                return False
+        return True
+
+    def _gesture_rate(self, rate):
+        # feed the gesture about 50 times a second, whatever the sample rate
+        step = rate // 50
+        self._gesture_step = step if step > 0 else 1
+        self._gesture_n = 0
+        return rate // self._gesture_step
+
+    def _gesture(self, g):
+        # the wearer's foot gesture (pairing.py): open the pairing window, or forget
+        # every bond (which opens it too)
+        if g == GESTURE_PAIR:
+            self.ble.open_window("gesture")
+        elif g == GESTURE_FORGET:
+            self.ble.forget_all()
 
     # ---- step events ----
     def _events(self, ev):
         d = self.det
         pkt = self._pkt
         if ev & EV_STEP:  # the previous step ends before the next one starts
-            step = self._step_base + d.seq
+            step = self._total(d.seq)
             P.pack_step(pkt, self.ring.head, step, d.strike_ms, d.stance_ms, d.swing_ms,
                         d.stride_ms, d.heel_off_ms)
-            self.ring.put(pkt)
+            self._put(pkt)
             P.pack_load(pkt, self.ring.head, step, d.pattern, d.peak_heel, d.peak_arch,
                         d.peak_fore, d.share_heel, d.share_arch, d.share_fore)
-            self.ring.put(pkt)
+            self._put(pkt)
             self._led_set(0)
             self._rsc_step()
         if ev & EV_STRIKE:
-            P.pack_strike(pkt, self.ring.head, self._step_base + d.contact_seq, d.contact_ms,
+            P.pack_strike(pkt, self.ring.head, self._total(d.contact_seq), d.contact_ms,
                           d.now_ms)
-            self.ring.put(pkt)
+            self._put(pkt)
             self._led_set(1)
 
     def _exercise_events(self, ex, ev):
         bit = 1
-        while bit <= exercise.EV_COACH:
+        while bit <= _EV_LAST:
             if ev & bit:
                 ex.pack(bit, self._pkt, self.ring.head)
-                self.ring.put(self._pkt)
+                self._put(self._pkt)
             bit <<= 1
 
-    def _emit_start(self):
+    def _emit_start(self, skipped_seq=0, skipped_steps=0):
         side = P.SIDE_RIGHT if self.cfg["side"] == "R" else P.SIDE_LEFT
         P.pack_start(self._pkt, self.ring.head, self.steps, self.cfg["rate_hz"], side,
-                     self.mode)
-        self.ring.put(self._pkt)
+                     self.mode, skipped_seq, skipped_steps)
+        self._put(self._pkt)
 
-    def _pump_events(self):
+    def _put(self, pkt):
         ring = self.ring
+        seq = ring.head
+        cap = ring.capacity
+        slot = seq & (cap - 1)
+        bit = 1 << (slot & 7)
+        bits = self._jbits
+        if ring.count == cap and ring.behind(self._delivered) >= cap:
+            # this put overwrites the undelivered event seq - cap: lost for good
+            # unless the journal has it
+            if not bits[slot >> 3] & bit:
+                if self._delivered == (seq - cap) & _SEQ29:
+                    self._delivered = (seq - cap + 1) & _SEQ29
+                if self.lost < _COUNT_MAX:
+                    self.lost += 1
+        ring.put(pkt)
+        j = self.journal
+        if j is not None and j.append(seq, pkt):
+            bits[slot >> 3] |= bit
+            self._j_check = True
+        else:
+            bits[slot >> 3] &= ~bit & 0xFF
+
+    def _oldest_held(self):
+        """The oldest sequence number the ring or the journal holds."""
+        ring = self.ring
+        oldest = ring.oldest()
+        if self.journal is not None:
+            back = ring.behind(self._j_oldest)
+            if ring.behind(oldest) < back < _HALF29:
+                return self._j_oldest
+        return oldest
+
+    def _journal_tick(self):
+        self._j_check = False
+        # the batch clock is ticks, which also run while idle() serves BLE
+        ms = self._clock.ticks_ms() & _MS_MASK
+        if self.journal.due(ms):
+            self._journal_write(ms)
+
+    def _journal_write(self, ms):
+        j = self.journal
+        if not j.flush(ms):
+            return
+        self._j_oldest = j.oldest_seq
+        oldest = self._oldest_held()
+        ring = self.ring
+        gone = ring.behind(self._delivered) - ring.behind(oldest)
+        if gone > 0:
+            # the journal dropped its oldest day with events no central has had
+            self._delivered = oldest
+            self.lost = min(self.lost + gone, _COUNT_MAX)
+
+    def _pump_events(self, slot):
+        ring = self.ring
+        ble = self.ble
+        tx = self._tx
+        cursor = self._tx_at
         sent = 0
-        while self._next_tx != ring.head and sent < _BURST:
-            seq = self._next_tx
-            if not ring.held(seq):
-                # overwritten while it waited: nothing older can be sent any more
-                self._log("ring", "lost %d" % (ring.behind(seq) - ring.count))
-                seq = ring.oldest()
-            ring.copy(seq, self._tx)
-            if self.ble.notify(self.ble.h_event, self._tx) != SENT:
-                return
-            self._next_tx = (seq + 1) & _SEQ29
-            if ring.behind(self._next_tx) < ring.behind(self._delivered):
-                self._delivered = self._next_tx
+        while cursor[slot] != ring.head and sent < _BURST:
+            seq = cursor[slot]
             sent += 1
+            if ring.held(seq):
+                ring.copy(seq, tx)
+            else:
+                oldest = self._oldest_held()
+                if ring.behind(seq) > ring.behind(oldest):
+                    # gone while it waited (counted in lost if it was undelivered): go
+                    # on from the oldest held, and remember that, so a failed send
+                    # below does not meet the same gap again
+                    cursor[slot] = oldest
+                    continue
+                j = self.journal
+                if ring.behind(seq) <= ring.behind(j.next_seq):
+                    # past the journal's end (its flash refused them): none until the
+                    # ring's oldest
+                    cursor[slot] = ring.oldest()
+                    continue
+                if not j.read(seq, tx):
+                    # a number that holds no event (skipped at a reboot, refused by a
+                    # failing flash, or unreadable now): go on with the next one
+                    self._advance_tx(slot, seq)
+                    continue
+            if ble.notify_link(slot, ble.h_event, tx) != SENT:
+                break  # no link (it may have dropped since service() looked) or no buffer
+            self._advance_tx(slot, seq)
 
-    def _backfill(self, first16):
+    def _advance_tx(self, slot, seq):
         ring = self.ring
-        back = (ring.head - first16) & P.SEQ_MASK
+        seq = (seq + 1) & _SEQ29
+        self._tx_at[slot] = seq
+        if ring.behind(seq) < ring.behind(self._delivered):
+            self._delivered = seq
+
+    def _backfill(self, first, wide=False):
+        """Replay from the event numbered first: its low 16 bits (see P.backfill_ahead
+        for which values lie ahead of the head) or, wide, the whole 29-bit number."""
+        ring = self.ring
+        head = ring.head
+        buf = self._reply_buf
+        if P.backfill_ahead_29(first, head) if wide else P.backfill_ahead(first, head):
+            # not made yet (a central that outran a reboot, or a wrong number): replay
+            # nothing and tell the central where the insole is
+            n = P.pack_backfill_reply(buf, P.ERR_NOT_YET, head, 0, wide)
+            return bytes(buf[:n])
+        if wide:
+            back = (head - first) & _SEQ29
+        else:
+            back = (head - first) & P.SEQ_MASK  # 0..32768 events behind the head
+        held = ring.behind(self._oldest_held())
         err = P.ERR_OK
-        if back > ring.count:
-            back = ring.count
+        if back > held:
+            back = held
             err = P.ERR_PARTIAL
-        first = (ring.head - back) & _SEQ29
-        self._next_tx = first
-        n = P.pack_backfill_reply(self._reply_buf, err, first, back)
+        first = (head - back) & _SEQ29
+        if self.journal is not None and back and not ring.held(first):
+            start = first
+            first = self._first_event(first)
+            if first != start:
+                # the numbers asked for first hold nothing (skipped at a reboot, lost
+                # in a power cut, refused by a failing flash): say they are gone
+                back = ring.behind(first)
+                err = P.ERR_PARTIAL
+        self._tx_at[self._slot] = first  # the asking central's stream
+        n = P.pack_backfill_reply(buf, err, first, back, wide)
+        return bytes(buf[:n])
+
+    def _first_event(self, seq):
+        """seq, or the first number after it that holds an event (looking at most at
+        _HOLE_SCAN numbers; the head when none)."""
+        ring = self.ring
+        j = self.journal
+        n = 0
+        while seq != ring.head and not ring.held(seq) and n < _HOLE_SCAN:
+            if ring.behind(seq) <= ring.behind(j.next_seq):
+                return ring.oldest()  # past the journal's end: the ring's oldest next
+            if j.read(seq, self._tx) or j.read_error:
+                return seq  # an event, or one that could not be read now: not gone
+            seq = (seq + 1) & _SEQ29
+            n += 1
+        return seq
+
+    def _journal_reply(self):
+        j = self.journal
+        dropped = size = 0
+        if j is not None:
+            dropped = j.dropped
+            size = j.size_bytes
+        n = P.pack_journal_reply(self._reply_buf, self.ring.head, self._oldest_held(),
+                                 dropped, size)
         return bytes(self._reply_buf[:n])
 
     def buffered(self):
-        """Events made since the last one delivered."""
-        return min(self.ring.behind(self._delivered), self.ring.count)
+        """Events newer than the newest one delivered (all of them still held)."""
+        ring = self.ring
+        return min(ring.behind(self._delivered), ring.behind(self._oldest_held()))
 
     # ---- raw stream ----
-    def _raw_sample(self, h, a, f):
-        pkt = self._raw[self._raw_head % _RAW_QUEUE]
-        slot = self._raw_slot
-        if slot == 0:
-            P.pack_raw_index(pkt, self.sampler.count)
-        P.pack_raw_sample(pkt, slot, h, a, f)
-        slot += 1
-        if slot == P.RAW_PER_PACKET:
-            slot = 0
-            self._raw_head += 1
-            if self._raw_head - self._raw_tail >= _RAW_QUEUE:
-                # the slot to fill next still holds the oldest unsent packet
-                self._raw_tail += 1  # drop the oldest; the index gap shows it
-                self.raw_lost = min(self.raw_lost + 1, 0xFFFF)
-                self._log("raw", "lost %d" % self.raw_lost)
-        self._raw_slot = slot
+    def _raw_begin(self):
+        # a new packet in the queue slot after the waiting ones, stamped with the
+        # index of its first sample
+        pkt = self._raw[(self._raw_tail + self._raw_queued) % _RAW_QUEUE]
+        self._raw_fill = pkt
+        P.pack_raw_index(pkt, self.sampler.count)
 
-    def _pump_raw(self):
+    def _raw_done(self):
+        # the packet is full: queue it
+        self._raw_slot = 0
+        if self._raw_queued < _RAW_QUEUE - 1:
+            self._raw_queued += 1
+        else:
+            # the slot to fill next holds the oldest unsent packet: drop that one
+            # (the index gap shows it); the queue stays full
+            self._raw_tail = (self._raw_tail + 1) % _RAW_QUEUE
+            self.raw_lost = min(self.raw_lost + 1, 0xFFFF)  # logged once a while
+
+    def _pump_raw(self, slot):
+        ble = self.ble
+        raw = self._raw
+        handle = ble.h_raw
         sent = 0
-        while self._raw_tail != self._raw_head and sent < _BURST:
-            if self.ble.notify(self.ble.h_raw, self._raw[self._raw_tail % _RAW_QUEUE]) != SENT:
+        while self._raw_queued and sent < _BURST:
+            tail = self._raw_tail
+            if ble.notify_link(slot, handle, raw[tail]) != SENT:
                 return
-            self._raw_tail += 1
+            self._raw_tail = (tail + 1) % _RAW_QUEUE
+            self._raw_queued -= 1
             sent += 1
-        if self._raw_tail >= _RAW_QUEUE:  # keep the counters small, slots unchanged
-            self._raw_tail -= _RAW_QUEUE
-            self._raw_head -= _RAW_QUEUE
 
     def _raw_start(self):
         self.raw_on = True
+        self._raw_link = self._slot
         self._raw_slot = 0
-        self._raw_head = self._raw_tail = 0
+        self._raw_tail = self._raw_queued = 0
 
     # ---- once a second ----
     def _second(self):
-        self._status_s = self.sampler.uptime_s
-        if self._battery_fn is not None and self._status_s % _BATTERY_EVERY_S == 0:
-            self._battery_mv = self._battery_fn()
-            self._battery[0] = self.battery_percent()
-            self.ble.publish(self.ble.h_battery, self._battery)
+        now = self._status_s = self.sampler.uptime_s
+        if self.journal is not None:
+            self._journal_tick()  # the batch's 5 s, checked once a second
+        if self._battery_fn is not None and now % _BATTERY_EVERY_S == 0:
+            self._read_battery(now)
         if self._moving and (self.det.now_ms - self._last_step_ms) & _MS_MASK > _RSC_IDLE_MS:
             self._moving = False
             self._publish_rsc(False, 0, 0)
+        if (now - self._lost_log_s) & _S_MASK >= _LOST_LOG_EVERY_S:
+            self._log_losses(now)
         self._update_status()
+
+    def _log_losses(self, now):
+        # running totals, at most one line each per _LOST_LOG_EVERY_S: a link that
+        # cannot keep up loses something every few samples, and the log must not
+        if self.lost != self._lost_logged:
+            self._lost_logged = self.lost
+            self._lost_log_s = now
+            self._log("ring", "lost %d" % self.lost)
+        if self.raw_lost != self._raw_lost_logged:
+            self._raw_lost_logged = self.raw_lost
+            self._lost_log_s = now
+            self._log("raw", "lost %d" % self.raw_lost)
+
+    def _read_battery(self, now):
+        try:
+            # on an ESP32 ADC.read_uv() raises when the eFuse calibration fails
+            mv = max(0, min(int(self._battery_fn()), _BATT_MAX_MV))
+        except Exception as e:  # any failure: keep the last good value
+            if self.battery_errors < _COUNT_MAX:
+                self.battery_errors += 1
+            if (now - self._battery_log_s) & _S_MASK >= _BATTERY_LOG_EVERY_S:
+                self._battery_log_s = now
+                self._log("batt", "read failed (%d): %r" % (self.battery_errors, e))
+            return
+        self._battery_mv = mv
+        self._battery[0] = self.battery_percent()
+        self.ble.publish(self.ble.h_battery, self._battery)
 
     def _update_status(self):
         flags = (1 if self.cfg["side"] == "R" else 0) | (self.mode << P.STATUS_MODE_SHIFT)
@@ -290,9 +663,11 @@ class Insole:
             flags |= P.STATUS_RAW
         if self.ble.encrypted:
             flags |= P.STATUS_ENCRYPTED
+        if self.journal is not None and self.journal.dropped:
+            flags |= P.STATUS_JOURNAL_DROPPED  # how many: GET_JOURNAL
         P.pack_status(self._status, flags, self.sampler.rate_hz, self.steps,
-                      self.sampler.uptime_s, self.sampler.overruns, self._battery_mv,
-                      self.buffered())
+                      self.sampler.uptime_s, self.sampler.overruns, self.lost,
+                      getattr(self.det, "faults", 0), self._battery_mv, self.buffered())
         self.ble.publish(self.ble.h_status, self._status)
 
     def battery_percent(self):
@@ -334,7 +709,10 @@ class Insole:
             self._send_reply(bytes((op, err)))
             return
         if op == P.OP_BACKFILL:
-            self._send_reply(self._backfill(value))
+            self._send_reply(self._backfill(value, len(data) == 5))
+            return
+        if op == P.OP_GET_JOURNAL:
+            self._send_reply(self._journal_reply())
             return
         if op == P.OP_GET_CONFIG:
             side = P.SIDE_RIGHT if self.cfg["side"] == "R" else P.SIDE_LEFT
@@ -347,7 +725,10 @@ class Insole:
         elif op == P.OP_SET_NAME:
             err = self._change("name", value)
         elif op == P.OP_SET_RATE:
-            err = self._change("rate_hz", value)
+            if value > MAX_RATE_HZ[self.mode]:
+                err = P.ERR_TOO_FAST
+            else:
+                err = self._change("rate_hz", value)
             if err == P.ERR_OK:
                 self._restart_detector()
         elif op == P.OP_SET_STRIDE:
@@ -359,12 +740,14 @@ class Insole:
         elif op == P.OP_RAW_START:
             self._raw_start()
         elif op == P.OP_RAW_STOP:
-            self.raw_on = False
+            if self._raw_link == self._slot:
+                self.raw_on = False
+                self._raw_link = -1
         elif op == P.OP_SET_MODE:
-            self.mode = value[0]
-            self._mode_args = value
-            self._new_exercise()
-            self._emit_start()
+            if self.cfg["rate_hz"] > MAX_RATE_HZ[value[0]]:
+                err = P.ERR_TOO_FAST
+            else:
+                err = self._set_mode(value)
         self._log("cmd", "%d -> %d" % (op, err))
         self._send_reply(bytes((op, err)))
 
@@ -375,9 +758,7 @@ class Insole:
             return P.ERR_STORAGE
         self.cfg = new
         if key in ("side", "name"):
-            self.ble.set_name(self.adv_name())
-            if not self.ble.connected:
-                self.ble.advertise()
+            self.ble.set_name(self.adv_name())  # advertised at once while advertising
         return P.ERR_OK
 
     def _new_detector(self):
@@ -387,24 +768,74 @@ class Insole:
             det.set_zero(zero[0], zero[1], zero[2])
         return det
 
+    def _set_mode(self, args):
+        self.mode = args[0]
+        self._mode_args = args
+        err = P.ERR_OK
+        try:
+            self._new_exercise()
+        except MemoryError:
+            # a heap too full or too fragmented for the counter: walk on
+            self._unload_counter()
+            self.mode = P.MODE_WALK
+            self._mode_args = (P.MODE_WALK, 0, 0, 0)
+            err = P.ERR_NO_MEMORY
+        self._emit_start()
+        return err
+
     def _new_exercise(self):
         mode, target, tol, pattern = self._mode_args
         self.ex = None
-        if mode != P.MODE_WALK:
-            self.ex = exercise.create(mode, self.cfg["rate_hz"], target, tol, pattern)
+        if mode != self._counter_mode:
+            self._unload_counter()
+            if mode != P.MODE_WALK:
+                self._load_counter(mode)
+        if mode == P.MODE_WALK:
+            return
+        name, cls_name = _COUNTERS[mode]
+        counter = getattr(sys.modules[name], cls_name)
+        rate = self.cfg["rate_hz"]
+        if mode == P.MODE_SLOW_WALK:
+            self.ex = counter(rate, target, tol, pattern)
+        else:
+            self.ex = counter(rate)
+
+    def _load_counter(self, mode):
+        before = set(sys.modules)
+        try:
+            __import__(_COUNTERS[mode][0])
+            self._counter_mode = mode
+        finally:
+            # kept even when the import failed half way: the unload drops them
+            self._counter_modules = [m for m in sys.modules if m not in before]
+
+    def _unload_counter(self):
+        """Forget the exercise counter and the modules its import added."""
+        self.ex = None
+        self._counter_mode = P.MODE_WALK
+        dropped = self._counter_modules
+        self._counter_modules = []
+        for name in dropped:
+            sys.modules.pop(name, None)
+        if dropped:
+            gc.collect()  # return their memory now, before anything else settles there
 
     def _restart_detector(self):
-        self._step_base += self.det.steps
+        self._step_base = self.steps  # saturates with the total
         rate = self.cfg["rate_hz"]
         self.det = self._new_detector()
         self._new_exercise()  # an exercise counter follows the new rate too
         self.sampler.set_rate(rate)
+        self.gesture.set_rate(self._gesture_rate(rate))
         self._moving = False
         self._emit_start()
 
     def _send_reply(self, data):
-        if self.ble.reply(data) != SENT and self.ble.connected:
-            self._reply = data  # retried on the next samples
+        slot = self._slot
+        if self.ble.reply_link(slot, data) == NO_MEMORY:
+            if self._replies[slot] is None:
+                self._owed += 1
+            self._replies[slot] = data  # retried on the next samples while the link lasts
 
     def _led_set(self, on):
         led = self._led

@@ -1,5 +1,6 @@
 # Step journal: every Step Event on the board's flash, so a day without a phone loses
-# nothing and a reboot carries on counting. docs/JOURNAL.md is the prose version.
+# nothing and a reboot carries on counting. docs/PROTOCOL.md ("Step journal on
+# flash") is the prose version of the format, docs/HARDWARE.md of its costs and wear.
 #
 # append() copies an event into a preallocated RAM batch as a compact record (no
 # allocation); flush() writes the batch as one frame, at most every FLUSH_MS. A frame:
@@ -15,7 +16,13 @@
 # At boot the journal skips past what an unwritten batch could have held (SEQ_SKIP
 # events, STEP_SKIP steps) and writes that at once, so no number a central may have
 # seen is used again.
+#
+# Only what runs on every append and write stays loaded. Reading (journal_read.py,
+# with its frame buffer) is imported by the first read() and dropped by release();
+# the boot scan and removing parts (journal_boot.py) are imported for the boot and
+# for a drop, and dropped right after, so their code leaves the heap between uses.
 import os
+import sys
 from array import array
 
 try:
@@ -162,90 +169,6 @@ def _advance(st, p):
     st[_SEQ] = (st[_SEQ] + 1) & _MASK
 
 
-def _decode(src, i, st, out):
-    """Rebuild the packet of the record at src[i] into out; the index after it, or -1."""
-    tag = src[i]
-    typ = tag & 0x0F
-    if typ == _R_RAW:
-        _copy(out, 0, src, i + 1, 20)
-        _advance(st, out)
-        return i + 21
-    seq = st[_SEQ]
-    out[0] = _FORMAT
-    out[2] = seq & 0xFF
-    out[3] = (seq >> 8) & 0xFF
-    if typ == _R_EVENT:
-        out[1] = src[i + 1]
-        _copy(out, 4, src, i + 2, 16)
-        j = i + 18
-    elif typ == _R_STRIKE:
-        out[1] = _KIND_STRIKE
-        c = _add29(st[_T], _u16(src, i + 1))
-        if tag & _F_SHORT:
-            d = _add29(c, src[i + 3])
-            j = i + 4
-        else:
-            d = _add29(c, _u16(src, i + 3))
-            j = i + 5
-        _put32(out, 4, st[_STEP] + 1)
-        _put32(out, 8, c)
-        _put32(out, 12, d)
-        for k in range(16, 20):
-            out[k] = 0
-    elif typ == _R_STEP:
-        out[1] = _KIND_STEP
-        j = i + 1
-        s = st[_T]
-        if not tag & _F_AT_T:
-            s = _add29(s, _u16(src, j))
-            j += 2
-        _put32(out, 4, st[_STEP] + 1)
-        _put32(out, 8, s)
-        out[12] = src[j]
-        out[13] = src[j + 1]
-        out[18] = src[j + 2]
-        out[19] = src[j + 3]
-        j += 4
-        if tag & _F_ZERO:
-            for k in range(14, 18):
-                out[k] = 0
-        elif tag & _F_DERIVED:
-            if not st[_PREV]:
-                return -1
-            stride = (s - st[_PSTRIKE]) & _MASK
-            swing = (stride - st[_PSTANCE]) & _MASK
-            if stride > 0xFFFF or swing > 0xFFFF:
-                return -1
-            _put16(out, 14, swing)
-            _put16(out, 16, stride)
-        else:
-            _copy(out, 14, src, j, 4)
-            j += 4
-    elif typ == _R_LOAD:
-        out[1] = _KIND_LOAD
-        step = st[_STEP]
-        out[4] = step & 0xFF
-        out[5] = (step >> 8) & 0xFF
-        out[6] = (step >> 16) & 0xFF
-        out[7] = (tag >> 4) & 3
-        _copy(out, 8, src, i + 1, 6)
-        if tag & _F_PACKED:
-            h = src[i + 7] | ((src[i + 8] & 0x03) << 8)
-            a = (src[i + 8] >> 2) | ((src[i + 9] & 0x0F) << 6)
-            f = 1000 - h - a - ((src[i + 9] >> 4) & 3)
-            if f < 0 or src[i + 9] > 0x3F:
-                return -1
-            _put16(out, 14, h)
-            _put16(out, 16, a)
-            _put16(out, 18, f)
-            j = i + 10
-        else:
-            _copy(out, 14, src, i + 7, 6)
-            j = i + 13
-    else:
-        return -1
-    _advance(st, out)
-    return j
 
 
 class Journal:
@@ -256,8 +179,13 @@ class Journal:
     files in "rb", "ab" and "wb".
     """
 
-    def __init__(self, path_prefix, log, fs=os, opener=open, limit_bytes=LIMIT_BYTES):
+    def __init__(self, path_prefix, log, fs=os, opener=open, limit_bytes=LIMIT_BYTES,
+                 announce=True):
         self._log = log
+        # the boot's one line: logged at once, or (announce False) kept in boot_line
+        # for the device to log after its banner
+        self._announce = announce
+        self.boot_line = ""
         self._fs = fs
         self._open = opener
         cut = path_prefix.rfind("/")
@@ -277,7 +205,6 @@ class Journal:
         self._age = 0  # ms of device time into the journal day
         self._last_ms = -1
         self._es = array("i", [0] * 6)  # writer state
-        self._ds = array("i", [0] * 6)  # reader state
         self._ck = array("i", [0, 0])
         self._batch = bytearray(_BUF)
         self._bmv = memoryview(self._batch)
@@ -285,16 +212,16 @@ class Journal:
         self._events = 0
         self._steps = 0
         self._since = -1  # ms when due() first saw the batch non-empty
-        self._rbuf = bytearray(_BUF)
-        self._rmv = memoryview(self._rbuf)
-        self._hb = bytearray(7)
-        self._hmv = memoryview(self._hb)
-        self._rhdr = self._rmv[:_HDR]
+        self._retry = False  # the last write failed: wait FLUSH_MS, even when full
+        self._skipped = False  # the boot skipped SEQ_SKIP / STEP_SKIP numbers
+        self._rd = None  # journal_read while loaded, and its buffers (attach)
+        self._ds = self._rbuf = self._rmv = self._hb = self._hmv = self._rhdr = None
+        self._pkt = None
+        self.read_error = False  # the last read() could not look (memory, I/O)
         self._rpath = ""  # path of the part last read, and its name
         self._rpath_id = -1
         self._wpath = ""  # path of the part last written, and its name
         self._wpath_id = -1
-        self._pkt = bytearray(20)
         self._cur = _NONE  # what the reader holds: a part's frame, the batch, nothing
         self._cur_off = 0  # that frame's offset in its file
         self._cur_next = -1  # seq of the next frame in the same part, -1 none known
@@ -303,10 +230,13 @@ class Journal:
         self._quiet = True  # boot speaks in one line
         self._boot_drops = 0
         try:
-            self._boot()
+            _module("journal_boot").boot(self)
         except Exception as e:  # a journal must never stop a boot
             self._off = True  # and writes nothing it does not understand
-            self._log("jrn", "unusable, not written: %r" % e)
+            self._say_boot("unusable, not written: %r" % e)
+        finally:
+            self._done_with("journal_boot")
+            self.release()
         self._quiet = False
 
     # ---- what the device reads ----
@@ -337,6 +267,21 @@ class Journal:
             return 0
         ident = self._id[0]
         return ident // _PARTS + (1 if ident % _PARTS else 0)
+
+    @property
+    def usable(self):
+        """False when opening failed: the journal then writes nothing."""
+        return not self._off
+
+    @property
+    def skipped_seq(self):
+        """Sequence numbers this boot left unused before next_seq (0 or SEQ_SKIP)."""
+        return SEQ_SKIP if self._skipped else 0
+
+    @property
+    def skipped_steps(self):
+        """Step numbers this boot left unused up to last_step (0 or STEP_SKIP)."""
+        return STEP_SKIP if self._skipped else 0
 
     @property
     def pending(self):
@@ -404,6 +349,8 @@ class Journal:
             return False
         if self._since < 0:
             self._since = now
+        if self._retry:  # a failing flash is not asked again on every sample
+            return (now - self._since) & _MASK >= FLUSH_MS
         if (self._n >= _SOFT_BYTES or self._events >= _SOFT_EVENTS
                 or self._steps >= _SOFT_STEPS):
             return True
@@ -417,6 +364,7 @@ class Journal:
         if self._commit():
             return True
         self._since = now_ms & _MASK  # try again a FLUSH_MS later
+        self._retry = True
         return False
 
     def _begin(self, seq):
@@ -572,6 +520,7 @@ class Journal:
         self._n = 0
         self._steps = 0
         self._since = -1
+        self._retry = False
         return True
 
     def _new_part(self):
@@ -598,322 +547,70 @@ class Journal:
         self._writable = True
 
     def _drop_oldest(self):
-        self._drop(0)
-
-    def _drop(self, at):
-        path = self._path(self._id[at])
-        gone = "dropped"
         try:
-            self._fs.remove(path)
-        except OSError:
-            gone = "forgot unremovable"
-        if self._quiet:
-            self._boot_drops += 1
-        else:
-            self._log("jrn", "%s %s" % (gone, path))
-        self._total -= self._size[at]
-        n = self._nseg - 1
-        for i in range(at, n):
-            self._id[i] = self._id[i + 1]
-            self._first[i] = self._first[i + 1]
-            self._size[i] = self._size[i + 1]
-            self._end[i] = self._end[i + 1]
-        self._nseg = n
-        self._cur = _NONE
+            _module("journal_boot").drop(self, 0)
+        finally:
+            self._done_with("journal_boot")
+
 
     def _path(self, ident):
         name = "%s.%05d.%03d" % (self._base, ident // _PARTS, ident % _PARTS)
         return self._dir + "/" + name if self._dir else name
 
-    # ---- reading ----
+    # ---- reading (journal_read.py, loaded on demand) ----
     def read(self, seq, out):
-        """Fill out (20 bytes) with event seq; False when the journal does not hold it."""
-        seq &= _MASK
-        base = self.oldest_seq
-        want = (seq - base) & _MASK
-        if want >= (self._es[_SEQ] - base) & _MASK:
-            return False
-        if self._events and (_u29(self._batch, 3) - base) & _MASK <= want:
-            if self._cur != _IN_BATCH:
-                self._cur = _IN_BATCH
-                self._rewind(self._batch)
-            return self._find(self._batch, _HDR + self._n, seq, out)
-        i = self._nseg - 1
-        while i >= 0 and (self._first[i] < 0 or (self._first[i] - base) & _MASK > want):
-            i -= 1
-        if i < 0:
-            return False
-        if self._cur == i and (_u29(self._rbuf, 3) - base) & _MASK <= want and (
-                self._cur_next < 0 or want < (self._cur_next - base) & _MASK):
-            return self._find(self._rbuf, _HDR + _u16(self._rbuf, 1), seq, out)
-        try:
-            if not self._locate(i, base, want):
-                self._cur = _NONE
+        """Fill out (20 bytes) with event seq; False when the journal does not hold it,
+        or (read_error set) when it could not look now: no memory for the reading
+        code, a file that would not read."""
+        self.read_error = False
+        rd = self._rd
+        if rd is None:
+            try:
+                rd = _module("journal_read")
+                rd.attach(self)
+            except MemoryError:
+                self.release()
+                self.read_error = True
                 return False
-        except OSError:
-            self._cur = _NONE
-            return False
-        return self._find(self._rbuf, _HDR + _u16(self._rbuf, 1), seq, out)
+            self._rd = rd
+        return rd.read(self, seq, out)
 
-    def _locate(self, i, base, want):
-        # Load the frame of part i that holds offset want (from the oldest) into rbuf.
-        pos = 0
-        if self._cur == i and (_u29(self._rbuf, 3) - base) & _MASK <= want:
-            pos = self._cur_off
-        end = self._end[i]
-        if self._rpath_id != self._id[i]:
-            self._rpath = self._path(self._id[i])
-            self._rpath_id = self._id[i]
-        f = self._open(self._rpath, "rb")
-        try:
-            if not self._peek(f, pos, end):
-                return False
-            nxt_seq = -1
-            while True:
-                nxt = pos + _HDR + _u16(self._hb, 1) + 4
-                if not self._peek(f, nxt, end):
-                    nxt_seq = -1
-                    break
-                nxt_seq = _u29(self._hb, 3)
-                if (nxt_seq - base) & _MASK > want:
-                    break
-                pos = nxt
-            if not self._frame(f, pos):
-                return False
-        finally:
-            f.close()
-        self._cur = i
-        self._cur_off = pos
-        self._cur_next = nxt_seq
-        self._rewind(self._rbuf)
-        return True
+    @property
+    def reading(self):
+        """The reading code is loaded (release() drops it)."""
+        return self._rd is not None
 
-    def _peek(self, f, pos, end):
-        # the start of the frame header at pos into hb (magic, length, seq)
-        if pos + _HDR > end or self._fill(f, self._hmv, pos, 7) < 7:
-            return False
-        hb = self._hb
-        return hb[0] == _MAGIC and _u16(hb, 1) <= _BATCH_BYTES and hb[6] < 0x20
+    def release(self):
+        """Drop the reading code and its buffers; the next read() loads them again."""
+        self._rd = None
+        self._ds = self._rbuf = self._rmv = self._hb = self._hmv = self._rhdr = None
+        self._pkt = None
+        self._cur = _NONE
+        self._done_with("journal_read")
 
-    def _fill(self, f, mv, pos, n):
-        # n bytes at pos into mv (slicing only when mv is longer or a read comes short)
-        f.seek(pos)
-        got = f.readinto(mv if len(mv) == n else mv[:n])
-        while got and got < n:
-            k = f.readinto(mv[got:n])
-            if not k:
-                break
-            got += k
-        return got or 0
+    def _say_boot(self, text):
+        if self._announce:
+            self._log("jrn", text)
+        else:
+            self.boot_line = text
 
-    def _frame(self, f, pos):
-        # Read and check the frame at pos into rbuf; its length, or 0.
-        rb = self._rbuf
-        if self._fill(f, self._rhdr, pos, _HDR) < _HDR or rb[0] != _MAGIC:
-            return 0
-        n = _u16(rb, 1)
-        if n > _BATCH_BYTES or rb[6] >= 0x20 or rb[10] >= 0x20 or rb[14] >= 0x20 or \
-                rb[18] >= 0x20:
-            return 0
-        if self._fill(f, self._rmv[_HDR:_HDR + n + 4], pos + _HDR, n + 4) < n + 4:
-            return 0
-        _sums(rb, 0, _HDR + n, self._ck)
-        if self._ck[0] != _u16(rb, _HDR + n) or self._ck[1] != _u16(rb, _HDR + n + 2):
-            return 0
-        return _HDR + n + 4
+    def _done_with(self, name):
+        if name == "journal_read" or self._rd is None:
+            sys.modules.pop("journal_read", None)  # journal_boot imports it too
+        sys.modules.pop(name, None)
 
-    def _rewind(self, src):
-        st = self._ds
-        st[_SEQ] = _u29(src, 3)
-        st[_STEP] = _u29(src, 7)
-        st[_T] = _u29(src, 11)
-        st[_PREV] = 0
-        self._cur_pos = _HDR
 
-    def _find(self, src, end, seq, out):
-        # Decode the frame in src up to event seq.
-        st = self._ds
-        first = _u29(src, 3)
-        want = (seq - first) & _MASK
-        if want < (st[_SEQ] - first) & _MASK:
-            self._rewind(src)
-        pos = self._cur_pos
-        pkt = self._pkt
-        while pos < end:
-            if src[pos] & 0x0F == _R_GAP:
-                gap = _u29(src, pos + 1)
-                if gap < 0 or pos + 5 > end:
-                    break
-                st[_SEQ] = _add29(st[_SEQ], gap)
-                pos += 5
-                self._cur_pos = pos
-                if (st[_SEQ] - first) & _MASK > want:
-                    return False
-                continue
-            here = st[_SEQ]
-            j = _decode(src, pos, st, pkt)
-            if j < 0 or j > end:
-                break
-            pos = j
-            self._cur_pos = pos
-            if here == seq:
-                _copy(out, 0, pkt, 0, 20)
-                return True
-        self._cur_pos = end
-        return False
+def _module(name):
+    mod = sys.modules.get(name)
+    return mod if mod is not None else __import__(name)
 
-    def _run(self, src, end):
-        # Decode a whole frame (reader state); True when its records fill it exactly.
-        self._rewind(src)
-        st = self._ds
-        pos = _HDR
-        while pos < end:
-            if src[pos] & 0x0F == _R_GAP:
-                gap = _u29(src, pos + 1)
-                if gap < 0:
-                    return False
-                st[_SEQ] = _add29(st[_SEQ], gap)
-                pos += 5
-                continue
-            pos = _decode(src, pos, st, self._pkt)
-            if pos < 0:
-                return False
-        return pos == end
+    # ---- reading ----
+
+
+
+
+
+
+
 
     # ---- boot ----
-    def _boot(self):
-        notes: list = []
-        ids = self._list(notes)
-        while len(ids) > _MAX_SEGS - 1:  # room for the part a boot may start
-            self._remove_quiet(ids.pop(0), notes)
-        for ident in ids:
-            self._add(ident)
-            self._top = ident
-        newest = self._nseg - 1
-        found = False
-        end = 0
-        i = newest
-        while i >= 0:
-            end, found = self._scan(i)
-            if found:
-                self._end[i] = end
-                break
-            i -= 1
-        torn = 0
-        if newest >= 0:
-            torn = self._size[newest] - (end if found and i == newest else 0)
-        self._writable = found and i == newest and torn == 0 and end < self._cap
-        bad = 0
-        for i in range(self._nseg):
-            if self._first[i] < 0:
-                bad += 1
-        st = self._es
-        if found:
-            st[_SEQ] = _add29(st[_SEQ], SEQ_SKIP)
-            st[_STEP] = min(st[_STEP], _MASK - STEP_SKIP) + STEP_SKIP
-        else:
-            for k in range(6):
-                st[k] = 0
-        st[_T] = 0
-        st[_PREV] = 0
-        while self._total + _HDR + 4 > self.limit and self._nseg > 1:
-            # over the bound: what cannot be read goes before the oldest days
-            at = 0
-            for k in range(self._nseg):
-                if self._first[k] < 0:
-                    at = k
-                    break
-            self._drop(at)
-        self._begin(st[_SEQ])
-        ok = self._commit()
-        line = "%d parts %d B seq %d..%d step %d" % (
-            self._nseg, self._total, self.oldest_seq, st[_SEQ], st[_STEP])
-        if torn:
-            line += " torn %d B" % torn
-        if bad:
-            line += " unreadable %d" % bad
-        if self._boot_drops:
-            line += " dropped %d" % self._boot_drops
-        for note in notes:
-            line += " " + note
-        if not ok:
-            line += " not writable"
-        self._log("jrn", line)
-
-    def _list(self, notes):
-        base = self._base
-        ids: list = []
-        try:
-            names = self._fs.listdir(self._dir) if self._dir else self._fs.listdir()
-        except OSError:
-            notes.append("no dir")
-            return ids
-        for name in names:
-            rest = name[len(base) + 1:]
-            if (len(name) != len(base) + 10 or not name.startswith(base)
-                    or name[len(base)] != "." or rest[5] != "."):
-                continue
-            day = rest[:5]
-            part = rest[6:]
-            if day.isdigit() and part.isdigit():
-                ids.append(int(day) * _PARTS + int(part))
-        ids.sort()
-        return ids
-
-    def _remove_quiet(self, ident, notes):
-        self._top = max(self._top, ident)
-        try:
-            self._fs.remove(self._path(ident))
-            self._boot_drops += 1
-        except OSError:
-            notes.append("stuck " + self._path(ident))
-
-    def _add(self, ident):
-        n = self._nseg
-        self._id[n] = ident
-        self._first[n] = -1
-        self._nseg = n + 1
-        path = self._path(ident)
-        try:
-            info = self._fs.stat(path)
-            size = 0 if info[0] & 0x4000 else info[6]
-        except OSError:
-            size = 0
-        self._size[n] = size
-        self._end[n] = size
-        self._total += size
-        if size == 0:
-            return
-        try:
-            f = self._open(path, "rb")
-            try:
-                if self._frame(f, 0):
-                    self._first[n] = _u29(self._rbuf, 3)
-            finally:
-                f.close()
-        except OSError:
-            pass
-
-    def _scan(self, i):
-        # Walk part i's frames: (end of the valid ones, found any); leaves the state after
-        # its last frame in the writer state.
-        if self._first[i] < 0:
-            return 0, False
-        pos = 0
-        found = False
-        try:
-            f = self._open(self._path(self._id[i]), "rb")
-            try:
-                while True:
-                    k = self._frame(f, pos)
-                    if not k or not self._run(self._rbuf, k - 4):
-                        break
-                    found = True
-                    _copy(self._es, 0, self._ds, 0, 6)
-                    self._age = min(_u29(self._rbuf, 15), _AGE_CAP)
-                    pos += k
-            finally:
-                f.close()
-        except OSError:
-            pass
-        return pos, found

@@ -47,7 +47,7 @@ _HDR = "<BBH"  # format, kind, seq
 _STRIKE = "<BBHIII"  # + step, contact_ms, detect_ms
 _STEP = "<BBHIIHHHH"  # + step, strike_ms, stance, swing, stride, heel_off - strike
 _LOAD = "<BBHHBBHHHHHH"  # + step (u24), pattern, peaks h/a/f, shares h/a/f
-_START = "<BBHIHBB"  # + total steps, rate_hz, side, mode
+_START = "<BBHIHBBHH"  # + total steps, rate_hz, side, mode, numbers skipped at boot
 
 
 def _clear(buf, start):
@@ -78,10 +78,12 @@ def pack_load(buf, seq, step, pattern, peak_heel, peak_arch, peak_fore, share_he
                      share_arch, share_fore)
 
 
-def pack_start(buf, seq, steps, rate_hz, side, mode):
+def pack_start(buf, seq, steps, rate_hz, side, mode, skipped_seq=0, skipped_steps=0):
+    # skipped_*: sequence and step numbers a reboot left unused just before this START
+    # (the journal skips past what a lost batch could have held); 0 otherwise
     struct.pack_into(_START, buf, 0, EVENT_FORMAT, KIND_START, seq & SEQ_MASK, steps,
-                     rate_hz, side, mode)
-    _clear(buf, 12)
+                     rate_hz, side, mode, min(skipped_seq, 0xFFFF), min(skipped_steps, 0xFFFF))
+    _clear(buf, 16)
 
 
 def event_seq16(buf):
@@ -96,6 +98,7 @@ SIDE_RIGHT = const(1)
 STATUS_RIGHT = const(0x01)  # flags bit 0: right insole
 STATUS_RAW = const(0x02)  # flags bit 1: raw streaming on
 STATUS_ENCRYPTED = const(0x04)  # flags bit 2: current link is encrypted
+STATUS_JOURNAL_DROPPED = const(0x08)  # flags bit 3: the journal dropped days (GET_JOURNAL)
 STATUS_MODE_SHIFT = const(4)  # flags bits 4..7: mode
 STATUS_BATTERY_UNIT_MV = const(20)  # battery byte: nearest 20 mV, 255 = 5.1 V or more
 _STATUS = "<BBHIIHHHBB"
@@ -148,9 +151,10 @@ OP_SET_STRIDE = const(0x04)  # u16 stride length, cm
 OP_ZERO = const(0x05)  # zero-calibrate (insole unloaded)
 OP_RAW_START = const(0x06)
 OP_RAW_STOP = const(0x07)
-OP_BACKFILL = const(0x08)  # u16 first event sequence number wanted
+OP_BACKFILL = const(0x08)  # u16 low bits, or u32 (29 bits), of the first event wanted
 OP_SET_MODE = const(0x09)  # u8 mode + mode arguments (exercise modes, reserved)
 OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, name
+OP_GET_JOURNAL = const(0x0B)  # reply data: head, oldest held, days dropped, journal bytes
 
 ERR_OK = const(0x00)
 ERR_UNKNOWN_OP = const(0x01)
@@ -188,8 +192,9 @@ _LENGTHS = {
     OP_ZERO: 1,
     OP_RAW_START: 1,
     OP_RAW_STOP: 1,
-    OP_BACKFILL: 3,
+    OP_BACKFILL: 0,
     OP_GET_CONFIG: 1,
+    OP_GET_JOURNAL: 1,
     OP_SET_NAME: 0,
     OP_SET_MODE: 0,
 }
@@ -225,6 +230,14 @@ def parse_command(data):
         if side > SIDE_RIGHT:
             return op, ERR_OUT_OF_RANGE, None
         return op, ERR_OK, side
+    if op == OP_BACKFILL:
+        if n == 5:
+            # the whole 29-bit number; the top three bits of the u32 must be 0
+            if data[4] > 0x1F:
+                return op, ERR_OUT_OF_RANGE, None
+            return op, ERR_OK, data[1] | (data[2] << 8) | (data[3] << 16) | (data[4] << 24)
+        if n != 3:
+            return op, ERR_BAD_LENGTH, None
     if op in (OP_SET_RATE, OP_SET_STRIDE, OP_BACKFILL):
         value = data[1] | (data[2] << 8)
         if op == OP_SET_RATE and not RATE_MIN <= value <= RATE_MAX:
@@ -282,9 +295,34 @@ def backfill_ahead(first16, head):
     return ahead if ahead <= BACKFILL_AHEAD_MAX else 0
 
 
-def pack_backfill_reply(buf, err, first_seq, count):
+# The 5-byte BACKFILL names its first event by the whole 29-bit number: the same split
+# on the 2**29 clock, (first - head) mod 2**29 in 1..BACKFILL_AHEAD_MAX_29 ahead.
+SEQ29_MASK = const(0x1FFFFFFF)
+BACKFILL_AHEAD_MAX_29 = const(0x0FFFFFFF)
+
+
+def backfill_ahead_29(first, head):
+    """How far the 29-bit first lies ahead of head (0 when at or behind it)."""
+    ahead = (first - head) & SEQ29_MASK
+    return ahead if ahead <= BACKFILL_AHEAD_MAX_29 else 0
+
+
+def pack_backfill_reply(buf, err, first_seq, count, wide=False):
+    """The reply to a 3-byte BACKFILL (u16 first, u16 count: 6 bytes) or, wide, to a
+    5-byte one (u32 first, the whole 29-bit number, u32 count: 10 bytes)."""
+    if wide:
+        struct.pack_into("<BBII", buf, 0, OP_BACKFILL, err, first_seq, count)
+        return 10
     struct.pack_into("<BBHH", buf, 0, OP_BACKFILL, err, first_seq & SEQ_MASK, count)
     return 6
+
+
+def pack_journal_reply(buf, head, oldest, dropped, journal_bytes):
+    """GET_JOURNAL: the next sequence number, the oldest one held (RAM ring or journal),
+    journal days dropped (saturates at 0xFFFF), bytes of journal on flash."""
+    struct.pack_into("<BBIIHI", buf, 0, OP_GET_JOURNAL, ERR_OK, head, oldest,
+                     min(dropped, 0xFFFF), journal_bytes)
+    return 16
 
 
 def pack_config_reply(buf, side, rate_hz, stride_cm, name):

@@ -6,6 +6,13 @@ WinRT). ``BumbleLink``: a bumble central, on a bumble transport such as a USB do
 notification is stamped with the host time inside the callback and handed up; everything
 else (sequence gaps, backfill, files) lives in host_tools.capture.
 
+The insole bonds only with a central that enters its six-digit passkey (LE Secure
+Connections with MITM protection, docs/SECURITY.md). ``BumbleLink`` types the passkey
+it is given and keeps the keys in a bumble key store (``keystore_path()``), so later
+sessions encrypt with the bond; bleak leaves pairing to the operating system, whose
+pairing agent asks for the passkey. ``pairing_problem()`` turns a failed pairing into
+one line that says what to do.
+
 bumble and bleak are imported inside functions, so ``insole --help`` stays fast.
 """
 
@@ -13,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from host_tools import protocol
 from host_tools.capture import FIRMWARE_REVISION_UUID, Link, LinkError, Notify
@@ -23,6 +32,62 @@ from host_tools.capture import FIRMWARE_REVISION_UUID, Link, LinkError, Notify
 NAME_RE = re.compile(r"-(?P<side>[LR])-[0-9A-F]{4}$")
 RSC_UUID = "00001814-0000-1000-8000-00805f9b34fb"
 CONNECT_TIMEOUT_S = 15.0
+ENCRYPT_TIMEOUT_S = 5.0
+PASSKEY_MAX = 999999
+NEEDS_PASSKEY = ("the insole bonds only with its 6-digit passkey: give it with --passkey N "
+                 "(printed by `insole flash`, on the serial console and on the insole's label)")
+WRONG_PASSKEY = "pairing failed: the insole refused the passkey (check the 6 digits)"
+WINDOW_CLOSED = ("the insole ended the link while pairing: its pairing window is closed. "
+                 "Switch it off and on (or, standing on the ball of the foot, tap the heel "
+                 "6 times, then hold the heel up for a second) and pair within 2 minutes")
+NOT_AUTHENTICATED = ("pairing gave no passkey-protected bond (\"just works\"): the insole "
+                     "shares its step data only with a central that entered its passkey")
+
+
+def keystore_path() -> Path:
+    """Where the bumble links keep their bonds: $INSOLE_KEYS, else
+    ~/.local/share/insole/bumble_keys.json."""
+    env = os.environ.get("INSOLE_KEYS")
+    if env:
+        return Path(env)
+    return Path.home() / ".local" / "share" / "insole" / "bumble_keys.json"
+
+
+def pairing_problem(exc: BaseException) -> str:
+    """A failed pairing in words, with what to do about it."""
+    from bumble.core import ProtocolError
+    from bumble.smp import ErrorCode
+
+    if isinstance(exc, ProtocolError) and exc.error_namespace == "smp":
+        code = exc.error_code
+        if code in (ErrorCode.CONFIRM_VALUE_FAILED, ErrorCode.PASSKEY_ENTRY_FAILED,
+                    ErrorCode.DHKEY_CHECK_FAILED):
+            return WRONG_PASSKEY
+        if code == ErrorCode.AUTHENTICATION_REQUIREMENTS:
+            return NOT_AUTHENTICATED
+        return f"pairing failed: {getattr(code, 'name', code)}"
+    return f"pairing failed: {exc or type(exc).__name__}"
+
+
+def check_passkey(value: int | None) -> int | None:
+    if value is not None and not 0 <= value <= PASSKEY_MAX:
+        raise ValueError("a passkey has 6 digits, 000000..999999")
+    return value
+
+
+def passkey_pairing(device, passkey: int | None) -> None:
+    """Make the bumble central `device` pair with LE Secure Connections, MITM
+    protection and bonding, typing `passkey` when the insole asks for it."""
+    from bumble.pairing import PairingConfig, PairingDelegate
+
+    class Keyboard(PairingDelegate):
+        async def get_number(self) -> int | None:
+            return passkey  # None: the pairing is refused (no passkey to type)
+
+    device.pairing_config_factory = lambda _conn: PairingConfig(
+        sc=True, mitm=True, bonding=True,
+        identity_address_type=PairingConfig.AddressType.RANDOM,
+        delegate=Keyboard(io_capability=PairingDelegate.IoCapability.KEYBOARD_INPUT_ONLY))
 
 
 @dataclass
@@ -93,8 +158,10 @@ class BleakLink(Link):
     transport = "bleak"
 
     def __init__(self, want: str | None = None, side: str | None = None,
-                 taken: set[str] | None = None, scan_timeout: float = 10.0, device=None):
+                 taken: set[str] | None = None, scan_timeout: float = 10.0, device=None,
+                 passkey: int | None = None):
         super().__init__()
+        self.passkey = passkey  # for the message: the system's agent asks for it
         self.want = want
         self.want_side = side
         self.taken = taken if taken is not None else set()
@@ -137,12 +204,20 @@ class BleakLink(Link):
             raise LinkError(bleak_problem(exc)) from None
 
     async def secure(self) -> None:
+        """Pair through the operating system (a bond it holds already is used as it
+        is): its pairing agent asks for the passkey."""
         try:
             await self.client.pair()
         except NotImplementedError:
             pass  # CoreBluetooth pairs by itself on the first encrypted write
         except _bleak_errors() as exc:
-            raise LinkError(str(exc) or type(exc).__name__) from None
+            text = str(exc) or type(exc).__name__
+            if "Authentication" in text or "auth" in text.lower():
+                key = f" {self.passkey:06d}" if self.passkey is not None else ""
+                raise LinkError(f"{WRONG_PASSKEY}, or no pairing agent asked for it: "
+                                f"enter the passkey{key} when the system asks "
+                                "(Linux: run `bluetoothctl`, then `agent on`)") from None
+            raise LinkError(text) from None
 
     async def read(self, uuid: str) -> bytes:
         try:
@@ -184,16 +259,23 @@ def _as_link_error(what: str):
         raise LinkError(f"{what}: {exc or type(exc).__name__}") from None
 
 
-async def bumble_central(transport_name: str, address: str = "C0:FF:EE:00:00:01"):
-    """Open a bumble transport and power on a central Device on it: (device, transport)."""
+async def bumble_central(transport_name: str, address: str = "C0:FF:EE:00:00:01",
+                         keystore: Path | None = None):
+    """Open a bumble transport and power on a central Device on it: (device, transport).
+    Its bonds are kept in `keystore` (default keystore_path()), one namespace per
+    controller address, so a later session encrypts with them."""
     from bumble.device import Device
     from bumble.hci import Address
+    from bumble.keys import JsonKeyStore
     from bumble.transport import open_transport_or_link
 
     transport = await open_transport_or_link(transport_name)
     device = Device.with_hci("insole-capture", Address(address), transport.source,
                              transport.sink)
     await device.power_on()
+    path = keystore or keystore_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    device.keystore = JsonKeyStore.from_device(device, str(path))
     return device, transport
 
 
@@ -253,9 +335,11 @@ class BumbleLink(Link):
 
     def __init__(self, device, target: str | None = None, side: str | None = None,
                  taken: set[str] | None = None, transport: str = "bumble",
-                 scan_timeout: float = 10.0, lock: asyncio.Lock | None = None):
+                 scan_timeout: float = 10.0, lock: asyncio.Lock | None = None,
+                 passkey: int | None = None):
         super().__init__()
         self.device = device
+        self.passkey = passkey  # typed when the insole asks; None: only a stored bond
         self.target = target
         self.want_side = side
         self.taken = taken if taken is not None else set()
@@ -346,9 +430,42 @@ class BumbleLink(Link):
         return c
 
     async def secure(self) -> None:
-        if self.connection is None:
+        """Encrypt with the bond in the device's key store when it holds a
+        passkey-protected one; otherwise pair with the passkey (the insole then
+        keeps the new bond, and the key store too)."""
+        conn = self.connection
+        if conn is None:
             raise LinkError("pairing: not connected")
-        await self._op("pairing", self.connection.pair())
+        store = self.device.keystore
+        keys = await store.get(str(conn.peer_address)) if store is not None else None
+        key = keys and (keys.ltk or keys.ltk_central)
+        if key is not None and key.authenticated:
+            try:
+                await self._op("encryption", conn.encrypt(), ENCRYPT_TIMEOUT_S)
+                return
+            except LinkError:
+                if self.connection is None or self._gone is None or self._gone.done():
+                    raise
+                # the insole no longer knows the bond (forgotten): pair again
+        if self.passkey is None:
+            raise LinkError(NEEDS_PASSKEY)
+        passkey_pairing(self.device, self.passkey)
+        task = asyncio.ensure_future(conn.pair())
+        waits = {task} if self._gone is None else {task, self._gone}
+        done, _ = await asyncio.wait(waits, timeout=CONNECT_TIMEOUT_S + 30,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            task.cancel()
+            if self._gone is not None and self._gone.done():
+                raise LinkError(WINDOW_CLOSED)
+            raise LinkError("pairing: no answer from the insole")
+        if task.cancelled():
+            raise LinkError(WINDOW_CLOSED)
+        exc = task.exception()
+        if exc is not None:
+            if self._gone is not None and self._gone.done():
+                raise LinkError(WINDOW_CLOSED)
+            raise LinkError(pairing_problem(exc))
 
     async def read(self, uuid: str) -> bytes:
         return bytes(await self._op("read", self._char(uuid).read_value()))

@@ -99,14 +99,25 @@ class Backoff:
 
 
 class SeqTracker:
-    """Which sequence numbers have been seen between the lowest and highest seen."""
+    """Which sequence numbers have been seen between the lowest and highest seen.
+
+    Numbers the insole says hold nothing (``void``: skipped at a reboot) are never
+    missing."""
 
     def __init__(self) -> None:
         self.seen: set[int] = set()
         self.missing: set[int] = set()
+        self.void: set[int] = set()
         self.lowest: int | None = None
         self.highest: int | None = None
         self.recovered = 0
+        # the lowest missing number, kept as a replay fills the gap from below (a
+        # day's replay is 100,000 packets: no min() over the gap for each)
+        self._first: int | None = None
+
+    def _expect(self, lo: int, hi: int) -> None:
+        self.missing.update(n for n in range(lo, hi) if n not in self.void)
+        self._first = None
 
     def add(self, seq: int) -> bool:
         """Record a number; False if it was already seen (a replay)."""
@@ -120,9 +131,9 @@ class SeqTracker:
             self.missing.discard(seq)
             self.recovered += 1
         elif seq > self.highest + 1:
-            self.missing.update(range(self.highest + 1, seq))
+            self._expect(self.highest + 1, seq)
         elif seq < self.lowest - 1:
-            self.missing.update(range(seq + 1, self.lowest))
+            self._expect(seq + 1, self.lowest)
         self.highest = max(self.highest, seq)
         self.lowest = min(self.lowest, seq)
         return True
@@ -136,11 +147,41 @@ class SeqTracker:
     def expect_up_to(self, last: int) -> None:
         """Numbers up to `last` exist: any above `highest` are missing."""
         if self.highest is not None and last > self.highest:
-            self.missing.update(range(self.highest + 1, last + 1))
+            self._expect(self.highest + 1, last + 1)
             self.highest = last
 
+    def behind(self, last: int) -> bool:
+        """Whether some number up to `last` above `highest` may hold something."""
+        top = self.highest if self.highest is not None else 0
+        return any(n not in self.void for n in range(top + 1, last + 1))
+
+    def set_void(self, lo: int, hi: int) -> int:
+        """Numbers lo..hi-1 hold nothing; returns how many were not known void."""
+        new = [n for n in range(lo, hi) if n not in self.void and n not in self.seen]
+        self.void.update(new)
+        self.missing.difference_update(new)
+        return len(new)
+
     def first_missing(self) -> int | None:
-        return min(self.missing) if self.missing else None
+        if not self.missing:
+            return None
+        f = self._first
+        if f is None:
+            f = min(self.missing)
+        while f not in self.missing:  # numbers only left the set since: look upwards
+            f += 1
+        self._first = f
+        return f
+
+    def shift(self, by: int) -> None:
+        """Renumber everything by `by` (the same numbers, counted from elsewhere)."""
+        self.seen = {n + by for n in self.seen}
+        self.missing = {n + by for n in self.missing}
+        self.void = {n + by for n in self.void}
+        self._first = None
+        if self.lowest is not None and self.highest is not None:
+            self.lowest += by
+            self.highest += by
 
 
 def seq_ranges(seqs: Iterable[int]) -> str:
@@ -226,7 +267,14 @@ class InsoleSession:
         self.given_up: set[int] = set()  # packets the insole no longer holds
         self._halves: dict[int, list] = {}  # step number -> [Step | None, Load | None]
         self._device_steps = 0  # highest step number the insole has sent since it booted
-        self._step_offset = 0  # added to step numbers after the insole restarted
+        self._step_offset = 0  # added to step numbers after an insole restarted from 0
+        # the insole's 29-bit sequence numbers (GET_JOURNAL): packet numbers are then
+        # the insole's own and BACKFILL names them whole; None with older firmware
+        self._head: int | None = None
+        self._journal_wait: asyncio.Future | None = None
+        self.steps_skipped = 0  # step numbers restarts left unused (boot START)
+        self._restarts_unseen = 0  # restarts Status showed whose boot START has not come
+        self.journal_dropped = 0  # journal days the insole dropped (GET_JOURNAL)
         self._uptime = -1  # the insole's uptime at the last status read
         self.restarts = 0
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -234,6 +282,10 @@ class InsoleSession:
         self._generation = 0  # counts connections: a late disconnect report is ignored
         self._backfill_asked_at = -math.inf
         self._backfill_pending = False  # a BACKFILL request awaits its reply
+        # a replay under way: it runs up to (not including) this packet number, and the
+        # last new packet came at this host time; asking again would restart it
+        self._replay_end: int | None = None
+        self._last_new = -math.inf
         self._last_rx = -math.inf  # host time of the last Step Event packet
         self._secured = False
         self.replies: list[protocol.Reply] = []
@@ -256,6 +308,9 @@ class InsoleSession:
         self._queue.put_nowait(("status", bytes(data), t))
 
     def _on_control(self, data: bytes, t: float) -> None:
+        wait = self._journal_wait
+        if wait is not None and not wait.done() and data[:1] == bytes([protocol.OP_GET_JOURNAL]):
+            wait.set_result(bytes(data))
         self._queue.put_nowait(("control", bytes(data), t))
 
     def _on_disconnect(self) -> None:
@@ -344,6 +399,18 @@ class InsoleSession:
         if not self.packets.add(full):
             self.stats.replays += 1
             return
+        self._last_new = self.clock()
+        if isinstance(ev, protocol.Start) and (ev.skipped_seq or ev.skipped_steps):
+            # a reboot skipped these numbers (its journal's margin for a lost batch);
+            # the reboot itself is counted once, here or from Status (_restarted)
+            if self._restarts_unseen:
+                self._restarts_unseen -= 1
+            else:
+                self.restarts += 1
+            self.packets.set_void(full - ev.skipped_seq, full)
+            if ev.skipped_steps and not self._step_offset:
+                self.steps_skipped += self.steps.set_void(ev.steps - ev.skipped_steps + 1,
+                                                          ev.steps + 1)
         if isinstance(ev, (protocol.Step, protocol.Load)):
             key = ev.step & 0xFFFFFF  # a LOAD carries the low 24 bits of the step number
             pair = self._halves.setdefault(key, [None, None])
@@ -383,13 +450,27 @@ class InsoleSession:
     def _reply(self, reply: protocol.Reply) -> None:
         if reply.op == protocol.OP_BACKFILL:
             self._backfill_pending = False
+            if reply.data.get("wide") and reply.error in (protocol.ERR_OK, protocol.ERR_PARTIAL):
+                # the replay follows this reply in order, from first on: unwrap its
+                # packets there, however far behind the head (a day is far more
+                # than the 2**15 events 16-bit numbers can tell apart)
+                self.unwrap.last = reply.data["first_seq"] - 1
+                self._replay_end = reply.data["first_seq"] + reply.data["count"]
+            elif "first_seq" in reply.data:
+                self._replay_end = self._unwrap_near(reply.data["first_seq"]) + reply.data["count"]
+        if reply.op == protocol.OP_GET_JOURNAL:
+            self._journal_reply(reply)
+            return
         if reply.op != protocol.OP_BACKFILL:
             if not reply.ok:
                 self.log(f"command 0x{reply.op:02x} refused: {reply.message}")
             return
         if reply.error == protocol.ERR_PARTIAL and "first_seq" in reply.data:
             # the insole no longer holds anything older than first_seq
-            first = self._unwrap_near(reply.data["first_seq"])
+            if reply.data.get("wide"):
+                first = reply.data["first_seq"]
+            else:
+                first = self._unwrap_near(reply.data["first_seq"])
             gone = {s for s in self.packets.missing if s < first}
             self.given_up |= gone
             self.packets.missing -= gone
@@ -397,6 +478,64 @@ class InsoleSession:
                 self.log(f"{len(gone)} events are no longer held by the insole")
         elif not reply.ok:
             self.log(f"backfill refused: {reply.message}")
+
+    def _journal_reply(self, reply: protocol.Reply) -> None:
+        if not reply.ok or "dropped_days" not in reply.data:
+            return
+        if self._head is None:
+            self._anchor(reply.data["head"])
+        dropped = reply.data["dropped_days"]
+        if dropped > self.journal_dropped:
+            self.log(f"the insole's journal dropped {dropped} day(s) of its oldest events "
+                     "to stay within its flash")
+            self.journal_dropped = dropped
+
+    async def _ask_journal(self, timeout: float = 3.0) -> dict | None:
+        """GET_JOURNAL: the insole's head and what it holds; None from firmware without
+        it (or when no answer comes)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._journal_wait = fut
+        try:
+            await self.link.write(protocol.UUID_CONTROL, protocol.cmd_get_journal())
+            data = await asyncio.wait_for(fut, timeout)
+        except (LinkError, asyncio.TimeoutError):
+            return None
+        finally:
+            self._journal_wait = None
+        with contextlib.suppress(protocol.ProtocolError):
+            reply = protocol.decode_reply(data)
+            if reply.ok and "head" in reply.data:
+                return reply.data
+        return None
+
+    def _anchor(self, head: int) -> None:
+        """From the insole's head on, packet numbers are its own 29-bit ones (BACKFILL
+        names them whole). Packets seen before were numbered from the first one's low
+        16 bits: renumber them by the multiple of 2**16 that makes them the insole's."""
+        self._head = head
+        packets = self.packets
+        if packets.highest is None:
+            packets.start_after(head - 1)  # every later event belongs in the log
+            self.unwrap.last = head - 1
+            return
+        h = packets.highest
+        by = (head - 1 - ((head - 1 - h) & 0xFFFF)) - h
+        if by:
+            packets.shift(by)
+            self.given_up = {n + by for n in self.given_up}
+            if self.unwrap.last is not None:
+                self.unwrap.last += by
+
+    def _follow_head(self, head: int) -> None:
+        """A reconnect: the unwrapper follows the insole's head, however far it moved
+        while the link was down, and what was made meanwhile is missing."""
+        self._head = head
+        if self.packets.highest is None:
+            self.packets.start_after(head - 1)
+        elif head - 1 > self.packets.highest:
+            self.packets.expect_up_to(head - 1)
+        if self.unwrap.last is None or head - 1 > self.unwrap.last:
+            self.unwrap.last = head - 1
 
     def _unwrap_near(self, seq16: int) -> int:
         ref = self.packets.highest or 0
@@ -406,8 +545,12 @@ class InsoleSession:
     async def _request_backfill(self, from_seq: int) -> None:
         self._backfill_asked_at = self.clock()
         self._backfill_pending = True
+        if self._head is not None:
+            cmd = protocol.cmd_backfill_wide(from_seq)  # reaches the whole journal
+        else:
+            cmd = protocol.cmd_backfill(from_seq)
         try:
-            await self.link.write(protocol.UUID_CONTROL, protocol.cmd_backfill(from_seq))
+            await self.link.write(protocol.UUID_CONTROL, cmd)
         except LinkError as exc:
             self.log(f"backfill request failed: {exc}")
 
@@ -418,8 +561,8 @@ class InsoleSession:
         first = self.packets.first_missing()
         if first is not None:
             return first
-        behind = self.status is not None and (
-            self.status.steps + self._step_offset > (self.steps.highest or 0))
+        behind = self.status is not None and self.steps.behind(
+            self.status.steps + self._step_offset)
         if fresh_link or behind:
             return (self.packets.highest + 1) if self.packets.highest is not None else 0
         return None
@@ -427,10 +570,18 @@ class InsoleSession:
     async def _maybe_backfill(self, force: bool = False) -> None:
         if not (self._secured and self._connected.is_set()):
             return
+        now = self.clock()
+        if not force:
+            if now - self._backfill_asked_at < self.backfill_wait:
+                return
+            if self._backfill_pending and now - self._backfill_asked_at < 10 * self.backfill_wait:
+                return  # its answer waits behind the notifications on the link
+            first = self.packets.first_missing()
+            if (self._replay_end is not None and first is not None and first < self._replay_end
+                    and now - self._last_new < self.backfill_wait):
+                return  # the replay asked for is still coming: asking again restarts it
         wanted = self._wanted(fresh_link=force)
         if wanted is None:
-            return
-        if not force and self.clock() - self._backfill_asked_at < self.backfill_wait:
             return
         self.stats.state = "backfilling"
         await self._request_backfill(wanted)
@@ -445,15 +596,26 @@ class InsoleSession:
         self._connected.set()
         self.stats.state = "pairing"
         self._secured = True
+        pairing_error = ""
         try:
             await self.link.secure()
         except LinkError as exc:
             self._secured = False
-            self.log(f"pairing failed ({exc}); lost steps cannot be recovered")
-        status = protocol.decode_status(await self.link.read(protocol.UUID_STATUS))
+            pairing_error = str(exc)
+            said = pairing_error if pairing_error.startswith("pairing failed") else (
+                f"pairing failed ({exc})")
+            self.log(f"{said}; lost steps cannot be recovered")
+        try:
+            status = protocol.decode_status(await self.link.read(protocol.UUID_STATUS))
+        except LinkError:
+            if pairing_error:
+                # an insole that shares nothing without its bond: retrying cannot help
+                raise CaptureError(f"{pairing_error} (the insole shares its steps only "
+                                   "with a bonded central)") from None
+            raise
         if self._uptime >= 0 and (status.uptime_s < self._uptime
                                   or status.steps < self._device_steps):
-            self._restarted()
+            self._restarted(status)
         self._uptime = status.uptime_s
         self.status = status
         if self.writer is None:
@@ -469,15 +631,34 @@ class InsoleSession:
             self.steps.start_after(status.steps)  # every later step belongs in the log
         if self._secured:
             await self.link.subscribe(protocol.UUID_CONTROL, self._on_control)
+            if self._head is not None:
+                # a reconnect: follow the head before any packet arrives (the insole
+                # may have made more than 2**15 events while the link was down)
+                held = await self._ask_journal()
+                if held is not None:
+                    self._follow_head(held["head"])
+            else:
+                # the reply is taken when it comes (a board paused before its first
+                # sample answers only once it runs)
+                with contextlib.suppress(LinkError):
+                    await self.link.write(protocol.UUID_CONTROL, protocol.cmd_get_journal())
         await self.link.subscribe(protocol.UUID_STEP_EVENT, self._on_step)
         await self.link.subscribe(protocol.UUID_STATUS, self._on_status)
         self.stats.state = "connected"
         await self._maybe_backfill(force=True)
 
-    def _restarted(self) -> None:
-        """The insole rebooted: its sequence and step numbers start again from 0 and its
-        ring is empty. Later steps are logged after the ones already logged."""
+    def _restarted(self, status: protocol.Status) -> None:
+        """The insole rebooted. With its journal its numbers carry on (a boot START
+        names the few it skipped) and nothing needs renumbering. Without one (older
+        firmware, or a journal it could not open) its sequence and step numbers start
+        again from 0 and its ring is empty: later steps are logged after the ones
+        already logged."""
         self.restarts += 1
+        if status.steps > 0 and status.steps >= self._device_steps and not self._step_offset:
+            self.log("insole restarted; its step numbers carry on")
+            self._restarts_unseen += 1  # its boot START, when it comes, is this one
+            return
+        self._head = None
         self._step_offset = self.steps.highest or 0
         self._device_steps = 0
         self.unwrap = protocol.SeqUnwrapper()
@@ -541,9 +722,14 @@ class InsoleSession:
 
     async def drain(self, timeout: float, quiet: float = 0.3) -> None:
         """At the end: (re)connect if need be, read the step total, ask for anything
-        missing, and wait until replays have stopped arriving; at most `timeout` s."""
+        missing, and wait until replays have stopped arriving; at most `timeout` s
+        without a new packet (a long backfill goes on as long as it makes progress)."""
         deadline = self.clock() + timeout
+        seen = len(self.packets.seen)
         while self.clock() < deadline:
+            if len(self.packets.seen) != seen:
+                seen = len(self.packets.seen)
+                deadline = self.clock() + timeout
             if not self._connected.is_set() or self.stats.state not in (
                     "connected", "backfilling"):
                 await asyncio.sleep(0.05)  # the run loop is reconnecting
@@ -608,8 +794,15 @@ class InsoleSession:
             lines.append(f"  reconnects: {s.reconnects}")
         if s.backfilled:
             lines.append(f"  recovered by backfill: {s.backfilled}")
-        if self.restarts:
+        if self.restarts and self._step_offset:
             lines.append(f"  insole restarted {self.restarts} time(s); steps renumbered after")
+        elif self.restarts:
+            lines.append(f"  insole restarted {self.restarts} time(s); its numbers carried on"
+                         + (f" ({self.steps_skipped} step numbers skipped at restarts hold "
+                            "no step the insole kept)" if self.steps_skipped else ""))
+        if self.journal_dropped:
+            lines.append(f"  the insole's journal dropped {self.journal_dropped} day(s) "
+                         "of its oldest events")
         if self.steps.missing:
             lines.append(f"  NOT recovered: {len(self.steps.missing)} steps "
                          f"(step {seq_ranges(self.steps.missing)})")

@@ -29,6 +29,7 @@ COMMANDS = [
     ("bench", "host_tools.cmd_bench"),
     ("sim", "host_tools.cmd_sim"),
     ("scan", "host_tools.cmd_scan"),
+    ("pair", "host_tools.cmd_pair"),
     ("capture", "host_tools.cmd_capture"),
     ("report", "host_tools.cmd_report"),
     ("build", "host_tools.cmd_build"),

@@ -15,14 +15,27 @@ loses at most the last row): the events columns of `insole detect` plus host_tim
 seconds) and side. DIR/<side>.json holds firmware version, side, sample rate, start time
 and device address, and at the end what was recovered or lost.
 
+--outage AT:SECONDS (with --sim; repeatable) takes the virtual radio away at trace
+second AT for SECONDS of trace time, as walking out of range does: the capture is
+disconnected and cannot reconnect until it ends, while the insole walks on and keeps
+every step in its flash journal; then capture reconnects and backfills as after a real
+loss. `--outage 120:1800` in a 40-minute walk logs exactly what `insole detect` finds.
+
+The insole shares its steps only with a central bonded with its passkey: with bleak the
+system's bond is used (`insole pair` makes one); with --transport the bond in the bumble
+key store, or a new one made with --passkey N; --sim pairs with the virtual insoles'
+own passkeys (or --passkey, to see a wrong one refused). A wrong passkey or a closed
+pairing window stops the capture with one line saying so.
+
 A progress line per insole shows steps, cadence, last stance time and the link state.
 When the link drops, capture reconnects with back-off and asks the insole (over the
-encrypted Control characteristic) to replay what it missed; steps it cannot recover are
+Control characteristic) to replay what it missed; steps it cannot recover are
 listed in the summary and in the session file. Ctrl-C, --duration, or the end of the
 simulated traces closes the files cleanly and prints a summary.
 
 Examples:
   insole capture --sim host_tools/data/walk_left.csv,host_tools/data/walk_right.csv --out out/sim
+  insole capture --sim walk.csv --speed 0 --outage 120:1800 --out out/outage
   insole capture --both --out out/walk1
   insole capture --device Insole-L-1A2B --transport usb:0 --out out/walk2
 Then: insole report DIR --html
@@ -38,6 +51,7 @@ import time
 from pathlib import Path
 
 from host_tools import argcheck
+from host_tools.cmd_pair import passkey_arg
 
 HELP = "capture step events from insoles (BLE, USB dongle or virtual) into CSV logs"
 
@@ -53,12 +67,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--speed", type=argcheck.speed, default=20.0, metavar="X",
                         help="--sim replay speed, trace seconds per second, 0..1000; 0 = "
                         "as fast as the firmware runs (default 20)")
+    parser.add_argument("--outage", type=outage, action="append", default=[],
+                        metavar="AT:SECONDS",
+                        help="--sim: no radio link from trace second AT for SECONDS "
+                        "(repeatable)")
     parser.add_argument("--duration", type=argcheck.seconds, metavar="S",
                         help="stop after S seconds")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing logs in DIR")
     parser.add_argument("--scan-timeout", type=argcheck.seconds, default=10.0, metavar="S",
                         help="how long to look for an insole (default 10)")
+    parser.add_argument("--passkey", type=passkey_arg, metavar="N",
+                        help="the insole's 6-digit passkey, to bond when there is no bond yet")
+
+
+def outage(text: str) -> tuple[float, float]:
+    """AT:SECONDS, both trace seconds (AT may be 0)."""
+    import argparse
+
+    at, sep, length = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not AT:SECONDS (e.g. 120:1800)")
+    return argcheck.seconds_or_zero(at), argcheck.seconds(length)
 
 
 def _check(args) -> list[Path]:
@@ -68,6 +98,8 @@ def _check(args) -> list[Path]:
     if args.sim and (args.transport or args.device or args.both):
         raise UsageError("--sim runs its own virtual insoles and radio; "
                          "leave out --transport, --device and --both")
+    if args.outage and not args.sim:
+        raise UsageError("--outage takes the virtual radio away: it needs --sim")
     if args.device and args.both:
         raise UsageError("--device picks one insole; --both picks two: use one of them")
     traces: list[Path] = []
@@ -126,7 +158,8 @@ async def _main(args, traces: list[Path]) -> int:
     try:
         sim_run = None
         if traces:
-            links, sides, sim_run, close = await _sim_links(traces, args.speed)
+            links, sides, sim_run, close = await _sim_links(traces, args.speed, args.outage,
+                                                            args.passkey)
             cleanup.append(close)
             backoff = Backoff(0.1, 1.0)
         elif args.transport:
@@ -193,9 +226,10 @@ def _bleak_links(args):
 
     taken: set[str] = set()
     if args.both:
-        return ([BleakLink(side=s, taken=taken, scan_timeout=args.scan_timeout)
-                 for s in ("left", "right")], [None, None])
-    return [BleakLink(want=args.device, taken=taken, scan_timeout=args.scan_timeout)], [None]
+        return ([BleakLink(side=s, taken=taken, scan_timeout=args.scan_timeout,
+                           passkey=args.passkey) for s in ("left", "right")], [None, None])
+    return [BleakLink(want=args.device, taken=taken, scan_timeout=args.scan_timeout,
+                      passkey=args.passkey)], [None]
 
 
 async def _bumble_links(args):
@@ -207,7 +241,8 @@ async def _bumble_links(args):
         raise _Fatal(f"cannot open bumble transport {args.transport!r}: {exc}") from None
     taken: set[str] = set()
     lock = asyncio.Lock()
-    kw = dict(taken=taken, lock=lock, transport=args.transport, scan_timeout=args.scan_timeout)
+    kw = dict(taken=taken, lock=lock, transport=args.transport, scan_timeout=args.scan_timeout,
+              passkey=args.passkey)
     if args.both:
         links = [BumbleLink(device, side=s, **kw) for s in ("left", "right")]
     else:
@@ -219,10 +254,14 @@ async def _bumble_links(args):
     return links, [None] * len(links), close
 
 
-async def _sim_links(traces: list[Path], speed: float):
+async def _sim_links(traces: list[Path], speed: float,
+                     outages: list[tuple[float, float]] | None = None,
+                     passkey: int | None = None):
     """Start virtual insoles (left, right) on an in-process radio, clocks held at trace
-    time 0; links to them; and a coroutine factory that plays the traces once the
-    capture is listening."""
+    time 0, with the radio outages scheduled; links to them; and a coroutine factory
+    that plays the traces once the capture is listening (and, after them, lets the
+    clocks run on until the last outage is over). Each link pairs with its insole's
+    own passkey, or with `passkey` when one is given."""
     from host_tools import vboard
     from host_tools.blelinks import BumbleLink
 
@@ -243,6 +282,8 @@ async def _sim_links(traces: list[Path], speed: float):
 
     try:
         for ins in insoles:
+            for at, seconds in outages or []:
+                ins.schedule_outage(at, seconds)
             await ins.start()
         central = await radio.central()
     except vboard.VBoardError as exc:
@@ -251,7 +292,9 @@ async def _sim_links(traces: list[Path], speed: float):
     taken: set[str] = set()
     lock = asyncio.Lock()
     links = [BumbleLink(central, side=s, taken=taken, lock=lock, transport="virtual",
-                        scan_timeout=20.0) for s in sides]
+                        scan_timeout=20.0,
+                        passkey=ins.passkey if passkey is None else passkey)
+             for s, ins in zip(sides, insoles, strict=True)]
 
     async def linger(ins) -> None:
         # after the trace the firmware keeps serving BLE while its clock runs on
@@ -270,5 +313,8 @@ async def _sim_links(traces: list[Path], speed: float):
         except vboard.VBoardError as exc:
             raise _SimFailed(str(exc)) from None
         lingering.extend(asyncio.ensure_future(linger(ins)) for ins in insoles)
+        # an outage that outlasts the trace ends while the firmware lingers
+        while any(ins.outages_left for ins in insoles):
+            await asyncio.sleep(0.05)
 
     return links, sides, play, close

@@ -19,7 +19,8 @@ Where the insole is:
   (default)     an insole over Bluetooth (the computer's adapter through bleak; the
                 first insole found, or --device NAME|ADDRESS; --transport usb:0 for a
                 bumble dongle). The session selects the exercise with the Control
-                SET_MODE command (the link is paired: Control needs encryption), shows
+                SET_MODE command (over a bond made with the insole's passkey: see
+                `insole pair`; --passkey N bonds now), shows
                 the insole's exercise events live, and ends at the target, after
                 --duration seconds, or on Ctrl-C; the insole is put back to walk mode.
   --vboard TRACE  the real firmware on the virtual board (micropython binary) replaying
@@ -51,6 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from host_tools import argcheck, liveline
+from host_tools.cmd_pair import passkey_arg
 
 HELP = "guided exercise session (heel raises, toe scrunches, balance, slow walk)"
 
@@ -100,6 +102,9 @@ def add_arguments(parser) -> None:
                         help="BLE: stop after S seconds (default: at the target or Ctrl-C)")
     parser.add_argument("--scan-timeout", type=argcheck.seconds, default=10.0, metavar="S",
                         help="BLE: how long to look for the insole (default 10)")
+    parser.add_argument("--passkey", type=passkey_arg, metavar="N",
+                        help="BLE, --vboard: the insole's 6-digit passkey, to bond when "
+                        "there is no bond yet (--vboard: default the virtual insole's own)")
     parser.add_argument("--rate", type=argcheck.rate_hz, metavar="HZ",
                         help="sample rate (50..1000) when the trace does not say "
                         "(default 100); a trace's own rate_hz must agree")
@@ -240,14 +245,15 @@ def make_link(args):
         async def open_bumble():
             device, transport = await bumble_central(args.transport)
             link = BumbleLink(device, target=args.device, transport=args.transport,
-                              scan_timeout=args.scan_timeout)
+                              scan_timeout=args.scan_timeout, passkey=args.passkey)
             return link, transport.close
 
         return open_bumble
     from host_tools.blelinks import BleakLink
 
     async def open_bleak():
-        return BleakLink(want=args.device, scan_timeout=args.scan_timeout), None
+        return BleakLink(want=args.device, scan_timeout=args.scan_timeout,
+                         passkey=args.passkey), None
 
     return open_bleak
 
@@ -354,8 +360,9 @@ def _over_vboard(args, live: Live, mode: int, cfg) -> tuple[str, float]:
 
         try:
             await insole.start()
+            passkey = insole.passkey if args.passkey is None else args.passkey
             link = BumbleLink(await radio.central(), side=args.side, transport="virtual",
-                              scan_timeout=20.0)
+                              scan_timeout=20.0, passkey=passkey)
             live.say(f"  (virtual insole replaying {args.vboard} at {speed:g}x)")
             await run_session(link, mode, cfg, on_event, stop, on_ready, on_linked)
             return insole.trace_time

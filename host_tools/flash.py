@@ -12,7 +12,9 @@ the board itself, then in one mpremote session:
   lists them in its manifest) or any file it did not install itself;
 - checks the hashes again, then resets the board and waits for the firmware's
   boot banner (``insole VERSION board=... side=... rate=... name=...``, see
-  docs/PROTOCOL.md).
+  docs/PROTOCOL.md) and prints the passkey line that follows it (``passkey
+  NNNNNN``: the six digits a phone or computer enters to bond, docs/SECURITY.md).
+  Without a reset the passkey is read from the board's ``insole.json``.
 
 Resets: ``hard`` (default) runs ``machine.reset()``; ``soft`` sends Ctrl-D to the
 REPL (soft reboot: boot.py and main.py run again, the radio is not power-cycled);
@@ -53,6 +55,8 @@ from host_tools.safeio import describe
 
 PROBE_MARK = "INSOLE-PROBE "
 BANNER_PREFIX = "insole "
+PASSKEY_PREFIX = "passkey "  # the line after the banner (firmware/app.py passkey_line)
+PASSKEY_WAIT_S = 3.0
 BAUD = 115200
 MPREMOTE_TIMEOUT_S = 300
 
@@ -324,10 +328,14 @@ def flash(
     if reset == "none" and dev.platform == "esp32" and wdt_ms:
         log(f"note: a running watchdog resets the board within {wdt_ms} ms (--reset none)")
     if reset != "none":
-        banner = reset_and_wait(port, reset, banner_prefix, banner_timeout, log)
+        banner, passkey = reset_and_read(port, reset, banner_prefix, banner_timeout, log)
         result["banner"] = banner
         if "board=" in banner and f"board={manifest['board_name']} " not in banner:
             log(f"warning: the firmware reports another board than {manifest['board_name']!r}")
+    else:
+        passkey = read_passkey(port)
+    result["passkey"] = passkey
+    tell_passkey(passkey, log)
     return result
 
 
@@ -384,11 +392,21 @@ def wait_for_banner(
     A board with native USB drops off the bus while it resets: the port is reopened
     until ``timeout``.
     """
+    return wait_for_banner_and(port, prefix, timeout, ser=ser)[0]
+
+
+def wait_for_banner_and(
+    port: str, prefix: str = BANNER_PREFIX, timeout: float = 30.0, ser=None,
+    follow: str | None = None, follow_s: float = PASSKEY_WAIT_S,
+) -> tuple[str, str | None]:
+    """wait_for_banner(), then up to follow_s more for a line starting with
+    ``follow``: (banner, that line or None)."""
     import serial
 
     deadline = time.monotonic() + timeout
     seen: list[str] = []
     buf = b""
+    banner = None
     while time.monotonic() < deadline:
         if ser is None:
             try:
@@ -406,14 +424,23 @@ def wait_for_banner(
         while b"\n" in buf:
             raw, buf = buf.split(b"\n", 1)
             line = raw.decode("utf-8", "replace").strip("\r\x00")
-            if line.startswith(prefix):
+            if banner is None and line.startswith(prefix):
+                banner = line
+                if follow is None:
+                    if ser is not None:
+                        ser.close()
+                    return banner, None
+                deadline = time.monotonic() + follow_s
+            elif banner is not None and line.startswith(follow or "\0"):
                 if ser is not None:
                     ser.close()
-                return line
-            if line:
+                return banner, line
+            elif line:
                 seen.append(line)
     if ser is not None:
         ser.close()
+    if banner is not None:
+        return banner, None
     tail = "\n  ".join(seen[-8:]) or "(nothing)"
     raise FlashError(
         f"no boot banner (a line starting with {prefix!r}) from {port} within "
@@ -423,6 +450,12 @@ def wait_for_banner(
 
 def reset_and_wait(port: str, mode: str, prefix: str, timeout: float, log=print) -> str:
     """Reset the board (``hard`` or ``soft``) and return its boot banner line."""
+    return reset_and_read(port, mode, prefix, timeout, log)[0]
+
+
+def reset_and_read(port: str, mode: str, prefix: str, timeout: float,
+                   log=print) -> tuple[str, int | None]:
+    """reset_and_wait(), and the passkey the firmware prints after the banner."""
     ser = _open_serial(port)
     # stop whatever runs (Ctrl-C), leave a raw REPL if one is left over (Ctrl-B)
     ser.write(b"\r\x03\x03\x02")
@@ -433,9 +466,36 @@ def reset_and_wait(port: str, mode: str, prefix: str, timeout: float, log=print)
     else:
         ser.write(b"import machine\r\nmachine.reset()\r\n")
     log(f"reset ({mode}); waiting for the boot banner")
-    line = wait_for_banner(port, prefix, timeout, ser=ser, log=log)
+    line, after = wait_for_banner_and(port, prefix, timeout, ser=ser, follow=PASSKEY_PREFIX)
     log(f"boot banner: {line}")
-    return line
+    return line, _passkey_of(after)
+
+
+def _passkey_of(line: str | None) -> int | None:
+    if line is None:
+        return None
+    digits = line[len(PASSKEY_PREFIX):].split(" ", 1)[0]
+    return int(digits) if len(digits) == 6 and digits.isdigit() else None
+
+
+def read_passkey(port: str) -> int | None:
+    """The passkey in the board's insole.json (None: the firmware has not made one
+    yet, at its first boot, or the file is unreadable)."""
+    try:
+        text = mpremote(port, [["fs", "cat", ":insole.json"]], timeout=60)
+        value = json.loads(text[text.find("{"):]).get("passkey")
+    except (FlashError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and 0 <= value <= 999999 else None
+
+
+def tell_passkey(passkey: int | None, log=print) -> None:
+    if passkey is None:
+        log("passkey: not made yet (the firmware makes it at its first boot and prints "
+            "it on the serial console: python -m host_tools.flash console --port PORT)")
+    else:
+        log(f"passkey {passkey:06d}: enter it to bond a phone or computer "
+            "(`insole pair`); write it on the insole's label")
 
 
 def console(port: str, seconds: float | None = None, out=sys.stdout) -> int:

@@ -32,6 +32,7 @@ EVENT_SIZE = 20
 EVENT_FORMAT = 1
 STATUS_FORMAT = 2  # what the firmware sends; decode_status also reads format 1
 STATUS_BATTERY_UNIT_MV = 20  # format 2 battery byte
+STATUS_JOURNAL_DROPPED = 0x08  # format 2 flags bit 3
 
 KIND_STRIKE = 0x01
 KIND_STEP = 0x02
@@ -65,6 +66,7 @@ OP_RAW_STOP = 0x07
 OP_BACKFILL = 0x08
 OP_SET_MODE = 0x09
 OP_GET_CONFIG = 0x0A
+OP_GET_JOURNAL = 0x0B
 OP_NAMES = {
     OP_SET_SIDE: "set_side",
     OP_SET_NAME: "set_name",
@@ -76,6 +78,7 @@ OP_NAMES = {
     OP_BACKFILL: "backfill",
     OP_SET_MODE: "set_mode",
     OP_GET_CONFIG: "get_config",
+    OP_GET_JOURNAL: "get_journal",
 }
 
 ERR_OK = 0x00
@@ -88,6 +91,8 @@ ERR_STORAGE = 0x06
 ERR_PARTIAL = 0x07
 ERR_BUSY = 0x08
 ERR_NOT_YET = 0x09
+ERR_TOO_FAST = 0x0A
+ERR_NO_MEMORY = 0x0B
 ERROR_NAMES = {
     ERR_OK: "ok",
     ERR_UNKNOWN_OP: "unknown opcode",
@@ -99,6 +104,8 @@ ERROR_NAMES = {
     ERR_PARTIAL: "backfill partial: oldest events gone",
     ERR_BUSY: "busy: command queue full",
     ERR_NOT_YET: "backfill from an event the insole has not made yet",
+    ERR_TOO_FAST: "sample rate too high for the mode",
+    ERR_NO_MEMORY: "no memory for the mode (the insole walks on)",
 }
 
 MODE_WALK = 0
@@ -162,6 +169,11 @@ class Start:
     rate_hz: int
     side: int
     mode: int
+    # numbers a reboot left unused just before this START: sequence numbers
+    # seq - skipped_seq .. seq - 1 and step numbers steps - skipped_steps + 1 .. steps
+    # hold no event (the journal skips past what a power cut may have lost)
+    skipped_seq: int = 0
+    skipped_steps: int = 0
     kind: str = "start"
 
 
@@ -201,6 +213,7 @@ class Status:
     fw_major: int | None = None  # format 1 only: format 2 leaves it to Device Information
     fw_minor: int | None = None
     format: int = STATUS_FORMAT
+    journal_dropped: bool = False  # flags bit 3: the journal dropped days (GET_JOURNAL)
 
     def channel_faults(self) -> dict[str, str]:
         """Fault name per channel ({} for format 1, which has no fault word)."""
@@ -274,8 +287,8 @@ def decode_event(data: bytes):
         lo, hi, pattern, ph, pa, pf, sh, sa, sf = struct.unpack_from("<HBBHHHHHH", data, 4)
         return Load(seq, lo | hi << 16, pattern, ph, pa, pf, sh, sa, sf)
     if kind == KIND_START:
-        steps, rate, side, mode = struct.unpack_from("<IHBB", data, 4)
-        return Start(seq, steps, rate, side, mode)
+        steps, rate, side, mode, skip_seq, skip_steps = struct.unpack_from("<IHBBHH", data, 4)
+        return Start(seq, steps, rate, side, mode, skip_seq, skip_steps)
     return OtherEvent(seq, kind, data[4:])
 
 
@@ -292,7 +305,8 @@ def decode_status(data: bytes) -> Status:
         _, flags, rate, steps, up, over, lost, faults, batt, buf = struct.unpack(
             "<BBHIIHHHBB", data)
         return Status(*_status_flags(flags), rate, steps, up, over,
-                      batt * STATUS_BATTERY_UNIT_MV, buf, lost=lost, faults=faults, format=2)
+                      batt * STATUS_BATTERY_UNIT_MV, buf, lost=lost, faults=faults, format=2,
+                      journal_dropped=bool(flags & STATUS_JOURNAL_DROPPED))
     if fmt == 1:
         _, major, minor, flags, rate, steps, up, over, batt, buf = struct.unpack(
             "<BBBBHIIHHH", data)
@@ -331,9 +345,17 @@ def decode_reply(data: bytes) -> Reply:
     _need(data, 2, "control reply", exact=False)
     op, err = data[0], data[1]
     extra: dict = {}
-    if op == OP_BACKFILL and len(data) >= 6:
+    if op == OP_BACKFILL and len(data) >= 10:
+        # the reply to a 5-byte BACKFILL: whole 29-bit numbers
+        first, count = struct.unpack_from("<II", data, 2)
+        extra = {"first_seq": first, "count": count, "wide": True}
+    elif op == OP_BACKFILL and len(data) >= 6:
         first, count = struct.unpack_from("<HH", data, 2)
         extra = {"first_seq": first, "count": count}
+    elif op == OP_GET_JOURNAL and err == ERR_OK and len(data) >= 16:
+        head, oldest, dropped, size = struct.unpack_from("<IIHI", data, 2)
+        extra = {"head": head, "oldest_seq": oldest, "dropped_days": dropped,
+                 "journal_bytes": size}
     elif op == OP_GET_CONFIG and err == ERR_OK and len(data) >= 7:
         side, rate, stride = struct.unpack_from("<BHH", data, 2)
         extra = {"side": SIDES[side & 1], "rate_hz": rate, "stride_cm": stride,
@@ -388,6 +410,19 @@ def cmd_raw_stop() -> bytes:
 
 def cmd_backfill(first_seq: int) -> bytes:
     return struct.pack("<BH", OP_BACKFILL, first_seq & 0xFFFF)
+
+
+SEQ29_MASK = 0x1FFFFFFF  # the insole's sequence numbers run on 2**29
+
+
+def cmd_backfill_wide(first_seq: int) -> bytes:
+    """BACKFILL naming the whole 29-bit sequence number (reaches the whole journal);
+    the reply gives u32 first and count (decode_reply: data["wide"])."""
+    return struct.pack("<BI", OP_BACKFILL, first_seq & SEQ29_MASK)
+
+
+def cmd_get_journal() -> bytes:
+    return bytes([OP_GET_JOURNAL])
 
 
 def cmd_set_mode(mode: int | str, args: bytes = b"") -> bytes:

@@ -7,12 +7,15 @@ of ``boards/virtual`` first on its path: ``machine`` (the ADC reads a recorded t
 ``board``. The ``bluetooth`` shim talks over a unix socket to this module, which
 serves the GATT table the firmware registered from a bumble ``Device``. A central
 on the same radio sees a real GATT server: ATT reads (each one an
-_IRQ_GATTS_READ_REQUEST the firmware may refuse), writes (Control needs an encrypted
-link: the central must pair), notifications, MTU exchange and encryption changes
-reach the firmware as the same IRQs an ESP32 raises. The pairing keys are kept by the
-firmware as NimBLE keeps them (``NimbleStore``: its records, keys and store walks
-through _IRQ_SET_SECRET/_IRQ_GET_SECRET), so bonds survive a restart on the same
-``flash_dir``, also with a central that uses a resolvable private address.
+_IRQ_GATTS_READ_REQUEST the firmware may refuse), writes, notifications, MTU exchange,
+pairing (the firmware's passkey through _IRQ_PASSKEY_ACTION and gap_passkey()) and
+encryption changes reach the firmware as the same IRQs an ESP32 raises, and the
+characteristic flags are checked as NimBLE checks them (an authenticated key is a
+MITM-protected one: the insole service needs a bond made with the passkey). The
+pairing keys are kept by the firmware as NimBLE keeps them (``NimbleStore``: its
+records, keys and store walks through _IRQ_SET_SECRET/_IRQ_GET_SECRET), so bonds
+survive a restart on the same ``flash_dir``, also with a central that uses a
+resolvable private address.
 
 Radio: ``VirtualRadio()`` is bumble's in-process virtual radio (``LocalLink``): any
 number of virtual insoles and centrals share it. ``VirtualRadio("usb:0")`` (any
@@ -33,7 +36,7 @@ API::
                              paused=True) as vi:
         central = Central(await radio.central())    # radio.central(): a bumble Device
         await central.connect(vi)                   # scan for vi.name, connect, discover
-        await central.pair()                        # Control needs encryption
+        await central.pair()                        # with vi.passkey: the insole service
         got = await central.subscribe(protocol.UUID_STEP_EVENT)  # [(trace s, bytes)]
         await vi.run_until(30.0)                    # trace seconds; returns time reached
         await central.write(protocol.UUID_CONTROL, protocol.cmd_backfill(0))
@@ -54,7 +57,10 @@ with it: what the firmware sent so far has reached the radio), ``set_speed(x)``,
 ``wait_stored()`` (a pairing's keys have reached the firmware), ``fire_irq(event,
 data)`` (any IRQ with any data, for fuzzing), ``irqs_delivered()`` (all events sent
 so far reached the handler: how many it got, and whether it is still set),
-``faults`` (why NimBLE would be stuck: the board is then stopped), ``name``,
+``faults`` (why NimBLE would be stuck: the board is then stopped),
+``schedule_outage(at_s, seconds)`` and ``radio_outage(seconds)`` (the radio link gone
+for that much trace time, as out of range: centrals are disconnected and nobody hears the
+insole advertise; ``in_outage``, ``outages_left``), ``name``,
 ``address``, ``handles``, ``connections`` and ``device`` (the bumble peripheral).
 ``radio.central(private=True)`` is a central with LE privacy (an RPA from its own
 IRK); ``VirtualRadio.new_private_address(dev)`` gives it a fresh one.
@@ -73,7 +79,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +109,13 @@ HOST_MTU, HOST_CONN_UPDATE, HOST_ENCRYPTION = ord("m"), ord("u"), ord("e")
 HOST_INDICATE_DONE, HOST_HANDLES, HOST_CONTROL = ord("i"), ord("r"), ord("x")
 HOST_GET_SECRET, HOST_SET_SECRET = ord("g"), ord("s")
 HOST_READ, HOST_IRQ, HOST_FATAL, HOST_SYNC = ord("q"), ord("j"), ord("f"), ord("y")
+HOST_PASSKEY = ord("k")  # <HBI conn, action, number>: _IRQ_PASSKEY_ACTION
+MSG_PASSKEY = ord("W")  # <HBI conn, action, passkey>: what the firmware's gap_passkey() gave
+# passkey actions (modbluetooth.h MP_BLUETOOTH_PASSKEY_ACTION_*, NimBLE BLE_SM_IOACT_*)
+PASSKEY_INPUT, PASSKEY_DISPLAY, PASSKEY_NUMCMP = 2, 3, 4
+SM_TIMEOUT_S = 30.0  # BLE_SM_TIMEOUT_MS: NimBLE ends a pairing that waits longer
+# ATT errors NimBLE's ble_att_svr_check_perms answers
+ATT_INSUFFICIENT_AUTHEN, ATT_INSUFFICIENT_ENC = 0x05, 0x0F
 
 # NimBLE's store as MicroPython hands it to the IRQ handler (modbluetooth_nimble.c
 # ble_secret_store_*): object types, keys (a ble_addr_t: type + address, LSB first)
@@ -110,6 +123,7 @@ HOST_READ, HOST_IRQ, HOST_FATAL, HOST_SYNC = ord("q"), ord("j"), ord("f"), ord("
 SEC_OUR, SEC_PEER, SEC_OUR_IRK = 1, 2, 10  # BLE_STORE_OBJ_TYPE_OUR/PEER_SEC, load_irk()
 SEC_RECORD_FORMAT = "<B6sBH6xQ16sB16sB16sB5x"  # the struct as GCC lays it out: 80 bytes
 MAX_BONDS = 3  # ESP-IDF's CONFIG_BT_NIMBLE_MAX_BONDS default
+PASSKEY_RE = re.compile(r"^passkey (\d{6})\b")  # the firmware's console line (app.py)
 _STORE_INDEX_WRAP = 256  # struct ble_store_key_sec.idx is a uint8_t
 _STORE_LOOP_MAX = 64  # NimBLE loops this long on a store that never says "done": stuck
 
@@ -184,7 +198,10 @@ def bumble_uuid(text: str):
 
 
 def permissions_for(flags: int):
-    """bumble attribute permissions for MicroPython characteristic flags."""
+    """bumble attribute permissions for MicroPython characteristic flags: readable
+    and writeable only. The security flags are checked by the bridge itself, as
+    NimBLE does (``security_error``): bumble counts every encrypted LE link as
+    authenticated, NimBLE only one whose key was made with MITM protection."""
     from bumble.att import Attribute
 
     P = Attribute.Permissions
@@ -193,15 +210,53 @@ def permissions_for(flags: int):
         perms |= P.READABLE
     if flags & (F_WRITE | F_WRITE_NR | F_AUX_WRITE):
         perms |= P.WRITEABLE
-    for bit, perm in ((F_READ_ENC, P.READ_REQUIRES_ENCRYPTION),
-                      (F_READ_AUTHEN, P.READ_REQUIRES_AUTHENTICATION),
-                      (F_READ_AUTHOR, P.READ_REQUIRES_AUTHORIZATION),
-                      (F_WRITE_ENC, P.WRITE_REQUIRES_ENCRYPTION),
-                      (F_WRITE_AUTHEN, P.WRITE_REQUIRES_AUTHENTICATION),
-                      (F_WRITE_AUTHOR, P.WRITE_REQUIRES_AUTHORIZATION)):
-        if flags & bit:
-            perms |= perm
     return perms
+
+
+def cccd_flags(flags: int) -> int:
+    """The security flags of a characteristic's CCCD: writing it switches the
+    notifications on, so it asks what the characteristic asks (NimBLE ble_gatts.c
+    ble_gatts_register_clt_cfg_dsc: encryption and authentication are inherited,
+    authorisation is not)."""
+    out = F_READ | F_WRITE
+    if flags & (F_READ_ENC | F_WRITE_ENC):
+        out |= F_WRITE_ENC
+    if flags & (F_READ_AUTHEN | F_WRITE_AUTHEN):
+        out |= F_WRITE_AUTHEN
+    return out
+
+
+@dataclass
+class LinkSecurity:
+    """A connection's security state as NimBLE keeps it (struct ble_gap_sec_state)."""
+
+    encrypted: bool = False
+    authenticated: bool = False
+    bonded: bool = False
+    key_size: int = 0
+    pairing: bool = False  # a pairing is under way (its encryption is not reported yet)
+    restore_authenticated: bool = False  # the stored key this link asked for
+    # cleared while a finished pairing's keys go to the firmware: NimBLE stores them
+    # and reports the encryption before it handles the next ATT request
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.settled.set()
+
+
+def security_error(flags: int, is_read: bool, sec: LinkSecurity, has_ltk: bool) -> int:
+    """The ATT error NimBLE answers for this access, 0 when it is allowed
+    (ble_att_svr_check_perms, BLE_SM_SC_ONLY off). Read/write permission itself is
+    checked before. has_ltk: the store holds an LTK for the peer, which makes an
+    unencrypted access "insufficient encryption" (re-encrypt) rather than
+    "insufficient authentication" (pair)."""
+    enc = flags & (F_READ_ENC if is_read else F_WRITE_ENC)
+    authen = flags & (F_READ_AUTHEN if is_read else F_WRITE_AUTHEN)
+    if (enc or authen) and not sec.encrypted:
+        return ATT_INSUFFICIENT_ENC if has_ltk else ATT_INSUFFICIENT_AUTHEN
+    if authen and not sec.authenticated:
+        return ATT_INSUFFICIENT_AUTHEN
+    return 0
 
 
 class VirtualRadio:
@@ -347,6 +402,24 @@ async def connect(central, insole: VirtualInsole, timeout: float = 10.0):
     return await asyncio.wait_for(central.connect(address), timeout)
 
 
+def use_passkey(device, passkey: int | None) -> None:
+    """Make a bumble central pair with LE Secure Connections and MITM protection,
+    typing `passkey` when the peripheral shows one (None: it cannot type one, and
+    pairs "just works")."""
+    from bumble.pairing import PairingConfig, PairingDelegate
+
+    class Keyboard(PairingDelegate):
+        async def get_number(self) -> int | None:
+            return passkey
+
+    io = (PairingDelegate.IoCapability.KEYBOARD_INPUT_ONLY if passkey is not None
+          else PairingDelegate.IoCapability.NO_OUTPUT_NO_INPUT)
+    device.pairing_config_factory = lambda _conn: PairingConfig(
+        sc=True, mitm=passkey is not None, bonding=True,
+        identity_address_type=PairingConfig.AddressType.RANDOM,
+        delegate=Keyboard(io_capability=io))
+
+
 def uuid_key(uuid) -> str:
     """A UUID (16-bit int, text, or bumble UUID) as lower-case dashed 128-bit text."""
     from bumble.core import UUID
@@ -363,7 +436,7 @@ class Central:
 
         central = Central(await radio.central())
         await central.connect(insole)       # scan by name, connect, discover
-        await central.pair()                 # encrypt (Control needs it)
+        await central.pair()                 # bond with the insole's passkey (vi.passkey)
         got = await central.subscribe(protocol.UUID_STEP_EVENT)   # list that fills up
         await central.write(protocol.UUID_CONTROL, protocol.cmd_backfill(0))
         value = await central.read(0x2A19)   # 16-bit UUIDs as ints
@@ -402,7 +475,13 @@ class Central:
             raise VBoardError(f"the insole has no characteristic {uuid}")
         return c
 
-    async def pair(self, timeout: float = 10.0) -> None:
+    async def pair(self, passkey: int | None = None, timeout: float = 10.0) -> None:
+        """Pair and bond as a central with a keyboard, entering `passkey` when the
+        insole asks for it (default: the insole's own, vi.passkey, which its owner
+        knows from the label or the serial console)."""
+        if passkey is None and self.insole is not None:
+            passkey = self.insole.passkey
+        use_passkey(self.device, passkey)
         await asyncio.wait_for(self.connection.pair(), timeout)
 
     async def subscribe(self, uuid, timeout: float = 10.0) -> list[tuple[float, bytes]]:
@@ -605,12 +684,12 @@ class NimbleStore:
                 rec(theirs, keys.irk.value if keys.irk else None,
                     keys.csrk.value if keys.csrk else None))
 
-    async def long_term_key(self, address, rand: bytes, ediv: int) -> bytes | None:
+    async def stored_key(self, address, rand: bytes, ediv: int) -> SecRecord | None:
         # ble_sm_ltk_req_rx -> ble_sm_retrieve_ltk
         rec = await self.record(SEC_OUR, 0, store_key(address))
         if rec is None or rec.ediv != ediv or rec.rand != int.from_bytes(rand, "little"):
             return None
-        return rec.ltk
+        return rec if rec.ltk is not None else None
 
     def restored(self, body: bytes) -> bytes | None:
         """MSG_KEYS: the resolving list active(True) restored; returns the own IRK."""
@@ -643,6 +722,9 @@ def _keystore_for(insole: VirtualInsole):
             return PairingKeys(address_type=rec.addr_type, ltk_peripheral=key)
 
         async def update(self, name: str, keys: PairingKeys) -> None:
+            for sec in insole.security.values():
+                if sec.pairing:
+                    sec.settled.clear()  # its ATT requests wait for the report
             await store.persist(name, keys)
 
         async def delete(self, name: str) -> None:
@@ -673,13 +755,17 @@ class VirtualInsole:
     index: tells several virtual insoles apart (unique_id, address, name).
     on_line: called with each serial line the firmware prints, prefixed by the
       trace time ("  12.340 | ...").
+    passkey: written to the config before it starts (default: the one on the
+      flash, or a new one the firmware makes at its first boot); ``passkey`` holds
+      the one the firmware printed on its console.
     """
 
     def __init__(self, trace, side: str = "left", speed: float = 0.0,
                  radio: VirtualRadio | None = None, *, paused: bool = False,
                  rate_hz: int | None = None, flash_dir: str | Path | None = None,
                  index: int | None = None, on_line: Callable[[str], None] | None = None,
-                 firmware_dir: str | Path = FIRMWARE, heap_kb: int | None = None):
+                 firmware_dir: str | Path = FIRMWARE, heap_kb: int | None = None,
+                 passkey: int | None = None):
         if side not in ("left", "right"):
             raise VBoardError(f"side must be left or right, not {side!r}")
         if speed < 0:
@@ -735,6 +821,17 @@ class VirtualInsole:
         self._sync_replies: collections.deque[asyncio.Future] = collections.deque()
         self.store = NimbleStore(self)
         self.faults: list[str] = []  # why the BLE stack would be stuck for good
+        # radio outages (schedule_outage): [start, end) trace µs, the earliest first
+        self._outages: list[list[int]] = []
+        self.in_outage = False
+        self.outages_begun = 0
+        self._cut: set[int] = set()  # connection handles an outage has disconnected
+        self._adv_wanted: dict | None = None  # the firmware's last advertising request
+        self.security: dict[int, LinkSecurity] = {}  # conn handle -> as NimBLE keeps it
+        self._passkeys: dict[int, asyncio.Future] = {}  # conn -> the firmware's answer
+        self.passkey_timeout = SM_TIMEOUT_S
+        self._printed_passkey: int | None = None
+        self._passkey_arg = passkey
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> VirtualInsole:
@@ -775,6 +872,8 @@ class VirtualInsole:
                 if isinstance(loaded, dict):
                     cfg = loaded
         cfg["side"] = "L" if self.side == "left" else "R"
+        if self._passkey_arg is not None:
+            cfg["passkey"] = int(self._passkey_arg)
         if FIRMWARE_RATES[0] <= rate <= FIRMWARE_RATES[1]:
             cfg["rate_hz"] = rate
         cfg_path.write_text(json.dumps(cfg))
@@ -940,6 +1039,63 @@ class VirtualInsole:
         for _ in range(20):
             await asyncio.sleep(0)
 
+    # ------------------------------------------------------------------ radio outages
+    def schedule_outage(self, at_s: float, seconds: float) -> None:
+        """Take the radio link away from trace time at_s for `seconds` of trace time,
+        as walking out of range does: connected centrals are disconnected, and while it
+        lasts nobody hears the insole advertise, so none can (re)connect. The firmware
+        sees the disconnect and keeps advertising; nothing else changes for it."""
+        if at_s < 0 or seconds <= 0:
+            raise VBoardError("an outage starts at trace time >= 0 and lasts > 0 s")
+        start = int(round(at_s * 1e6))
+        self._outages.append([start, start + int(round(seconds * 1e6))])
+        self._outages.sort()
+
+    @property
+    def outages_left(self) -> int:
+        """Outages scheduled that have not ended yet."""
+        return len(self._outages)
+
+    def radio_outage(self, seconds: float) -> None:
+        """schedule_outage() from the current trace time."""
+        self.schedule_outage(max(self.trace_us, 0) / 1e6, seconds)
+
+    async def _follow_outages(self) -> None:
+        # awaited between the board's messages, so its advertising requests and an
+        # outage's never overlap
+        now = self.trace_us
+        if now <= 0:
+            return  # the clock has not begun to run (a paused board waits at 0)
+        while self._outages and self._outages[0][1] <= now and not self.in_outage:
+            self._outages.pop(0)  # wholly passed between two clock reports
+        active = bool(self._outages) and self._outages[0][0] <= now < self._outages[0][1]
+        if active and not self.in_outage:
+            self.in_outage = True
+            self.outages_begun += 1
+            self.log.append((self.trace_time, "(radio outage begins)"))
+            if self.advertising:
+                self.advertising = False
+                with contextlib.suppress(Exception):
+                    await self.device.stop_advertising()
+        elif not active and self.in_outage:
+            self.in_outage = False
+            self._outages.pop(0)
+            self._cut.clear()
+            self.log.append((self.trace_time, "(radio outage ends)"))
+            msg = self._adv_wanted
+            if msg is not None and msg.get("interval_us") is not None:
+                await self._advertise(msg)
+        if self.in_outage:
+            for h, conn in list(self.connections.items()):
+                if h not in self._cut:  # one made just before it began goes too
+                    self._cut.add(h)
+                    self._tasks.append(asyncio.ensure_future(self._cut_link(conn)))
+
+    @staticmethod
+    async def _cut_link(conn) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.disconnect(), 5)
+
     async def run_for(self, seconds: float, timeout: float | None = 60.0) -> float:
         """run_until(now + seconds)."""
         return await self.run_until(max(self.trace_us, 0) / 1e6 + seconds, timeout)
@@ -1010,6 +1166,19 @@ class VirtualInsole:
         return None
 
     @property
+    def passkey(self) -> int | None:
+        """The firmware's passkey: the one it printed on its console, else the one
+        in the config on its flash (saved before BLE starts), else None."""
+        if self._printed_passkey is not None:
+            return self._printed_passkey
+        if self.flash_dir is not None:
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                value = json.loads((self.flash_dir / CONFIG_FILE).read_text())["passkey"]
+                if isinstance(value, int):
+                    return value
+        return None
+
+    @property
     def ended(self) -> bool:
         return self._end.is_set()
 
@@ -1038,6 +1207,9 @@ class VirtualInsole:
         assert self.proc and self.proc.stdout
         async for raw in self.proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
+            m = PASSKEY_RE.match(line)
+            if m:
+                self._printed_passkey = int(m.group(1))
             self.log.append((self.trace_time, line))
             self._line_event.set()
             if self.on_line is not None:
@@ -1069,6 +1241,8 @@ class VirtualInsole:
                 body = await reader.readexactly(length)
                 kind = body[0]
                 (self.trace_us,) = struct.unpack_from("<q", body, 1)
+                if self._outages:
+                    await self._follow_outages()
                 await self._on_message(kind, body[9:])
                 self._progress.set()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -1131,6 +1305,9 @@ class VirtualInsole:
             self._answer(self._sync_replies, struct.unpack_from("<IB", body))
         elif kind == MSG_READ:
             self._answer(self._read_replies, (body[0], body[1], body[2:]))
+        elif kind == MSG_PASSKEY:
+            conn_h, action, value = struct.unpack_from("<HBI", body)
+            self._passkey_answer(conn_h, (action, value))
         elif kind == MSG_KEYS:
             own = self.store.restored(body)
             if own is not None:
@@ -1262,6 +1439,8 @@ class VirtualInsole:
             server.add_service(service)
             self._services.append(service)
             objs.append(per_char)
+            for ch, flags, _ in per_char:
+                self._guard_cccd(server, ch, flags)
         handles = []
         for per_char in objs:
             hs = []
@@ -1277,12 +1456,54 @@ class VirtualInsole:
         self.handles = handles
         self._send(HOST_HANDLES, json.dumps(handles).encode())
 
+    def link_security(self, conn) -> LinkSecurity:
+        return self.security.setdefault(conn.handle, LinkSecurity())
+
+    async def _check_access(self, conn, flags: int, is_read: bool) -> None:
+        from bumble.att import ATT_Error
+
+        sec = self.link_security(conn)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(sec.settled.wait(), 10)
+        if not flags & (F_READ_ENC | F_READ_AUTHEN | F_WRITE_ENC | F_WRITE_AUTHEN):
+            return
+        has_ltk = False
+        if not sec.encrypted:
+            rec = await self.store.record(SEC_PEER, 0, store_key(conn.peer_address))
+            has_ltk = rec is not None and rec.ltk is not None
+        error = security_error(flags, is_read, sec, has_ltk)
+        if error:
+            raise ATT_Error(error)
+
+    def _guard_cccd(self, server, ch, flags: int) -> None:
+        """The CCCD bumble added for ch asks for the security ch asks for."""
+        from bumble.att import AttributeValueV2, is_enhanced_bearer
+        from bumble.gatt import GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR as CCCD
+
+        want = cccd_flags(flags)
+        if not want & (F_WRITE_ENC | F_WRITE_AUTHEN):
+            return
+        for attr in server.attributes:
+            if (attr.type == CCCD and ch.handle < attr.handle <= ch.end_group_handle
+                    and isinstance(attr.value, AttributeValueV2)):
+                inner = attr.value
+
+                async def write(bearer, value, inner=inner):
+                    conn = bearer.connection if is_enhanced_bearer(bearer) else bearer
+                    await self._check_access(conn, want, False)
+                    result = inner.write(bearer, value)
+                    if asyncio.iscoroutine(result):
+                        await result
+
+                attr.value = AttributeValueV2(inner._read, write=write)
+
     def _reader(self, attr, flags: int):
         from bumble.att import ATT_READ_NOT_PERMITTED_ERROR, ATT_UNLIKELY_ERROR_ERROR, ATT_Error
 
         async def read(conn) -> bytes:
             if not flags & F_READ:
                 raise ATT_Error(ATT_READ_NOT_PERMITTED_ERROR)
+            await self._check_access(conn, flags, True)
             # characteristic_access_cb -> _IRQ_GATTS_READ_REQUEST: the handler may
             # refuse the read (its int is the ATT error) or write the value first
             got = await self._ask(self._read_replies, HOST_READ,
@@ -1300,9 +1521,10 @@ class VirtualInsole:
     def _writer_for(self, attr, flags: int):
         from bumble.att import ATT_WRITE_NOT_PERMITTED_ERROR, ATT_Error
 
-        def write(conn, value: bytes) -> None:
+        async def write(conn, value: bytes) -> None:
             if not flags & (F_WRITE | F_WRITE_NR | F_AUX_WRITE):
                 raise ATT_Error(ATT_WRITE_NOT_PERMITTED_ERROR)
+            await self._check_access(conn, flags, False)
             value = bytes(value)
             self._values[attr.handle] = value
             self._send(HOST_WRITE, struct.pack("<HH", conn.handle, attr.handle) + value)
@@ -1317,9 +1539,13 @@ class VirtualInsole:
             self._adv = bytes.fromhex(msg["adv"])
         if msg.get("resp") is not None:
             self._resp = bytes.fromhex(msg["resp"])
+        self._adv_wanted = msg
         if msg.get("interval_us") is None:
             self.advertising = False
             await self.device.stop_advertising()
+            return
+        if self.in_outage:  # the firmware advertises; nobody is in range to hear it
+            self._adv_event.set()
             return
         name = AdvertisingData.from_bytes(self._adv).get(AdvertisingData.COMPLETE_LOCAL_NAME)
         if name:
@@ -1352,7 +1578,29 @@ class VirtualInsole:
 
         dev = self.device
 
-        def pairing_config(_conn) -> PairingConfig:
+        insole = self
+
+        class FirmwareDelegate(PairingDelegate):
+            """The insole's part of a pairing comes from the firmware: NimBLE raises
+            _IRQ_PASSKEY_ACTION and waits for gap_passkey()."""
+
+            def __init__(self, conn, io):
+                super().__init__(io_capability=io)
+                self.conn = conn
+
+            async def generate_passkey(self) -> int:  # the insole shows a passkey
+                return await insole._firmware_passkey(self.conn, PASSKEY_DISPLAY, 0)
+
+            async def get_number(self) -> int | None:  # the insole types one
+                return await insole._firmware_passkey(self.conn, PASSKEY_INPUT, 0)
+
+            async def compare_numbers(self, number: int, digits: int) -> bool:
+                return bool(await insole._firmware_passkey(self.conn, PASSKEY_NUMCMP,
+                                                           number))
+
+        def pairing_config(conn) -> PairingConfig:
+            # ble_hs_cfg.sm_* as the firmware's config() set them (NimBLE's defaults
+            # otherwise: no bonding, no MITM, legacy pairing, no input/output)
             c = self.ble_config
             return PairingConfig(
                 sc=bool(c.get("le_secure", False)), mitm=bool(c.get("mitm", False)),
@@ -1360,7 +1608,7 @@ class VirtualInsole:
                 identity_address_type=(PairingConfig.AddressType.PUBLIC
                                        if self._own_type == 0 else
                                        PairingConfig.AddressType.RANDOM),
-                delegate=PairingDelegate(io_capability=PairingDelegate.IoCapability(
+                delegate=FirmwareDelegate(conn, PairingDelegate.IoCapability(
                     int(c.get("io", 3)))))
 
         dev.pairing_config_factory = pairing_config
@@ -1371,10 +1619,54 @@ class VirtualInsole:
                 return None
             if (ltk := dev.smp_manager.get_long_term_key(conn, rand, ediv)) is not None:
                 return ltk  # the pairing in progress
-            return await self.store.long_term_key(conn.peer_address, rand, ediv)
+            rec = await self.store.stored_key(conn.peer_address, rand, ediv)
+            if rec is None:
+                return None
+            # ble_sm_ltk_restore_exec: the link is as authenticated as its stored key
+            self.link_security(conn).restore_authenticated = rec.authenticated
+            return rec.ltk
 
         dev.get_long_term_key = long_term_key
+        dev.host.long_term_key_provider = long_term_key  # bound when the host was made
         dev.on("connection", self._on_connection)
+
+    def _bonding(self, conn) -> bool:
+        # BLE_SM_PROC_F_BONDING: both sides asked for bonding
+        session = self.device.smp_manager.sessions.get(conn.handle)
+        if session is not None:
+            return bool(session.bonding)
+        return bool(self.ble_config.get("bond", False))
+
+    async def _firmware_passkey(self, conn, action: int, number: int) -> int:
+        """The firmware's answer to _IRQ_PASSKEY_ACTION (the passkey it shows, or
+        1/0 for a numeric comparison). With no answer within passkey_timeout the
+        pairing fails, as NimBLE's SMP timer ends it."""
+        fut = asyncio.get_running_loop().create_future()
+        old = self._passkeys.pop(conn.handle, None)
+        if old is not None and not old.done():
+            old.cancel()
+        self._passkeys[conn.handle] = fut
+        self._send(HOST_PASSKEY, struct.pack("<HBI", conn.handle, action, number))
+        try:
+            got = await asyncio.wait_for(asyncio.shield(fut), self.passkey_timeout)
+        except asyncio.TimeoutError:
+            got = None
+        finally:
+            if self._passkeys.get(conn.handle) is fut:
+                del self._passkeys[conn.handle]
+        if got is None or got[0] != action:
+            from bumble.smp import ErrorCode
+
+            session = self.device.smp_manager.sessions.get(conn.handle)
+            if session is not None:
+                session.send_pairing_failed(ErrorCode.UNSPECIFIED_REASON)
+            raise VBoardError("the firmware gave no passkey")
+        return got[1]
+
+    def _passkey_answer(self, conn_handle: int, answer) -> None:
+        fut = self._passkeys.get(conn_handle)
+        if fut is not None and not fut.done():
+            fut.set_result(answer)
 
     @staticmethod
     def _peer(conn) -> tuple[int, bytes]:
@@ -1390,6 +1682,8 @@ class VirtualInsole:
 
         def on_disconnection(_reason) -> None:
             self.connections.pop(h, None)
+            self.security.pop(h, None)
+            self._passkey_answer(h, None)
             self._send(HOST_DISCONNECT, struct.pack("<HB", h, addr_type) + addr)
 
         def on_mtu() -> None:
@@ -1401,16 +1695,49 @@ class VirtualInsole:
                 "<HHHHB", h, int(round(p.connection_interval / 1.25)), p.peripheral_latency,
                 int(round(p.supervision_timeout / 10)), 0))
 
-        def on_encryption() -> None:
-            # bumble marks every encrypted LE link authenticated; NimBLE means a
-            # MITM-protected key, which a device without input/output never gets
-            c = self.ble_config
-            enc = bool(conn.encryption)
-            auth = enc and bool(c.get("mitm", False)) and int(c.get("io", 3)) != 3
-            bonded = enc and bool(c.get("bond", False))
-            self._send(HOST_ENCRYPTION, struct.pack(
-                "<HBBBB", h, enc, auth, bonded, conn.encryption_key_size or 16))
+        sec = self.link_security(conn)
 
+        def report() -> None:
+            # BLE_GAP_EVENT_ENC_CHANGE -> _IRQ_ENCRYPTION_UPDATE with the link's state
+            # (ble_gap_conn_find: desc.sec_state), also after a failed pairing
+            self._send(HOST_ENCRYPTION, struct.pack(
+                "<HBBBB", h, sec.encrypted, sec.authenticated, sec.bonded, sec.key_size))
+            sec.settled.set()
+
+        def on_pairing_start() -> None:
+            sec.pairing = True
+
+        def on_pairing(keys) -> None:
+            # NimBLE stores the keys first, then reports the encryption
+            # (ble_sm_process_result); bumble's keystore update ran before this event.
+            # "authenticated" is a MITM-protected key (BLE_SM_PROC_F_AUTHENTICATED),
+            # not bumble's connection.authenticated, which every encrypted link gets
+            key = keys.ltk or keys.ltk_peripheral
+            sec.pairing = False
+            sec.encrypted = bool(conn.encryption)
+            sec.authenticated = sec.encrypted and key is not None and bool(key.authenticated)
+            sec.bonded = sec.encrypted and self._bonding(conn)
+            sec.key_size = conn.encryption_key_size or 16
+            report()
+
+        def on_pairing_failure(_reason) -> None:
+            sec.pairing = False
+            self._passkey_answer(h, None)
+            report()
+
+        def on_encryption() -> None:
+            if sec.pairing:
+                return  # NimBLE reports a pairing's encryption when it is over
+            # a bonded central restored the link with a stored key (ENC_RESTORE)
+            sec.encrypted = bool(conn.encryption)
+            sec.authenticated = sec.encrypted and sec.restore_authenticated
+            sec.bonded = sec.encrypted
+            sec.key_size = conn.encryption_key_size or 16 if sec.encrypted else 0
+            report()
+
+        conn.on("pairing_start", on_pairing_start)
+        conn.on("pairing", on_pairing)
+        conn.on("pairing_failure", on_pairing_failure)
         conn.on("disconnection", on_disconnection)
         conn.on("connection_att_mtu_update", on_mtu)
         conn.on("connection_parameters_update", on_params)

@@ -1,7 +1,8 @@
 """FakeInsole (tests/fake_insole.py) behind a real bumble GATT server on a LocalLink.
 
-It checks BumbleLink itself: scanning by name, connecting, pairing, an encrypted Control
-write, notifications, and a disconnect from the peripheral side.
+It checks BumbleLink itself: scanning by name, connecting, pairing with the insole's
+passkey (LE Secure Connections, MITM: the fake "displays" PASSKEY as the firmware does),
+an encrypted Control write, notifications, and a disconnect from the peripheral side.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 from fake_insole import FW, FakeInsole
 
 from host_tools.protocol import UUID_CONTROL, UUID_SERVICE, UUID_STATUS, UUID_STEP_EVENT
+
+PASSKEY = 123456
 
 
 def make_link_and_central():
@@ -50,6 +53,15 @@ class BumbleFakeInsole:
         addr = f"F0:00:00:00:00:{index:02X}"
         ctl = Controller(f"insole{index}", link=link, public_address=addr)
         self.device = Device(address=Address(addr), host=Host(ctl, AsyncPipeSink(ctl)))
+        from bumble.pairing import PairingConfig, PairingDelegate
+
+        class Display(PairingDelegate):
+            async def generate_passkey(self) -> int:
+                return PASSKEY
+
+        self.device.pairing_config_factory = lambda _conn: PairingConfig(
+            sc=True, mitm=True, bonding=True, delegate=Display(
+                io_capability=PairingDelegate.IoCapability.DISPLAY_OUTPUT_ONLY))
         self.name = f"Insole-{insole.side[0].upper()}-000{index}"
         props = Characteristic.Properties
         perms = Characteristic.Permissions

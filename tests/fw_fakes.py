@@ -2,9 +2,11 @@
 # micropython binary, so the same scenario can be played on both.
 #
 # FakeBLE models the part of MicroPython's bluetooth.BLE the firmware uses, with
-# the real IRQ codes and argument shapes, plus the central's side: connect, pair,
-# write (refused with ATT 0x0F on an unencrypted link when the characteristic has
-# _FLAG_WRITE_ENCRYPTED, as NimBLE does), subscribe, MTU, ENOMEM injection.
+# the real IRQ codes and argument shapes, plus the central's side: connect, pair
+# (NimBLE's order: _IRQ_PASSKEY_ACTION, the firmware's gap_passkey(), the keys
+# through _IRQ_SET_SECRET, then _IRQ_ENCRYPTION_UPDATE), write (refused with ATT
+# 0x0F / 0x05 as NimBLE's ble_att_svr_check_perms does for _FLAG_WRITE_ENCRYPTED /
+# _FLAG_WRITE_AUTHENTICATED), subscribe, MTU, ENOMEM injection.
 # Value storage copies into preallocated buffers so that the firmware's hot path
 # can be run under micropython.heap_lock().
 from array import array
@@ -12,11 +14,14 @@ from array import array
 IRQ_CENTRAL_CONNECT = 1
 IRQ_CENTRAL_DISCONNECT = 2
 IRQ_GATTS_WRITE = 3
+IRQ_GATTS_READ_REQUEST = 4
 IRQ_MTU_EXCHANGED = 21
 IRQ_CONNECTION_UPDATE = 27
 IRQ_ENCRYPTION_UPDATE = 28
 IRQ_GET_SECRET = 29
 IRQ_SET_SECRET = 30
+IRQ_PASSKEY_ACTION = 31
+PASSKEY_DISPLAY = 3
 
 FLAG_READ = 0x0002
 FLAG_WRITE_NO_RESPONSE = 0x0004
@@ -24,9 +29,13 @@ FLAG_WRITE = 0x0008
 FLAG_NOTIFY = 0x0010
 FLAG_INDICATE = 0x0020
 FLAG_WRITE_ENCRYPTED = 0x1000
+FLAG_WRITE_AUTHENTICATED = 0x2000
+FLAG_READ_AUTHENTICATED = 0x0400
 
 ATT_WRITE_NOT_PERMITTED = 0x03
 ATT_INSUFFICIENT_ENCRYPTION = 0x0F
+ATT_INSUFFICIENT_AUTHENTICATION = 0x05
+PEER_KEY = b"\x00\x66\x55\x44\x33\x22\x11"  # store key of the central 11:22:33:44:55:66
 ENOMEM = 12
 ENOTCONN = 128
 
@@ -64,6 +73,10 @@ class FakeBLE:
         self.adv_count = 0
         self.conn = None
         self.encrypted = False
+        self.authenticated = False
+        self.passkeys = []  # (conn, action, passkey) the firmware gave with gap_passkey
+        self.disconnects = 0  # gap_disconnect() calls that ended a link
+        self.kicked = []  # links gap_disconnect() ended, not yet reported
         self.mtu = 23
         self.subscribed = set()
         self.notes = []  # (handle, bytes) notifications the central received
@@ -146,10 +159,22 @@ class FakeBLE:
         self.adv_count += 1
 
     def gap_disconnect(self, conn):
+        # ble_gap_terminate: the disconnect IRQ comes later, never inside the call
         if conn == self.conn:
-            self.disconnect()
+            self.kicked.append(conn)
             return True
         return False
+
+    def deliver_kicks(self):
+        """The disconnects gap_disconnect() asked for reach the firmware."""
+        kicked, self.kicked = self.kicked, []
+        for conn in kicked:
+            if conn == self.conn:
+                self.disconnects += 1
+                self.disconnect()
+
+    def gap_passkey(self, conn, action, passkey):
+        self.passkeys.append((conn, action, passkey))
 
     # ---- storage that does not allocate when the size is unchanged ----
     def _store(self, handle, data):
@@ -170,6 +195,7 @@ class FakeBLE:
     def connect(self, conn=64):
         self.conn = conn
         self.encrypted = False
+        self.authenticated = False
         self.mtu = 23
         self.subscribed = set()
         self.advertising = None  # a connection ends connectable advertising
@@ -179,14 +205,36 @@ class FakeBLE:
         conn = self.conn
         self.conn = None
         self.encrypted = False
+        self.authenticated = False
         self.handler(IRQ_CENTRAL_DISCONNECT, (conn, 0, b"\x11\x22\x33\x44\x55\x66"))
 
-    def pair(self):
+    def pair(self, passkey=None, mitm=True):
+        """The central pairs: with MITM (it types `passkey`; None types the one the
+        firmware gives) or "just works". Returns True when the link is encrypted
+        with an authenticated key afterwards."""
+        conn = self.conn
+        if mitm:
+            self.passkeys = []
+            self.handler(IRQ_PASSKEY_ACTION, (conn, PASSKEY_DISPLAY, 0))
+            self.deliver_kicks()
+            if self.conn != conn:
+                return False  # the firmware ended the link
+            given = [p for c, a, p in self.passkeys if c == conn and a == PASSKEY_DISPLAY]
+            typed = given[0] if passkey is None and given else passkey
+            if not given or typed != given[0]:
+                # a confirm value mismatch: nothing stored, the state is unchanged
+                self.handler(IRQ_ENCRYPTION_UPDATE, (conn, int(self.encrypted),
+                                                     int(self.authenticated), 0, 0))
+                return False
         self.encrypted = True
-        # a bonded pairing stores keys through the secret IRQs
-        self.handler(IRQ_SET_SECRET, (1, b"peer-key", b"ltk-value"))
+        self.authenticated = mitm
+        # NimBLE stores the keys first (the bond's two records, under the central's
+        # address as a ble_addr_t: type, then the address LSB first), then reports
+        self.handler(IRQ_SET_SECRET, (1, PEER_KEY, b"ltk-value"))
+        self.handler(IRQ_SET_SECRET, (2, PEER_KEY, b"irk-value"))
         self.secrets_seen += 1
-        self.handler(IRQ_ENCRYPTION_UPDATE, (self.conn, 1, 0, 1, 16))
+        self.handler(IRQ_ENCRYPTION_UPDATE, (conn, 1, int(mitm), 1, 16))
+        return mitm
 
     def exchange_mtu(self, mtu):
         self.mtu = mtu
@@ -200,8 +248,10 @@ class FakeBLE:
         flags = self.flags.get(handle, 0)
         if not flags & (FLAG_WRITE | FLAG_WRITE_NO_RESPONSE):
             return ATT_WRITE_NOT_PERMITTED
-        if flags & FLAG_WRITE_ENCRYPTED and not self.encrypted:
-            return ATT_INSUFFICIENT_ENCRYPTION
+        if flags & (FLAG_WRITE_ENCRYPTED | FLAG_WRITE_AUTHENTICATED) and not self.encrypted:
+            return ATT_INSUFFICIENT_AUTHENTICATION  # no stored key for this central
+        if flags & FLAG_WRITE_AUTHENTICATED and not self.authenticated:
+            return ATT_INSUFFICIENT_AUTHENTICATION
         self._store(handle, bytes(data[: self.buffer_size[handle]]))
         self.handler(IRQ_GATTS_WRITE, (self.conn, handle))
         return 0
@@ -427,13 +477,17 @@ def build(samples, files=None, log_out=None, clock=None, fs=None, led=None):
     from config import ConfigStore
     from device import Insole
     from log import Log
+    from pairing import PairingWindow
 
     log = Log(log_out or LogSink())
     fs = fs or MemFS(files)
     store = ConfigStore("insole.json", log, fs=fs, opener=fs.open)
-    cfg = store.load()
+    cfg = store.ensure_passkey(store.load(), lambda n: b"\x40\xe2\x01"[:n])  # 123456
+    clock = clock or FakeClock()
     ble = FakeBLE()
-    radio = InsoleBLE(ble, UUID, log, "Test Board")
-    dev = Insole(trace_adcs(samples), radio, store, cfg, log, clock or FakeClock(), "1A2B",
+    radio = InsoleBLE(ble, UUID, log, "Test Board", passkey=cfg["passkey"],
+                      window=PairingWindow(clock, log))
+    dev = Insole(trace_adcs(samples), radio, store, cfg, log, clock, "1A2B",
                  "Test Board", battery_mv=lambda: 3750, led=led)
+    radio.open_window("power-on")
     return dev, ble, fs

@@ -52,7 +52,8 @@ GOOD_BONDS = json.dumps([
     [1, PEER_A.hex(), "22" * 80],
     [2, PEER_A.hex(), "33" * 80],
 ])
-GOOD_CONFIG = json.dumps(dict(fw_config.DEFAULTS, side="R", name="Anna", stride_cm=150))
+GOOD_CONFIG = json.dumps(dict(fw_config.DEFAULTS, side="R", name="Anna", stride_cm=150,
+                              passkey=123456))
 
 
 # ---- damaged files -------------------------------------------------------------
@@ -158,6 +159,10 @@ def _check_aside(flash: Path, files: dict, aside: list[str], rewritten: bool = F
         if rewritten and name == BONDS and os.path.lexists(flash / name):
             rows = json.loads((flash / name).read_text())
             assert fw_bonds.parse_rows(rows)[1] is None, rows
+        elif name == CONFIG and os.path.isfile(flash / name) and rewritten:
+            # a boot without a usable config makes a new passkey and saves it
+            cfg = json.loads((flash / name).read_text())
+            assert cfg["passkey"] is not None and fw_config.valid("passkey", cfg["passkey"])
         else:
             assert not os.path.lexists(flash / name), name
         assert os.path.lexists(bad), sorted(os.listdir(flash))
@@ -170,6 +175,12 @@ def _check_aside(flash: Path, files: dict, aside: list[str], rewritten: bool = F
             assert os.readlink(bad) == spec[1]
     for name, spec in files.items():
         if name not in aside and not name.endswith(".bad") and isinstance(spec, bytes):
+            if (name == CONFIG and b'"passkey"' not in spec
+                    and (flash / name).read_bytes() != spec):
+                # saved again at the first boot: the fields it had and a new passkey
+                cfg = json.loads((flash / name).read_text())
+                assert fw_config.valid("passkey", cfg["passkey"]) and cfg["passkey"] is not None
+                continue
             assert (flash / name).read_bytes() == spec  # left alone
 
 
@@ -237,7 +248,9 @@ def test_boot_on_good_files_logs_nothing_about_them(flash, trace_file):
     _put(flash, {CONFIG: GOOD_CONFIG.encode(), BONDS: GOOD_BONDS.encode()})
     lines = _booted(_boot(flash, trace_file), side="R")
     assert _tagged(lines, "cfg") == [] and _tagged(lines, "bond") == []
-    assert sorted(os.listdir(flash)) == sorted([CONFIG, BONDS])
+    # nothing set aside or rewritten; the step journal is the only new file
+    assert sorted(f for f in os.listdir(flash) if not f.startswith("journal.")) == sorted(
+        [CONFIG, BONDS])
     assert (flash / CONFIG).read_text() == GOOD_CONFIG
     assert json.loads((flash / BONDS).read_text()) == json.loads(GOOD_BONDS)  # IRK kept
 
@@ -261,7 +274,7 @@ def test_boot_survives_a_damaged_config(flash, trace_file, files, problem, aside
     for name in aside:
         assert f"{name} (" in cfg_lines[0] and f"kept as {name}.bad" in cfg_lines[0]
     assert _tagged(lines, "bond") == []
-    _check_aside(flash, files, aside)
+    _check_aside(flash, files, aside, rewritten=True)
 
 
 @pytest.mark.parametrize("files, problem, aside, kw", BOND_CASES)

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bumble_fake import BumbleFakeInsole, make_link_and_central  # noqa: E402
+from bumble_fake import PASSKEY, BumbleFakeInsole, make_link_and_central  # noqa: E402
 from fake_insole import FakeInsole, same_steps  # noqa: E402
 from walk_synth import RATE_HZ, make_steps, synth_trace  # noqa: E402
 
@@ -53,7 +53,7 @@ def run(tmp_path, feet, kick_at=()):
         taken: set[str] = set()
         lock = asyncio.Lock()
         sessions = [InsoleSession(BumbleLink(central, side=side, taken=taken, lock=lock,
-                                             transport="bumble-local"),
+                                             transport="bumble-local", passkey=PASSKEY),
                                   tmp_path, backoff=Backoff(0.1, 0.5), backfill_wait=0.2)
                     for side, _ in feet]
         stop = asyncio.Event()

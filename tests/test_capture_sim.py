@@ -72,7 +72,8 @@ def test_forced_disconnect_mid_trace_is_backfilled(tmp_path):
         await vi.start()
         central = await radio.central()
         # a slow first retry keeps the link down while the walk goes on
-        session = InsoleSession(BumbleLink(central, side="left", transport="virtual"),
+        session = InsoleSession(BumbleLink(central, side="left", transport="virtual",
+                                           passkey=vi.passkey),
                                 tmp_path, backoff=Backoff(2.0, 2.0))
         stop = asyncio.Event()
         lingering = []

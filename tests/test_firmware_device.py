@@ -92,10 +92,13 @@ def _decode_all(notes):
 # ---- GATT table and advertising ----
 
 EXPECTED_TABLE = [
-    (HP.UUID_SERVICE, [(HP.UUID_STEP_EVENT, F.FLAG_NOTIFY),
-                       (HP.UUID_STATUS, F.FLAG_READ | F.FLAG_NOTIFY),
-                       (HP.UUID_CONTROL, F.FLAG_WRITE | F.FLAG_WRITE_ENCRYPTED | F.FLAG_NOTIFY),
-                       (HP.UUID_RAW, F.FLAG_NOTIFY)]),
+    # the insole's own service needs an authenticated link (docs/SECURITY.md)
+    (HP.UUID_SERVICE, [(HP.UUID_STEP_EVENT, F.FLAG_NOTIFY | F.FLAG_READ_AUTHENTICATED),
+                       (HP.UUID_STATUS,
+                        F.FLAG_READ | F.FLAG_NOTIFY | F.FLAG_READ_AUTHENTICATED),
+                       (HP.UUID_CONTROL,
+                        F.FLAG_WRITE | F.FLAG_WRITE_AUTHENTICATED | F.FLAG_NOTIFY),
+                       (HP.UUID_RAW, F.FLAG_NOTIFY | F.FLAG_READ_AUTHENTICATED)]),
     (0x1814, [(0x2A53, F.FLAG_NOTIFY), (0x2A54, F.FLAG_READ), (0x2A5D, F.FLAG_READ)]),
     (0x180A, [(0x2A29, F.FLAG_READ), (0x2A24, F.FLAG_READ), (0x2A27, F.FLAG_READ),
               (0x2A26, F.FLAG_READ)]),
@@ -115,7 +118,9 @@ def test_gatt_table_and_static_values():
     assert ble.gatts_read(by_uuid[0x2A27]) == b"Test Board"
     status = HP.decode_status(ble.gatts_read(by_uuid[HP.UUID_STATUS]))
     assert (status.side, status.rate_hz, status.steps) == ("L", 100, 0)
-    assert ble.settings["bond"] is True and ble.settings["io"] == 3
+    # passkey pairing with MITM protection: the insole "displays" its fixed passkey
+    assert ble.settings["bond"] is True and ble.settings["io"] == 0
+    assert ble.settings["mitm"] is True and ble.settings["le_secure"] is True
 
 
 def _ad_fields(data: bytes) -> dict[int, bytes]:
@@ -138,11 +143,11 @@ def test_advertising_payload_and_readvertise():
     assert rs[0x07] == bytes(reversed(bytes.fromhex(HP.UUID_SERVICE.replace("-", ""))))
     assert rs[0x19] == b"\x43\x04"
     _connect(ble, dev)
-    assert ble.advertising is None
-    # longest name, other side: takes effect from the next advertising
+    # advertising goes on while a connection slot is free (no lock-out)
+    assert _ad_fields(ble.advertising[1])[0x09] == b"Insole-L-1A2B"
+    # longest name, other side: advertised at once
     assert _command(ble, dev, HP.cmd_set_name("A" * 12)).ok
     assert _command(ble, dev, HP.cmd_set_side("R")).ok
-    assert ble.advertising is None
     ble.disconnect()
     interval, adv, resp = ble.advertising
     assert _ad_fields(adv)[0x09] == b"AAAAAAAAAAAA-R-1A2B" and len(adv) <= 31
@@ -396,8 +401,8 @@ def test_commands_change_config_and_device():
     r = _command(ble, dev, HP.cmd_get_config())
     assert r.data == {"side": "L", "rate_hz": 200, "stride_cm": 155, "name": "Insole"}
     assert json.loads(fs.files["insole.json"]) == dict(
-        fw_config.DEFAULTS, rate_hz=200, stride_cm=155, zero=list(dev.det.zero_levels())
-    )
+        fw_config.DEFAULTS, rate_hz=200, stride_cm=155, zero=list(dev.det.zero_levels()),
+        passkey=dev.cfg["passkey"])
     dev.run(500)
     # steps keep counting across the detector restart
     assert dev.steps >= steps_before
@@ -417,15 +422,16 @@ def test_failed_save_leaves_config_untouched():
 def test_unencrypted_writes_are_refused():
     dev, ble, fs = F.build(_flat(_synth(strides_ms=[1000] * 2)))
     _connect(ble, dev, pair=False)
-    assert ble.write(dev.ble.h_control, HP.cmd_set_rate(200)) == F.ATT_INSUFFICIENT_ENCRYPTION
+    saved = dict(fs.files)  # the config with the passkey made at first boot
+    assert ble.write(dev.ble.h_control, HP.cmd_set_rate(200)) == F.ATT_INSUFFICIENT_AUTHENTICATION
     dev.service()
     assert ble.take(dev.ble.h_control) == []
-    # should a write get past the stack, the firmware refuses it too
+    # should a write get past the stack, the firmware refuses it too: nothing changes
+    # and a link without an authenticated key gets no notification
     ble.inject_write(dev.ble.h_control, HP.cmd_set_rate(200))
     dev.service()
-    (reply,) = ble.take(dev.ble.h_control)
-    assert HP.decode_reply(reply).error == HP.ERR_NOT_ENCRYPTED
-    assert dev.cfg["rate_hz"] == 100 and fs.files == {}
+    assert ble.take(dev.ble.h_control) == []
+    assert dev.cfg["rate_hz"] == 100 and fs.files == saved
     ble.pair()
     assert _command(ble, dev, HP.cmd_set_rate(200)).ok
 
@@ -450,7 +456,7 @@ def test_control_fuzzing_never_crashes_or_corrupts(writes):
         before = dict(dev.cfg)
         att = ble.write(dev.ble.h_control, data)
         if not ble.encrypted:
-            assert att == F.ATT_INSUFFICIENT_ENCRYPTION
+            assert att == F.ATT_INSUFFICIENT_AUTHENTICATION
         dev.service()
         replies = [HP.decode_reply(r) for r in ble.take(dev.ble.h_control)]
         if att:
@@ -645,20 +651,26 @@ def test_bonding_keys_survive_a_reboot(tmp_path):
     from ble_insole import InsoleBLE
     from bonds import Bonds
     from log import Log
+    from pairing import PairingWindow
 
     path = str(tmp_path / "bonds.json")
+    peer = F.PEER_KEY  # the fake central's store key
     ble = F.FakeBLE()
-    radio = InsoleBLE(ble, F.UUID, Log(F.LogSink()), "B", Bonds(path, Log(F.LogSink())))
+    log = Log(F.LogSink())
+    radio = InsoleBLE(ble, F.UUID, log, "B", Bonds(path, log), passkey=123456,
+                      window=PairingWindow(F.FakeClock(), log))
+    radio.open_window("power-on")
     ble.connect()
-    ble.pair()  # the stack hands over the new keys with _IRQ_SET_SECRET
+    assert ble.pair()  # the stack hands over the new keys with _IRQ_SET_SECRET
     radio.flush()  # the main loop writes the bond file
     ble2 = F.FakeBLE()  # after a reboot
     radio2 = InsoleBLE(ble2, F.UUID, Log(F.LogSink()), "B", Bonds(path, Log(F.LogSink())))
     assert ble2.handler(F.IRQ_GET_SECRET, (1, 0, None)) == b"ltk-value"
-    assert ble2.handler(F.IRQ_GET_SECRET, (1, 0, b"peer-key")) == b"ltk-value"
+    assert ble2.handler(F.IRQ_GET_SECRET, (1, 0, peer)) == b"ltk-value"
     assert ble2.handler(F.IRQ_GET_SECRET, (1, 1, None)) is None
-    assert ble2.handler(F.IRQ_GET_SECRET, (2, 0, None)) is None
-    assert ble2.handler(F.IRQ_SET_SECRET, (1, b"peer-key", None)) is True  # forget it
+    assert ble2.handler(F.IRQ_GET_SECRET, (2, 0, None)) == b"irk-value"
+    assert ble2.handler(F.IRQ_GET_SECRET, (2, 1, None)) is None
+    assert ble2.handler(F.IRQ_SET_SECRET, (1, peer, None)) is True  # forget it
     radio2.flush()
     assert Bonds(path, Log(F.LogSink())).get(1, 0, None) is None
 
@@ -931,7 +943,7 @@ def _walk_then_away(strides=12):
 def _irq_before_next_command(dev, irqs):
     """Run irqs() once, as IRQs landing after service() has looked at the link and
     before it takes the next Control write."""
-    take = dev.ble.next_command
+    take = dev.ble.next_link_command
     fired = []
 
     def hooked():
@@ -940,7 +952,7 @@ def _irq_before_next_command(dev, irqs):
             irqs()
         return take()
 
-    dev.ble.next_command = hooked
+    dev.ble.next_link_command = hooked
 
 
 def test_new_central_and_its_backfill_arriving_mid_service():
@@ -1224,21 +1236,20 @@ def test_counters_wrap_or_saturate_on_both_interpreters():
     assert got["ahead"] == "080934120000" and got["behind"] == "0807340e0004"
 
 
-# ---- one central at a time, even across races with the IRQ handler ----
+# ---- centrals coming and going, even across races with the IRQ handler ----
 
-def test_the_central_that_was_replaced_leaving_does_not_start_advertising():
+def test_a_central_without_a_bond_does_not_replace_the_paired_one():
     dev, ble, _ = F.build(_flat(_synth(strides_ms=[1000] * 2)))
     _connect(ble, dev)
     adverts = []
     ble.gap_advertise = lambda *a, **k: adverts.append(a)
-    # a second central got in (advertising restarted just before the first connected)
+    # a second central gets in (advertising goes on while a slot is free) ...
     ble.handler(F.IRQ_CENTRAL_CONNECT, (65, 0, b"\x01\x02\x03\x04\x05\x06"))
-    assert dev.ble.conn == 65
-    # the first one leaving must not start advertising while the second is on
+    assert dev.ble.conn == 64 and len(adverts) == 1  # ... and does not take the events
     ble.handler(F.IRQ_CENTRAL_DISCONNECT, (64, 0, b"\x11\x22\x33\x44\x55\x66"))
-    assert adverts == [] and dev.ble.conn == 65
+    assert len(adverts) == 2 and dev.ble.conn == -1
     ble.handler(F.IRQ_CENTRAL_DISCONNECT, (65, 0, b"\x01\x02\x03\x04\x05\x06"))
-    assert len(adverts) == 1 and dev.ble.conn == -1
+    assert len(adverts) == 3 and dev.ble.conn == -1
 
 
 def test_control_writes_of_a_central_that_left_are_not_carried_out_for_the_next():

@@ -70,7 +70,10 @@ for v in V["replies"]:
     f = v["fields"]
     b = bytearray(20)
     if "first_seq" in f:
-        n = P.pack_backfill_reply(b, f["error"], f["first_seq"], f["count"])
+        n = P.pack_backfill_reply(b, f["error"], f["first_seq"], f["count"], f.get("wide", False))
+    elif "head" in f:
+        n = P.pack_journal_reply(b, f["head"], f["oldest_seq"], f["dropped_days"],
+                                 f["journal_bytes"])
     elif "name" in f:
         n = P.pack_config_reply(b, f["side"], f["rate_hz"], f["stride_cm"], f["name"])
     else:

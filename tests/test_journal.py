@@ -877,16 +877,19 @@ def test_short_reads_io_errors_and_a_part_removed_behind_its_back():
 def test_every_value_in_the_journal_stays_within_2_29():
     limit = 1 << 29
     seen = {"max": 0}
-    jfile = J.__file__
+    jfiles = {J.__file__, str(FIRMWARE / "journal_read.py"), str(FIRMWARE / "journal_boot.py")}
 
     def check(value, where):
         if isinstance(value, int) and not isinstance(value, bool):
             seen["max"] = max(seen["max"], abs(value))
             assert -limit <= value <= limit, (where, value)
 
+    traced = set()
+
     def tracer(frame, event, arg):
-        if frame.f_code.co_filename != jfile:
+        if frame.f_code.co_filename not in jfiles:
             return None
+        traced.add(frame.f_code.co_filename)
         for name, value in frame.f_locals.items():
             check(value, (frame.f_code.co_name, name))
         if event == "return":
@@ -928,6 +931,7 @@ def test_every_value_in_the_journal_stays_within_2_29():
                 for v in value:
                     check(v, name)
     assert seen["max"] > 1 << 28  # the extremes were reached
+    assert traced == jfiles  # writing, the boot scan and reading, all three modules
 
 
 # ---- a 10-hour walk with no central ----

@@ -39,6 +39,7 @@ def _check_status_flags(s: P.Status, flags: int) -> None:
     assert s.raw_streaming == bool(flags & 2)
     assert s.encrypted == bool(flags & 4)
     assert s.mode == flags >> 4
+    assert s.journal_dropped == bool(flags & P.STATUS_JOURNAL_DROPPED)
 
 
 @pytest.mark.parametrize("vec", VECTORS["status"], ids=_ids("status"))
@@ -127,9 +128,12 @@ _VALID = [v for v in VECTORS["commands"] if v["error"] == P.ERR_OK]
 def test_encode_valid_commands(vec):
     op, value = vec["op"], vec["value"]
     enc = _ENCODERS.get(op)
+    if op == P.OP_BACKFILL and len(vec["hex"]) == 10:
+        enc = P.cmd_backfill_wide  # the 29-bit form
     if enc is None:
         simple = {P.OP_ZERO: P.cmd_zero, P.OP_RAW_START: P.cmd_raw_start,
-                  P.OP_RAW_STOP: P.cmd_raw_stop, P.OP_GET_CONFIG: P.cmd_get_config}
+                  P.OP_RAW_STOP: P.cmd_raw_stop, P.OP_GET_CONFIG: P.cmd_get_config,
+                  P.OP_GET_JOURNAL: P.cmd_get_journal}
         data = simple[op]()
     else:
         data = enc(value)

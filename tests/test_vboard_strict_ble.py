@@ -405,7 +405,7 @@ def test_irq_data_is_ints_and_memoryviews():
         await central.pair()
         m = await vi.wait_log(r"^IRQ 28 (.*)$")
         assert re.fullmatch(r"\d+ 1 0 [01] 16 int", m.group(1)), m.group(1)
-        await vi.wait_log(r"^shape 30 ")  # the keys are stored after encryption starts
+        await vi.wait_log(r"^shape 30 ")  # NimBLE stores the keys, then reports encryption
         shapes = [line for _, line in vi.log if line.startswith("shape ")]
         assert "shape 1 int,int,memoryview" in shapes
         assert "shape 28 int,int,int,int,int" in shapes

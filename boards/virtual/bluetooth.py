@@ -34,6 +34,16 @@
 #   subscribed; gatts_write(..., send_update=True) notifies/indicates subscribers.
 # - OSError(ENOMEM) when the simulated buffer pool is out (the host switches it on:
 #   VirtualInsole.set_notify_buffers()); NimBLE's real mbuf pool is not modelled.
+# - Passkey pairing (modbluetooth.c mp_bluetooth_gap_on_passkey_action and
+#   bluetooth_ble_gap_passkey; modbluetooth_nimble.c BLE_GAP_EVENT_PASSKEY_ACTION and
+#   mp_bluetooth_gap_passkey; NimBLE ble_sm.c ble_sm_inject_io): when the host's
+#   pairing needs the insole's part (io DISPLAY_ONLY: action 3, DISPLAY) the handler
+#   gets _IRQ_PASSKEY_ACTION (conn, action, number: 0 unless numeric comparison) and
+#   must answer with gap_passkey(conn, action, passkey), now or later; until it does
+#   the pairing waits (NimBLE's SMP timer ends it after 30 s). gap_passkey() raises
+#   what ble_sm_inject_io returns: EINVAL for an action the binding does not know, a
+#   different action than the one asked for, or a passkey above 999999; ENOENT with
+#   no pairing on that connection; EALREADY when it was answered already.
 import json
 import os
 import struct
@@ -69,6 +79,8 @@ HOST_IRQ = 106  # j json [event, data]: deliver this IRQ as it is (fuzz tests)
 HOST_FATAL = 102  # f text: the stack is stuck for good; print it and stop
 HOST_SYNC = 121  # y: answer MSG_SYNCED once the events before it have been raised
 MSG_SYNCED = 90  # Z <IB IRQs the handler got, handler still set>
+HOST_PASSKEY = 107  # k <HBI conn, action, number>: the pairing waits for the insole's part
+MSG_PASSKEY = 87  # W <HBI conn, action, passkey>: what gap_passkey() injected
 
 FLAG_READ = 0x0002
 FLAG_WRITE_NO_RESPONSE = 0x0004
@@ -86,6 +98,9 @@ _IRQ_CONNECTION_UPDATE = 27
 _IRQ_ENCRYPTION_UPDATE = 28
 _IRQ_GET_SECRET = 29
 _IRQ_SET_SECRET = 30
+_IRQ_PASSKEY_ACTION = 31
+_PASSKEY_ACTIONS = (2, 3, 4)  # MP_BLUETOOTH_PASSKEY_ACTION_INPUT, _DISPLAY, _NUMERIC_COMPARISON
+_PASSKEY_MAX = 999999
 
 # errno values of the ESP32 build (MICROPY_USE_INTERNAL_ERRNO 0: newlib's errno.h)
 _ENOENT = 2
@@ -94,6 +109,7 @@ _ENOMEM = 12
 _EBUSY = 16
 _ENODEV = 19  # ERRNO_BLUETOOTH_NOT_ACTIVE (modbluetooth_nimble.c)
 _EINVAL = 22
+_EALREADY = 120
 _ETIMEDOUT = 116
 _ENOTCONN = 128
 _BLE_HS_EAPP = 9  # not in ble_hs_err_to_errno_table: raised as OSError(-9)
@@ -238,6 +254,7 @@ class _BLE:
         self._tokens = 0
         self._refilled = 0
         self._fail = 0  # next notifications to fail with ENOMEM
+        self._sm = {}  # conn handle -> [passkey action asked for, answered]: a pairing
         self.sent = 0  # notifications handed to the stack
         self.raised = 0  # IRQs handed to a handler
         vboard.ble = self
@@ -471,6 +488,26 @@ class _BLE:
         vboard.send(MSG_DISCONNECT, struct.pack("<H", conn))
         return True
 
+    def gap_passkey(self, conn_handle, action, passkey):
+        # bluetooth_ble_gap_passkey(): uint16_t conn, uint8_t action, mp_int_t passkey
+        conn = _int(conn_handle) & 0xFFFF
+        action = _int(action) & 0xFF
+        passkey = _int(passkey)
+        if action not in _PASSKEY_ACTIONS:
+            raise OSError(_EINVAL)  # mp_bluetooth_gap_passkey: default case
+        proc = self._sm.get(conn)
+        if proc is None:
+            raise OSError(_ENOENT)  # ble_sm_proc_find: no pairing on that link
+        if proc[1]:
+            raise OSError(_EALREADY)  # BLE_SM_PROC_F_IO_INJECTED
+        if action != proc[0]:
+            raise OSError(_EINVAL)  # "Application provided incorrect IO type"
+        if action != 4 and not 0 <= passkey <= _PASSKEY_MAX:
+            raise OSError(_EINVAL)  # io.passkey is a uint32_t: > 999999 refused
+        proc[1] = True
+        vboard.send(MSG_PASSKEY, b"", struct.pack("<HBI", conn, action,
+                                                  (passkey != 0) if action == 4 else passkey))
+
     def gap_scan(self, *args, **kwargs):
         raise NotImplementedError("the virtual board does not scan")
 
@@ -671,6 +708,7 @@ class _BLE:
                 event = _IRQ_CENTRAL_CONNECT
             else:
                 self._conns.pop(conn, None)
+                self._sm.pop(conn, None)  # ble_sm_connection_broken
                 event = _IRQ_CENTRAL_DISCONNECT
             self._irq(event, (conn, addr_type, memoryview(addr)), (addr,))
         elif kind == HOST_WRITE:
@@ -703,8 +741,18 @@ class _BLE:
         elif kind == HOST_CONN_UPDATE:
             self._irq(_IRQ_CONNECTION_UPDATE, struct.unpack_from("<HHHHB", body))
         elif kind == HOST_ENCRYPTION:
-            # mp_bluetooth_gatts_on_encryption_update(): the flags are small ints
-            self._irq(_IRQ_ENCRYPTION_UPDATE, struct.unpack_from("<HBBBB", body))
+            # mp_bluetooth_gatts_on_encryption_update(): the flags are small ints; a
+            # pairing is over when it is reported (ble_sm_process_result)
+            update = struct.unpack_from("<HBBBB", body)
+            self._sm.pop(update[0], None)
+            self._irq(_IRQ_ENCRYPTION_UPDATE, update)
+        elif kind == HOST_PASSKEY:
+            # BLE_GAP_EVENT_PASSKEY_ACTION -> mp_bluetooth_gap_on_passkey_action()
+            conn, action, number = struct.unpack_from("<HBI", body)
+            if conn not in self._conns:
+                return
+            self._sm[conn] = [action, False]
+            self._irq(_IRQ_PASSKEY_ACTION, (conn, action, number))
         elif kind == HOST_INDICATE_DONE:
             self._irq(_IRQ_GATTS_INDICATE_DONE, struct.unpack_from("<HHB", body))
         elif kind == HOST_GET_SECRET:

@@ -1,0 +1,190 @@
+# The step journal's boot scan and part removal (journal.py): imported for the boot
+# and for a drop, and dropped from sys.modules right after. Functions take the
+# Journal as jn.
+import journal_read as _R
+from journal import SEQ_SKIP, STEP_SKIP, _add29, _copy, _u29
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]  # the stub's signature is generic
+        return x
+
+
+_MASK = const(0x1FFFFFFF)
+_HDR = const(19)
+_MAX_SEGS = const(48)
+_PARTS = const(1000)
+_AGE_CAP = const(172800000)
+_SEQ = const(0)
+_STEP = const(1)
+_T = const(2)
+_PREV = const(5)
+_NONE = const(-2)
+
+
+def boot(jn):
+    _R.attach(jn)  # the scan checks frames in the reader's buffers
+    notes: list = []
+    ids = _list(jn, notes)
+    while len(ids) > _MAX_SEGS - 1:  # room for the part a boot may start
+        _remove_quiet(jn, ids.pop(0), notes)
+    for ident in ids:
+        _add(jn, ident)
+        jn._top = ident
+    newest = jn._nseg - 1
+    found = False
+    end = 0
+    i = newest
+    while i >= 0:
+        end, found = _scan(jn, i)
+        if found:
+            jn._end[i] = end
+            break
+        i -= 1
+    torn = 0
+    if newest >= 0:
+        torn = jn._size[newest] - (end if found and i == newest else 0)
+    jn._writable = found and i == newest and torn == 0 and end < jn._cap
+    bad = 0
+    for i in range(jn._nseg):
+        if jn._first[i] < 0:
+            bad += 1
+    st = jn._es
+    jn._skipped = found
+    if found:
+        st[_SEQ] = _add29(st[_SEQ], SEQ_SKIP)
+        st[_STEP] = min(st[_STEP], _MASK - STEP_SKIP) + STEP_SKIP
+    else:
+        for k in range(6):
+            st[k] = 0
+    st[_T] = 0
+    st[_PREV] = 0
+    while jn._total + _HDR + 4 > jn.limit and jn._nseg > 1:
+        # over the bound: what cannot be read goes before the oldest days
+        at = 0
+        for k in range(jn._nseg):
+            if jn._first[k] < 0:
+                at = k
+                break
+        drop(jn, at)
+    jn._begin(st[_SEQ])
+    ok = jn._commit()
+    line = "%d parts %d B seq %d..%d step %d" % (
+        jn._nseg, jn._total, jn.oldest_seq, st[_SEQ], st[_STEP])
+    if torn:
+        line += " torn %d B" % torn
+    if bad:
+        line += " unreadable %d" % bad
+    if jn._boot_drops:
+        line += " dropped %d" % jn._boot_drops
+    for note in notes:
+        line += " " + note
+    if not ok:
+        line += " not writable"
+    jn._say_boot(line)
+
+
+def _list(jn, notes):
+    base = jn._base
+    ids: list = []
+    try:
+        names = jn._fs.listdir(jn._dir) if jn._dir else jn._fs.listdir()
+    except OSError:
+        notes.append("no dir")
+        return ids
+    for name in names:
+        rest = name[len(base) + 1:]
+        if (len(name) != len(base) + 10 or not name.startswith(base)
+                or name[len(base)] != "." or rest[5] != "."):
+            continue
+        day = rest[:5]
+        part = rest[6:]
+        if day.isdigit() and part.isdigit():
+            ids.append(int(day) * _PARTS + int(part))
+    ids.sort()
+    return ids
+
+
+def _remove_quiet(jn, ident, notes):
+    jn._top = max(jn._top, ident)
+    try:
+        jn._fs.remove(jn._path(ident))
+        jn._boot_drops += 1
+    except OSError:
+        notes.append("stuck " + jn._path(ident))
+
+
+def _add(jn, ident):
+    n = jn._nseg
+    jn._id[n] = ident
+    jn._first[n] = -1
+    jn._nseg = n + 1
+    path = jn._path(ident)
+    try:
+        info = jn._fs.stat(path)
+        size = 0 if info[0] & 0x4000 else info[6]
+    except OSError:
+        size = 0
+    jn._size[n] = size
+    jn._end[n] = size
+    jn._total += size
+    if size == 0:
+        return
+    try:
+        f = jn._open(path, "rb")
+        try:
+            if _R.frame(jn, f, 0):
+                jn._first[n] = _u29(jn._rbuf, 3)
+        finally:
+            f.close()
+    except OSError:
+        pass
+
+
+def _scan(jn, i):
+    # Walk part i's frames: (end of the valid ones, found any); leaves the state after
+    # its last frame in the writer state.
+    if jn._first[i] < 0:
+        return 0, False
+    pos = 0
+    found = False
+    try:
+        f = jn._open(jn._path(jn._id[i]), "rb")
+        try:
+            while True:
+                k = _R.frame(jn, f, pos)
+                if not k or not _R.run_frame(jn, jn._rbuf, k - 4):
+                    break
+                found = True
+                _copy(jn._es, 0, jn._ds, 0, 6)
+                jn._age = min(_u29(jn._rbuf, 15), _AGE_CAP)
+                pos += k
+        finally:
+            f.close()
+    except OSError:
+        pass
+    return pos, found
+
+
+def drop(jn, at):
+    path = jn._path(jn._id[at])
+    gone = "dropped"
+    try:
+        jn._fs.remove(path)
+    except OSError:
+        gone = "forgot unremovable"
+    if jn._quiet:
+        jn._boot_drops += 1
+    else:
+        jn._log("jrn", "%s %s" % (gone, path))
+    jn._total -= jn._size[at]
+    n = jn._nseg - 1
+    for i in range(at, n):
+        jn._id[i] = jn._id[i + 1]
+        jn._first[i] = jn._first[i + 1]
+        jn._size[i] = jn._size[i + 1]
+        jn._end[i] = jn._end[i + 1]
+    jn._nseg = n
+    jn._cur = _NONE
