@@ -76,7 +76,7 @@ _COUNTERS = (("", ""), ("heelraise", "HeelRaiseCounter"), ("toescrunch", "ToeScr
 # highest sample rate (Hz) each mode holds on a 240 MHz ESP32, by mode number: below
 # the bench's estimates (at least walk 750, heel raise 300, toe scrunch 400, balance
 # 250, slow walk 700 in its runs), and never above protocol.RATE_MAX
-MAX_RATE_HZ = (400, 250, 300, 200, 400)
+MAX_RATE_HZ = (400, 200, 250, 200, 350)
 
 
 class Insole:
