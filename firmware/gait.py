@@ -109,6 +109,7 @@ _SUB = const(16)  # sub-sample resolution of back-dated times
 _SUM_LIMIT = const(0x8000000)  # halve stance sums before they pass 2**27
 _SAT = const(0x10000)  # saturating counters stop here
 _MS_MASK = const(0x1FFFFFFF)  # the ms clock wraps at 2**29 (6.2 days)
+_HALF_MS = const(0x10000000)  # ms clock differences below this run forward
 _COUNT_MAX = const(0x1FFFFFFF)  # step counts saturate here, as the device's totals do
 _SWING = const(0)
 _STANCE = const(1)
@@ -877,9 +878,11 @@ class GaitDetector:
         self.strike_ms = self._strike
         self.toe_off_ms = toe
         self.stance_ms = stance
-        if st[_LIVE + _HEEL] and st[_HEELUP]:
+        if st[_LIVE + _HEEL] and st[_HEELUP] and (toe - st[_HEELOFF]) & _MS_MASK < _HALF_MS:
             self.heel_off_ms = st[_HEELOFF]
         else:
+            # no heel-off seen, or dated to the very sample whose interpolated toe-off
+            # lies a fraction of a sample earlier: the heel left with the toes
             self.heel_off_ms = toe
         stride = _MAX_STRIDE_MS + 1
         if self._have_last:

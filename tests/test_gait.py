@@ -216,3 +216,19 @@ def test_heel_off_before_the_forefoot_loads_is_one_stance(gap_ms):
     later = [f for f in found if f > contacts[1] - 100]
     assert_matches(later, contacts[1:], 20)
     assert len(found) <= len(contacts) + 1
+
+
+def test_heel_off_never_after_toe_off_on_the_bundled_walks():
+    from host_tools import tracefile
+
+    for name in ("walk_left.csv", "walk_right.csv"):
+        tr = tracefile.read_trace(Path(engine.__file__).parent / "data" / name)
+        det = gait.GaitDetector(tr.rate_hz or 100)
+        steps = 0
+        for h, a, f in tr.samples.tolist():
+            if det.feed(h, a, f) & gait.EV_STEP:
+                steps += 1
+                # heel-off lies between the strike and toe-off (docs/TRACE_FORMAT.md)
+                assert (det.toe_off_ms - det.heel_off_ms) & 0x1FFFFFFF < 1 << 28, name
+                assert (det.heel_off_ms - det.strike_ms) & 0x1FFFFFFF < 1 << 28, name
+        assert steps > 40
