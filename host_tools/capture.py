@@ -262,6 +262,7 @@ class InsoleSession:
         self.unwrap = protocol.SeqUnwrapper()
         self.status: protocol.Status | None = None  # as last read
         self.live_status: protocol.Status | None = None  # as last notified
+        self.faults_seen: list[str] = []  # "heel dead", in the order first reported
         self.meta: SessionMeta | None = None
         self.writer: StepLogWriter | None = None
         self.given_up: set[int] = set()  # packets the insole no longer holds
@@ -354,6 +355,19 @@ class InsoleSession:
     def lost_steps(self) -> list[int]:
         return sorted(self.steps.missing)
 
+    def _note_faults(self, status: protocol.Status) -> None:
+        for ch, name in status.channel_faults().items():
+            text = f"{ch} {name}"
+            if name != "ok" and text not in self.faults_seen:
+                self.faults_seen.append(text)
+
+    def sensor_faults_now(self) -> str:
+        """The channels the insole reports faulty now ("" when none or not reported)."""
+        status = self.live_status or self.status
+        if status is None or not status.faults:
+            return ""
+        return status.faults_text()
+
     def close(self) -> None:
         """Flush and close the log, record what was lost; safe to call twice."""
         if self.writer is not None:
@@ -364,6 +378,7 @@ class InsoleSession:
             self.meta.steps_backfilled = self.stats.backfilled
             self.meta.reconnects = self.stats.reconnects
             self.meta.restarts = self.restarts
+            self.meta.sensor_faults = list(self.faults_seen)
             self.meta.lost_seqs = self.lost_steps()
             try:
                 write_meta(self._meta_path, self.meta)
@@ -386,6 +401,7 @@ class InsoleSession:
             # display only: a notified total may run ahead of step packets still in flight
             with contextlib.suppress(protocol.ProtocolError):
                 self.live_status = protocol.decode_status(data)
+                self._note_faults(self.live_status)
         elif kind == "control":
             try:
                 reply = protocol.decode_reply(data)
@@ -618,6 +634,7 @@ class InsoleSession:
             self._restarted(status)
         self._uptime = status.uptime_s
         self.status = status
+        self._note_faults(status)
         if self.writer is None:
             try:  # the full version string, where the insole has Device Information
                 firmware = (await self.link.read(FIRMWARE_REVISION_UUID)).decode("ascii")
@@ -771,17 +788,20 @@ class InsoleSession:
         cad = s.cadence()
         cad_txt = f"{cad:5.1f}" if math.isfinite(cad) else "  -  "
         gap = f"  missing {len(self.steps.missing)}" if self.steps.missing else ""
+        faults = self.sensor_faults_now()
+        sensor = f"  SENSOR {faults}" if faults else ""
         full = (f"{self.label:>7}: {s.steps:5d} steps  cadence {cad_txt} steps/min  "
-                f"last stance {s.last_stance_ms:4d} ms  [{s.state}]{gap}")
+                f"last stance {s.last_stance_ms:4d} ms  [{s.state}]{gap}{sensor}")
         if width is None:
             return full
         lost = f" -{len(self.steps.missing)}" if self.steps.missing else ""
+        bad = f" !{faults}" if faults else ""  # a channel that cannot be trusted shows
         return liveline.fit([
             full,
             f"{self.label:>5}: {s.steps:4d} steps  {cad_txt}/min  stance "
-            f"{s.last_stance_ms:4d} ms  [{s.state}]{lost}",
-            f"{self.label[:1].upper()} {s.steps:4d} st {cad_txt}/min [{s.state}]{lost}",
-            f"{self.label[:1].upper()} {s.steps} [{s.state}]{lost}",
+            f"{s.last_stance_ms:4d} ms  [{s.state}]{lost}{bad}",
+            f"{self.label[:1].upper()} {s.steps:4d} st {cad_txt}/min [{s.state}]{lost}{bad}",
+            f"{self.label[:1].upper()} {s.steps} [{s.state}]{lost}{' !SENSOR' if faults else ''}",
         ], width)
 
     def summary(self) -> str:
@@ -790,6 +810,9 @@ class InsoleSession:
         lines = [f"{self.label}: {s.steps} steps logged{where}"]
         if s.error:
             lines.append(f"  error: {s.error}")
+        if self.faults_seen:
+            lines.append(f"  sensor faults reported: {', '.join(self.faults_seen)}"
+                         " (steps timed by those channels are less certain)")
         if s.reconnects:
             lines.append(f"  reconnects: {s.reconnects}")
         if s.backfilled:

@@ -172,6 +172,7 @@ class FootStats:
     device_address: str = ""
     start_time: str = ""  # the session file's start and end (ISO 8601, UTC)
     end_time: str = ""
+    sensor_faults: list[str] = field(default_factory=list)  # from the session file
 
 
 @dataclass
@@ -341,6 +342,8 @@ def build_report(directory: str | Path) -> Report:
             stats.device_address = meta.device_address
             stats.start_time = meta.start_time
             stats.end_time = meta.end_time
+            listed = meta.sensor_faults if isinstance(meta.sensor_faults, list) else []
+            stats.sensor_faults = [x for x in listed if isinstance(x, str)]
         feet[side] = stats
         all_rows[side] = rows
     if not feet:
@@ -449,9 +452,16 @@ def reference_lines(rep: Report) -> list[str]:
     return out
 
 
+def fault_lines(rep: Report) -> list[str]:
+    """One line per foot whose insole reported a sensor channel it cannot trust."""
+    return [f"Sensor faults on the {side} insole during the walk: {', '.join(f.sensor_faults)}"
+            " (steps and loads from those channels are less certain)"
+            for side, f in rep.feet.items() if f.sensor_faults]
+
+
 def format_summary(rep: Report) -> str:
     head, body = summary_rows(rep)
-    lines = [walk_line(rep), *_table([head, *body])]
+    lines = [walk_line(rep), *fault_lines(rep), *_table([head, *body])]
     lines.append("Healthy-adult reference ranges (sources in report.html):")
     lines += reference_lines(rep)
     return "\n".join(lines)
@@ -692,6 +702,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1020px;margin:2em auto;
 color:#222;padding:0 1em}
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em}
+.warn{color:#b00020;font-weight:600}
 table{border-collapse:collapse;font-size:.92em}
 td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:right}
 td:first-child,th:first-child{text-align:left}
@@ -771,6 +782,7 @@ def write_html(rep: Report, path: str | Path) -> Path:
         f"<title>Insole gait report: {esc(rep.directory)}</title><style>{_CSS}</style></head>",
         "<body><h1>Insole gait report</h1>",
         f"<p class='walk'>{esc(walk_line(rep))}</p>",
+        "".join(f"<p class='warn'>{esc(line)}</p>" for line in fault_lines(rep)),
         f"<p class='note'>Logs in {esc(rep.directory)}; ",
         ", ".join(
             f"{s}: firmware {esc(f.firmware_version or '?')}, {esc(f.device_address or '?')}"

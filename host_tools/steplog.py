@@ -94,6 +94,8 @@ class SessionMeta:
     lost_seqs: list[int] = field(default_factory=list)
     reconnects: int = 0
     restarts: int = 0  # insole reboots during the capture (step numbers continue in the log)
+    # sensor channel faults the insole's Status reported during the capture ("heel dead")
+    sensor_faults: list[str] = field(default_factory=list)
     format: int = META_FORMAT
 
 

@@ -218,3 +218,22 @@ def test_a_failing_source_stops_the_capture_and_is_reported(tmp_path, summaries)
     session = asyncio.run(main())
     assert session.writer._f.closed and session.stats.state == "done"
     assert len(read_steplog(tmp_path / "left.csv")[0]) == 1
+
+
+def test_sensor_faults_in_status_show_on_the_live_line_summary_and_session(tmp_path, summaries):
+    import struct as _struct
+
+    insole = FakeInsole(summaries, side="L")
+    session = InsoleSession(FakeLink(insole), tmp_path, backoff=Backoff(0.05, 0.1))
+    # Status format 2 (docs/PROTOCOL.md): heel dead (1), forefoot noisy (4 << 8)
+    faulty = _struct.pack("<BBHIIHHHBB", 2, 0, 100, 12, 30, 0, 0, 0x0401, 190, 0)
+    session._handle("status", faulty, 0.0)
+    assert session.sensor_faults_now() == "heel dead, fore noisy"
+    assert "SENSOR heel dead, fore noisy" in session.progress()
+    assert "!" in session.progress(width=40)  # the shortest forms still say so
+    assert any("sensor faults reported: heel dead, fore noisy" in line
+               for line in session.summary().splitlines())
+    clean = _struct.pack("<BBHIIHHHBB", 2, 0, 100, 13, 31, 0, 0, 0, 190, 0)
+    session._handle("status", clean, 0.1)
+    assert "SENSOR" not in session.progress()
+    assert session.faults_seen == ["heel dead", "fore noisy"]  # the session keeps the record

@@ -251,3 +251,21 @@ def test_strike_times_unwrap_the_clock_and_bridge_a_restart():
     rows = [row(1, wrap - 1500, 100.0), row(2, wrap - 400, 101.1), row(3, 700, 102.2),
             row(4, 250, 109.0), row(5, 1350, 110.1)]  # wrap at 2**29 ms, then a reboot
     assert strike_seconds(rows).tolist() == pytest.approx([0, 1.1, 2.2, 9.0, 10.1])
+
+
+def test_sensor_faults_from_the_session_file_are_shown_in_text_and_html(
+        tmp_path, left_steps, right_steps):
+    write_log(tmp_path, "left", left_steps)
+    write_log(tmp_path, "right", right_steps)
+    _, meta_path = log_paths(tmp_path, "left")
+    write_meta(meta_path, SessionMeta(side="left", firmware_version="test",
+                                      sample_rate_hz=RATE_HZ, sensor_faults=["heel dead"]))
+    rep = build_report(tmp_path)
+    text = format_summary(rep)
+    assert "Sensor faults on the left insole during the walk: heel dead" in text
+    assert "right insole" not in text
+    page = write_html(rep, tmp_path / "report.html").read_text()
+    assert "class='warn'>Sensor faults on the left insole during the walk: heel dead" in page
+    # a clean walk says nothing about sensors
+    write_meta(meta_path, SessionMeta(side="left", firmware_version="test", sample_rate_hz=RATE_HZ))
+    assert "Sensor faults" not in format_summary(build_report(tmp_path))
