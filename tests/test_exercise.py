@@ -4,7 +4,6 @@ intermediate value (an instrumented copy of the module)."""
 
 from __future__ import annotations
 
-import ast
 import struct
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from host_tools import exgen, physionet, training
+from tests.boundcheck import Bound, checker, instrument
 
 LIMIT = 1 << 29
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -322,49 +322,14 @@ def test_kinds_and_modes_match_the_protocol_module():
 
 
 # ----------------------------------------------------------- 29-bit bounds
-class Bound(Exception):
-    pass
-
-
-def _check(v):
-    if isinstance(v, int) and not isinstance(v, bool) and not -LIMIT <= v <= LIMIT:
-        raise Bound(v)
-    return v
-
-
-class _Wrap(ast.NodeTransformer):
-    """Pass every arithmetic result and every assigned value through _check()."""
-
-    def _call(self, node):
-        return ast.Call(ast.Name("_check", ast.Load()), [node], [])
-
-    def visit_BinOp(self, node):
-        self.generic_visit(node)
-        return self._call(node)
-
-    def visit_UnaryOp(self, node):
-        self.generic_visit(node)
-        return self._call(node)
-
-    def visit_Assign(self, node):
-        self.generic_visit(node)
-        node.value = self._call(node.value)
-        return node
-
-    def visit_AugAssign(self, node):
-        self.generic_visit(node)
-        target = ast.parse(ast.unparse(node.target), mode="eval").body
-        return ast.Assign([node.target], self._call(ast.BinOp(target, node.op, node.value)))
+_check = checker(-LIMIT, LIMIT)
 
 
 def checked_module():
     """The exercise modules with every arithmetic result and assignment checked."""
 
-    def instrument(source):
-        tree = ast.fix_missing_locations(_Wrap().visit(ast.parse(source)))
-        return compile(tree, "exercise-checked", "exec")
-
-    return training.load_exercise(transform=instrument, extra={"_check": _check})
+    return training.load_exercise(transform=lambda source: instrument(source, "exercise-checked"),
+                                  extra={"_check": _check})
 
 
 def _state_ints(obj, seen=None):

@@ -7,7 +7,6 @@ answers as extmod/modtime.c does (OverflowError from ticks_add, ticks_diff's sig
 
 from __future__ import annotations
 
-import ast
 import sys
 import types
 from pathlib import Path
@@ -21,51 +20,14 @@ for p in (str(ROOT / "firmware"), str(ROOT / "tests")):
 
 from sampler import Sampler  # noqa: E402
 
-SMALL_MIN, SMALL_MAX = -(1 << 30), (1 << 30) - 1
+from tests.boundcheck import SMALL_INT_31, Bound, load  # noqa: E402
+
+SMALL_MIN, SMALL_MAX = SMALL_INT_31
 PERIOD, HALF = 1 << 30, 1 << 29
 
 
-class Bound(Exception):
-    pass
-
-
-def _check(v):
-    if isinstance(v, int) and not isinstance(v, bool) and not SMALL_MIN <= v <= SMALL_MAX:
-        raise Bound(v)
-    return v
-
-
-class _Wrap(ast.NodeTransformer):
-    """Every arithmetic result and every assigned value through _check()."""
-
-    def _call(self, node):
-        return ast.Call(ast.Name("_check", ast.Load()), [node], [])
-
-    def visit_BinOp(self, node):
-        self.generic_visit(node)
-        return self._call(node)
-
-    def visit_UnaryOp(self, node):
-        self.generic_visit(node)
-        return self._call(node)
-
-    def visit_Assign(self, node):
-        self.generic_visit(node)
-        node.value = self._call(node.value)
-        return node
-
-    def visit_AugAssign(self, node):
-        self.generic_visit(node)
-        target = ast.parse(ast.unparse(node.target), mode="eval").body
-        return ast.Assign([node.target], self._call(ast.BinOp(target, node.op, node.value)))
-
-
 def checked(source: str) -> types.ModuleType:
-    tree = ast.fix_missing_locations(_Wrap().visit(ast.parse(source)))
-    module = types.ModuleType("fakes_checked")
-    module._check = _check
-    exec(compile(tree, "fakes-checked", "exec"), module.__dict__)
-    return module
+    return load(source, "fakes_checked", (SMALL_MIN, SMALL_MAX))
 
 
 def checked_fakes() -> types.ModuleType:

@@ -9,9 +9,6 @@
 
 from __future__ import annotations
 
-import ast
-import types
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +17,7 @@ from hypothesis import strategies as st
 from host_tools import engine, faultbench, tracefile
 from host_tools.cmd_bench import DATA as WALK
 from tests import gaitsynth
+from tests.boundcheck import Bound, load
 from tests.mpy import run_micropython
 
 LIMIT = 1 << 29
@@ -106,49 +104,9 @@ def test_feed_allocates_nothing_under_heap_lock():
     assert int(lines[1][2]) > 20
 
 
-class Bound(Exception):
-    pass
-
-
-def _check(v):
-    if isinstance(v, int) and not -LIMIT <= v <= LIMIT:
-        raise Bound(v)
-    return v
-
-
-class _Instrument(ast.NodeTransformer):
-    """Wrap every arithmetic result and every stored value in _check()."""
-
-    def _wrap(self, node):
-        return ast.Call(ast.Name("_check", ast.Load()), [node], [])
-
-    def visit_BinOp(self, node):
-        self.generic_visit(node)
-        return self._wrap(node)
-
-    def visit_UnaryOp(self, node):
-        self.generic_visit(node)
-        return self._wrap(node)
-
-    def visit_AugAssign(self, node):
-        self.generic_visit(node)
-        load_target = ast.parse(ast.unparse(node.target), mode="eval").body
-        value = ast.BinOp(load_target, node.op, node.value)
-        return ast.Assign([node.target], self._wrap(value))
-
-    def visit_Assign(self, node):
-        self.generic_visit(node)
-        node.value = self._wrap(node.value)
-        return node
-
-
 def instrumented_gait():
     src = (engine.FIRMWARE / "gait.py").read_text()
-    tree = ast.fix_missing_locations(_Instrument().visit(ast.parse(src)))
-    module = types.ModuleType("gait_checked")
-    module._check = _check
-    exec(compile(tree, "gait.py", "exec"), module.__dict__)
-    return module
+    return load(src, "gait_checked", (-LIMIT, LIMIT))
 
 
 def test_instrumentation_catches_an_overflow():

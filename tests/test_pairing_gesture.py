@@ -8,7 +8,6 @@ repeated failed pairings."""
 
 from __future__ import annotations
 
-import ast
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from host_tools import exgen, physionet
 from host_tools.engine import FIRMWARE
+from tests.boundcheck import Bound, load
 from tests.mpy import run_micropython
 
 sys.path.insert(0, str(FIRMWARE))
@@ -142,41 +142,11 @@ def test_the_gesture_needs_live_sensors():
 
 
 # ------------------------------------------------------------------ 29-bit bounds
-class Bound(Exception):
-    pass
-
-
-def _check(v):
-    if isinstance(v, int) and not isinstance(v, bool) and not -LIMIT <= v <= LIMIT:
-        raise Bound(v)
-    return v
-
-
-class _Wrap(ast.NodeTransformer):
-    def _call(self, node):
-        return ast.Call(ast.Name("_check", ast.Load()), [node], [])
-
-    def visit_BinOp(self, node):
-        self.generic_visit(node)
-        return self._call(node)
-
-    def visit_Assign(self, node):
-        self.generic_visit(node)
-        node.value = self._call(node.value)
-        return node
-
-    def visit_AugAssign(self, node):
-        self.generic_visit(node)
-        target = ast.parse(ast.unparse(node.target), mode="eval").body
-        return ast.Assign([node.target], self._call(ast.BinOp(target, node.op, node.value)))
 
 
 def _checked_pairing():
     src = (FIRMWARE / "pairing.py").read_text()
-    tree = ast.fix_missing_locations(_Wrap().visit(ast.parse(src)))
-    ns = {"_check": _check, "__name__": "pairing_checked"}
-    exec(compile(tree, "pairing-checked", "exec"), ns)
-    return ns
+    return vars(load(src, "pairing_checked", (-LIMIT, LIMIT)))
 
 
 def test_bound_checker_can_fail():
