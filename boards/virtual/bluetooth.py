@@ -68,6 +68,7 @@ from _vboard import (
     MSG_REGISTER,
     MSG_SECRET,
     MSG_VALUE,
+    mp_int,
     vboard,
 )
 
@@ -139,17 +140,6 @@ def _buffer(obj):
         raise TypeError("object with buffer protocol required")
 
 
-def _int(obj):
-    """mp_obj_get_int(): ints and bools only, within a 32-bit machine word."""
-    if obj is True or obj is False:
-        return int(obj)
-    if not isinstance(obj, int):
-        raise TypeError("can't convert %s to int" % type(obj).__name__)
-    if not -0x80000000 <= obj <= 0x7FFFFFFF:
-        raise OverflowError("overflow converting long int to machine word")
-    return obj
-
-
 def _int_maybe(obj):
     """mp_obj_get_int_maybe() as the read request's result: 0 when not an int."""
     if obj is True or obj is False:
@@ -173,7 +163,7 @@ class UUID:
         if isinstance(value, UUID):
             value = bytes(value)
         if isinstance(value, int):
-            value = _int(value)
+            value = mp_int(value)
             if value > 0xFFFF:
                 raise ValueError("invalid UUID")
             self._le = bytes((value & 0xFF, (value >> 8) & 0xFF))
@@ -423,14 +413,14 @@ class _BLE:
             self._name = name if nul < 0 else name[:nul]
             shown[key] = self._name.decode("utf-8", "replace")
         elif key == "mtu":
-            mtu = _int(value) & 0xFFFF  # mp_bluetooth_set_preferred_mtu(uint16_t)
+            mtu = mp_int(value) & 0xFFFF  # mp_bluetooth_set_preferred_mtu(uint16_t)
             self._require_active()
             if not _DEFAULT_MTU <= mtu <= _MTU_MAX:
                 raise OSError(_EINVAL)
             self._mtu = mtu
             shown[key] = mtu
         elif key == "addr_mode":
-            mode = _int(value) & 0xFF
+            mode = mp_int(value) & 0xFF
             self._require_active()  # mp_bluetooth_set_address_mode()
             if mode == 0 and vboard.mac[0] != 0:
                 raise OSError(_EINVAL)  # no public address
@@ -439,7 +429,7 @@ class _BLE:
         elif key in ("bond", "mitm", "le_secure"):
             shown[key] = bool(value)
         elif key == "io":
-            shown[key] = _int(value) & 0xFF
+            shown[key] = mp_int(value) & 0xFF
         else:
             raise ValueError("unknown config param")
 
@@ -450,7 +440,7 @@ class _BLE:
             self._advertising = False
             vboard.send_json(MSG_ADVERTISE, {"interval_us": None})
             return None
-        interval_us = _int(interval_us)
+        interval_us = mp_int(interval_us)
         connectable = bool(connectable)
         adv = None if adv_data is None else _buffer(adv_data)
         resp = None if resp_data is None else _buffer(resp_data)
@@ -481,7 +471,7 @@ class _BLE:
         return None
 
     def gap_disconnect(self, conn_handle):
-        conn = _int(conn_handle) & 0xFFFF
+        conn = mp_int(conn_handle) & 0xFFFF
         self._require_active()
         if conn not in self._conns:
             return False  # ble_gap_terminate: BLE_HS_ENOTCONN
@@ -490,9 +480,9 @@ class _BLE:
 
     def gap_passkey(self, conn_handle, action, passkey):
         # bluetooth_ble_gap_passkey(): uint16_t conn, uint8_t action, mp_int_t passkey
-        conn = _int(conn_handle) & 0xFFFF
-        action = _int(action) & 0xFF
-        passkey = _int(passkey)
+        conn = mp_int(conn_handle) & 0xFFFF
+        action = mp_int(action) & 0xFF
+        passkey = mp_int(passkey)
         if action not in _PASSKEY_ACTIONS:
             raise OSError(_EINVAL)  # mp_bluetooth_gap_passkey: default case
         proc = self._sm.get(conn)
@@ -537,8 +527,8 @@ class _BLE:
                             raise ValueError("tuple/list has wrong length")
                         if not isinstance(d[0], UUID):
                             raise ValueError("invalid descriptor UUID")
-                        descs.append([d[0].text(), _int(d[1])])
-                chars.append([ch[0].text(), _int(ch[1]), descs])
+                        descs.append([d[0].text(), mp_int(d[1])])
+                chars.append([ch[0].text(), mp_int(ch[1]), descs])
             spec.append([service[0].text(), chars])
         self._require_active()
         if self._advertising or self._conns:
@@ -578,7 +568,7 @@ class _BLE:
     def gatts_read(self, value_handle):
         # bluetooth_ble_gatts_read() ignores the binding's error: an unknown handle
         # or a stopped stack reads as b""
-        entry = self._db.get(_int(value_handle) & 0xFFFF) if self._active else None
+        entry = self._db.get(mp_int(value_handle) & 0xFFFF) if self._active else None
         if entry is None:
             return b""
         data = entry.data
@@ -591,7 +581,7 @@ class _BLE:
             raise TypeError("function expected at most 4 arguments, got %d" % (3 + len(args)))
         buf = _buffer(data)
         send_update = bool(args[0]) if args else False
-        handle = _int(value_handle) & 0xFFFF
+        handle = mp_int(value_handle) & 0xFFFF
         self._require_active()
         entry = self._db.get(handle)
         if entry is None:
@@ -605,8 +595,8 @@ class _BLE:
     def gatts_set_buffer(self, value_handle, length, *args):
         if len(args) > 1:
             raise TypeError("function expected at most 4 arguments, got %d" % (3 + len(args)))
-        handle = _int(value_handle) & 0xFFFF
-        length = _int(length)
+        handle = mp_int(value_handle) & 0xFFFF
+        length = mp_int(length)
         append = bool(args[0]) if args else False
         self._require_active()
         entry = self._db.get(handle)
@@ -643,8 +633,8 @@ class _BLE:
         # bluetooth_ble_gatts_notify_indicate(): positional only, data checked first
         if len(args) < 2 or len(args) > 3:
             raise TypeError("function expected 3 to 4 arguments, got %d" % (1 + len(args)))
-        conn = _int(args[0]) & 0xFFFF
-        handle = _int(args[1]) & 0xFFFF
+        conn = mp_int(args[0]) & 0xFFFF
+        handle = mp_int(args[1]) & 0xFFFF
         data = args[2] if len(args) == 3 else None
         buf = None if data is None else _buffer(data)
         self._require_active()
