@@ -35,7 +35,7 @@ test: $(STAMP) lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m host_tools.typecheck
+	$(BIN)/python -m host_tools.board.typecheck
 
 DEMO_TRACES := host_tools/data/walk_left.csv,host_tools/data/walk_right.csv
 
@@ -52,16 +52,16 @@ bench: $(STAMP)
 	@$(BIN)/insole bench
 
 build: $(STAMP)
-	$(BIN)/python -m host_tools.build --board $(BOARD)
+	$(BIN)/python -m host_tools.board.build --board $(BOARD)
 
 flash: build
-	$(BIN)/python -m host_tools.flash flash --port $(PORT) --board $(BOARD) --reset $(RESET)
+	$(BIN)/python -m host_tools.board.flash flash --port $(PORT) --board $(BOARD) --reset $(RESET)
 
 repl: $(STAMP)
 	$(BIN)/mpremote connect $(PORT) resume repl
 
 console: $(STAMP)
-	$(BIN)/python -m host_tools.flash console --port $(PORT)
+	$(BIN)/python -m host_tools.board.flash console --port $(PORT)
 
 SIM_TRACE ?= host_tools/data/walk_left.csv
 SPEED ?= 1
@@ -73,7 +73,7 @@ clean:
 	rm -rf build out .pytest_cache
 
 bench-faults: $(STAMP)
-	$(BIN)/python -m host_tools.faultbench
+	$(BIN)/python -m host_tools.gait.faultbench
 
 bench-exercise: $(STAMP)
 	MICROPYPATH=firmware $(BIN)/micropython host_tools/mpy/bench_exercise.py

@@ -8,6 +8,8 @@
 # for the device's IRK and the bonded peers' IRKs right away (see ble_insole.py).
 # The passkey is made at first boot (config.py) and printed on the serial console
 # after the banner; the pairing window opens with BLE (docs/SECURITY.md).
+# The config file's code (config.py) runs at boot and is dropped after (lazy.py);
+# a setting changed over BLE loads it again for the write (Settings).
 # The step journal (journal.py) opens before the device is made: sequence and step
 # numbers carry on from it. Its files sit next to the config file unless the board
 # names a JOURNAL_PATH prefix (docs/HARDWARE.md, "Step journal").
@@ -19,10 +21,10 @@ import time
 
 import bluetooth
 import board
+import lazy
 import machine
 from ble_insole import InsoleBLE
 from bonds import Bonds
-from config import ConfigStore
 from device import Insole
 from journal import Journal
 from log import Log
@@ -38,6 +40,18 @@ def journal_path(config_path):
     return config_path[:config_path.rfind("/") + 1] + JOURNAL_NAME
 
 
+class Settings:
+    """The device's config store (its save()): config.py is loaded for each write
+    and dropped after, so it takes no RAM while the insole runs."""
+
+    def __init__(self, path, log):
+        self.path = path
+        self._log = log
+
+    def save(self, cfg):
+        return lazy.run("config", "save_config", self.path, self._log, cfg)
+
+
 def _feed(wdt):
     if wdt is not None:
         wdt.feed()
@@ -49,8 +63,7 @@ def build(log=None):
     if board.WDT_TIMEOUT_MS > 0:
         wdt = machine.WDT(timeout=board.WDT_TIMEOUT_MS)
     config_path = getattr(board, "CONFIG_PATH", CONFIG_PATH)
-    store = ConfigStore(config_path, log)
-    cfg = store.ensure_passkey(store.load())
+    cfg = lazy.run("config", "boot_config", config_path, log)
     _feed(wdt)
     uid = machine.unique_id()
     suffix = "%02X%02X" % (uid[-2], uid[-1])
@@ -63,13 +76,13 @@ def build(log=None):
     journal = Journal(getattr(board, "JOURNAL_PATH", journal_path(config_path)), log,
                       announce=False)
     _feed(wdt)
-    return Insole(board.fsr_adcs(), ble, store, cfg, log, time, suffix, board.NAME,
-                  battery_mv=board.battery_mv, led=board.status_led(), wdt=wdt,
+    return Insole(board.fsr_adcs(), ble, Settings(config_path, log), cfg, log, time, suffix,
+                  board.NAME, battery_mv=board.battery_mv, led=board.status_led(), wdt=wdt,
                   finished=getattr(board, "finished", None), journal=journal)
 
 
 def passkey_line(passkey):
-    """The serial line that tells the passkey (host_tools.flash reads it)."""
+    """The serial line that tells the passkey (host_tools.board.flash reads it)."""
     return "passkey %06d (enter it when a phone or computer pairs)" % passkey
 
 

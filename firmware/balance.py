@@ -127,10 +127,6 @@ class BalanceTimer:
         self.elapsed_ms = 0
         self.in_hold = False
 
-    @property
-    def now_ms(self):
-        return self._clock.now_ms
-
     def feed(self, heel, arch, fore):
         clock = self._clock
         clock.tick()

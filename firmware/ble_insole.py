@@ -12,9 +12,10 @@
 # Running Speed and Cadence, Device Information and Battery are open to every
 # central (watches and apps that never pair); the insole service (step events,
 # Status, Control, raw stream) is for links encrypted with an authenticated key
-# only. The stack enforces it through the characteristic flags (NimBLE turns them
-# into ATT permissions, and a CCCD inherits its characteristic's: ble_gatts.c
-# ble_gatts_register_clt_cfg_dsc), and the firmware checks again itself: it tracks
+# only. The stack enforces it through the characteristic flags (ble_gatt.py, the
+# table registered at boot: NimBLE turns them into ATT permissions, and a CCCD
+# inherits its characteristic's: ble_gatts.c ble_gatts_register_clt_cfg_dsc), and
+# the firmware checks again itself: it tracks
 # the `authenticated` field of _IRQ_ENCRYPTION_UPDATE per link, refuses protected
 # reads in _IRQ_GATTS_READ_REQUEST, drops Control writes of other links and sends
 # protected notifications to authenticated links only.
@@ -48,28 +49,19 @@ except ImportError:  # CPython
         return x
 
 
-import binascii
-
+import lazy
 import protocol as P
 
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
 _IRQ_GATTS_WRITE = const(3)
 _IRQ_GATTS_READ_REQUEST = const(4)
-_IRQ_MTU_EXCHANGED = const(21)
 _IRQ_CONNECTION_UPDATE = const(27)
 _IRQ_ENCRYPTION_UPDATE = const(28)
 _IRQ_GET_SECRET = const(29)
 _IRQ_SET_SECRET = const(30)
 _IRQ_PASSKEY_ACTION = const(31)
 
-_FLAG_READ = const(0x0002)
-_FLAG_WRITE = const(0x0008)
-_FLAG_NOTIFY = const(0x0010)
-_FLAG_READ_AUTHENTICATED = const(0x0400)
-_FLAG_WRITE_AUTHENTICATED = const(0x2000)
-
-_IO_DISPLAY_ONLY = const(0)  # a fixed passkey "shown" on the label: passkey entry
 _PASSKEY_ACTION_INPUT = const(2)
 _PASSKEY_ACTION_DISPLAY = const(3)
 _PASSKEY_ACTION_NUMCMP = const(4)
@@ -81,56 +73,19 @@ _ENOMEM = const(12)
 _ADV_INTERVAL_US = const(100000)
 _ADV_FLAGS = const(0x01)
 _ADV_UUID16 = const(0x03)
-_ADV_UUID128 = const(0x07)
 _ADV_NAME = const(0x09)
-_ADV_APPEARANCE = const(0x19)
-_APPEARANCE_ON_SHOE = const(0x0443)  # Running Walking Sensor: On-Shoe
 _MAX_COMMANDS = const(4)
-_DEFAULT_MTU = const(23)
-_MAX_MTU = const(527)  # BLE_ATT_MTU_MAX
 _U16 = const(0xFFFF)
 _COUNT_MAX = const(0x1FFFFFFF)
 _PASSKEY_MAX = const(999999)
 
 MAX_LINKS = const(4)  # CONFIG_BT_NIMBLE_MAX_CONNECTIONS (ports/esp32/boards/sdkconfig.ble)
-MANUFACTURER = "Open Insole"
-MODEL = "Insole"
 
 # notify() results
 SENT = const(0)
 NO_LINK = const(1)
 NO_MEMORY = const(2)  # OSError(ENOMEM): the stack is out of buffers, retry later
 FAILED = const(3)
-
-
-def _services(UUID):
-    rd, nt = _FLAG_READ, _FLAG_NOTIFY
-    auth = _FLAG_READ_AUTHENTICATED  # also makes the CCCD need an authenticated link
-    insole = (
-        UUID(P.UUID_SERVICE),
-        (
-            (UUID(P.UUID_STEP_EVENT), nt | auth),
-            (UUID(P.UUID_STATUS), rd | nt | auth),
-            (UUID(P.UUID_CONTROL), _FLAG_WRITE | _FLAG_WRITE_AUTHENTICATED | nt),
-            (UUID(P.UUID_RAW), nt | auth),
-        ),
-    )
-    rsc = (UUID(0x1814), ((UUID(0x2A53), nt), (UUID(0x2A54), rd), (UUID(0x2A5D), rd)))
-    info = (
-        UUID(0x180A),
-        ((UUID(0x2A29), rd), (UUID(0x2A24), rd), (UUID(0x2A27), rd), (UUID(0x2A26), rd)),
-    )
-    battery = (UUID(0x180F), ((UUID(0x2A19), rd | nt),))
-    return (insole, rsc, info, battery)
-
-
-def _ad(kind, data):
-    return bytes((len(data) + 1, kind)) + data
-
-
-def _uuid128_le(text):
-    b = binascii.unhexlify(text.replace("-", ""))
-    return bytes(b[i] for i in range(len(b) - 1, -1, -1))
 
 
 def _u16(x):
@@ -174,7 +129,6 @@ class InsoleBLE:
         self.link_conn = [-1] * MAX_LINKS  # connection handle, -1 when free
         self.link_auth = [False] * MAX_LINKS  # encrypted with an authenticated key
         self.link_enc = [False] * MAX_LINKS
-        self.link_mtu = [_DEFAULT_MTU] * MAX_LINKS
         # changes each time the slot's link becomes authenticated: a new event stream
         self.link_gen = [0] * MAX_LINKS
         self._peer = [None] * MAX_LINKS  # store key of the central's identity address
@@ -182,9 +136,11 @@ class InsoleBLE:
         self._told_repair = [False] * MAX_LINKS
         self._primary = -1  # slot of the newest authenticated link
         self.ready = 0  # bit per slot: connected with an authenticated key
-        self.links = 0  # changes whenever the primary link changes (saturates: wraps)
         self.nomem = 0  # ENOMEM refusals seen
         self.irq_errors = 0  # exceptions caught in the IRQ handler (saturates)
+        # moves at every IRQ (wraps): the main loop serves the radio only when it
+        # moved, or when it has something of its own to send
+        self.changes = 0
         self.refused_writes = 0  # Control writes of links without an authenticated key
         self.failed_pairings = 0  # since boot (saturates)
         self._failures_seen = 0  # ... of which the window has been told
@@ -194,27 +150,13 @@ class InsoleBLE:
         self._adv = None
         self._adv_due = False  # advertising must (re)start: the main loop retries
         self._adv_failing = False
-        self._resp = _ad(_ADV_UUID128, _uuid128_le(P.UUID_SERVICE)) + _ad(
-            _ADV_APPEARANCE, bytes((_APPEARANCE_ON_SHOE & 0xFF, _APPEARANCE_ON_SHOE >> 8))
-        )
         self.h_event = self.h_status = self.h_control = self.h_raw = -1
         self.h_rsc = self.h_battery = -1
         ble.irq(self._irq)  # before active(True): see the top of this file
         ble.active(True)  # the ESP32 gives up after 2 s (OSError): app.py's WDT resets
-        # sets NimBLE's ble_hs_cfg.sm_bonding/sm_sc/sm_mitm/sm_io_cap
-        # (modbluetooth_nimble.c mp_bluetooth_set_*), used by every later pairing
-        ble.config(bond=True, le_secure=True, mitm=True, io=_IO_DISPLAY_ONLY)
-        (
-            (self.h_event, self.h_status, self.h_control, self.h_raw),
-            (self.h_rsc, h_feature, h_location),
-            (h_maker, h_model, h_board, h_fw),
-            (self.h_battery,),
-        ) = ble.gatts_register_services(_services(UUID))
-        ble.gatts_write(h_feature, bytes((P.RSC_FEATURES & 0xFF, P.RSC_FEATURES >> 8)))
-        ble.gatts_write(h_location, bytes((P.RSC_LOCATION_IN_SHOE,)))
-        for h, text in ((h_maker, MANUFACTURER), (h_model, MODEL), (h_board, board_name),
-                        (h_fw, P.VERSION)):
-            ble.gatts_write(h, text.encode())
+        # the pairing rules and the GATT table: boot-only code (ble_gatt.py)
+        (self.h_event, self.h_status, self.h_control, self.h_raw, self.h_rsc,
+         self.h_battery, self._resp) = lazy.run("ble_gatt", "register", ble, UUID, board_name)
 
     # ---- the primary link: the newest authenticated central ------------------
     @property
@@ -224,20 +166,11 @@ class InsoleBLE:
         return self.link_conn[i] if i >= 0 else -1
 
     @property
-    def connected(self):
-        return self._primary >= 0
-
-    @property
     def encrypted(self):
         """The primary link is encrypted with an authenticated key (it always is:
         only such a link becomes the primary)."""
         i = self._primary
         return i >= 0 and self.link_auth[i]
-
-    @property
-    def mtu(self):
-        i = self._primary
-        return self.link_mtu[i] if i >= 0 else _DEFAULT_MTU
 
     def link_count(self):
         n = 0
@@ -250,28 +183,23 @@ class InsoleBLE:
         """True when slot holds a link with an authenticated key."""
         return self.link_conn[slot] >= 0 and self.link_auth[slot]
 
-    def _set_primary(self, slot):
-        # links counts the centrals that became the primary: losing the primary
-        # is no new central, so the stream's place is kept until one comes
-        if slot != self._primary:
-            self._primary = slot
-            if slot >= 0:
-                self.links = (self.links + 1) & _U16
-
     def _pick_primary(self):
         # the authenticated link that became so most recently (highest generation)
         best = -1
         for i in range(MAX_LINKS):
             if self.link_ready(i) and (best < 0 or self.link_gen[i] > self.link_gen[best]):
                 best = i
-        self._set_primary(best)
+        self._primary = best
 
     # ---- advertising ---------------------------------------------------------
     def set_name(self, name):
         """Advertise as name from the next advertising on."""
         again = self._adv is not None and not self._adv_due
-        self._adv = (_ad(_ADV_FLAGS, b"\x06") + _ad(_ADV_NAME, name.encode())
-                     + _ad(_ADV_UUID16, b"\x14\x18"))
+        # advertising data structures (length, type, data): flags (LE general
+        # discoverable, no BR/EDR), the name, the RSC service's 16-bit UUID 0x1814
+        raw = name.encode()
+        self._adv = (bytes((2, _ADV_FLAGS, 0x06, len(raw) + 1, _ADV_NAME)) + raw
+                     + bytes((3, _ADV_UUID16, 0x14, 0x18)))
         self._ble.config(gap_name=name)
         if again:
             self.advertise()  # advertising already: the new name goes out now
@@ -336,6 +264,7 @@ class InsoleBLE:
 
     # ---- the IRQ handler ----------------------------------------------------
     def _irq(self, event, data):
+        self.changes = (self.changes + 1) & _COUNT_MAX
         try:
             return self._on_irq(event, data)
         except Exception as e:  # a raise would disable the handler for good
@@ -381,12 +310,6 @@ class InsoleBLE:
         elif event == _IRQ_PASSKEY_ACTION:
             if n == 3:
                 self._passkey_action(_u16(data[0]), _small(data[1]))
-        elif event == _IRQ_MTU_EXCHANGED:
-            if n == 2:
-                slot = self._slot(_u16(data[0]))
-                mtu = _u16(data[1])
-                if slot >= 0 and _DEFAULT_MTU <= mtu <= _MAX_MTU:
-                    self.link_mtu[slot] = mtu
         elif event == _IRQ_CONNECTION_UPDATE:
             if n == 5:
                 self._log("ble", "interval %d" % _small(data[1]))
@@ -409,7 +332,6 @@ class InsoleBLE:
         self.link_auth[slot] = False
         self.ready &= ~(1 << slot)
         self.link_enc[slot] = False
-        self.link_mtu[slot] = _DEFAULT_MTU
         self._peer[slot] = _store_key(addr_type, addr)
         self._passkey_given[slot] = False
         self._told_repair[slot] = False
@@ -527,7 +449,7 @@ class InsoleBLE:
                       "pairing): re-pair once with the passkey" % self.link_conn[slot])
         if auth and not was:
             self.link_gen[slot] = (self.link_gen[slot] + 1) & _COUNT_MAX
-            self._set_primary(slot)
+            self._primary = slot
         elif was and not auth and slot == self._primary:
             self._pick_primary()
 
@@ -598,15 +520,6 @@ class InsoleBLE:
         return -1
 
     # ---- the main loop's side -----------------------------------------------
-    def next_command(self):
-        """(data, encrypted) of the oldest queued Control write of the primary link,
-        or None. Writes of other links and of centrals that have left are dropped."""
-        while self._commands:
-            data, conn, slot = self._commands.pop(0)
-            if slot == self._primary and conn == self.link_conn[slot]:
-                return (data, True)
-        return None
-
     def next_link_command(self):
         """(data, slot) of the oldest queued Control write of a link that is still
         there and authenticated, or None."""
@@ -633,16 +546,6 @@ class InsoleBLE:
             self._log("ble", "notify %s" % e)
             return FAILED
         return SENT
-
-    def notify(self, handle, data):
-        """notify_link() to the primary link."""
-        slot = self._primary
-        if slot < 0:
-            return NO_LINK
-        return self.notify_link(slot, handle, data)
-
-    def reply(self, data):
-        return self.notify(self.h_control, data)
 
     def reply_link(self, slot, data):
         return self.notify_link(slot, self.h_control, data)

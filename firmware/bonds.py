@@ -24,8 +24,10 @@
 # between any two bytecodes of the main loop; flush() and forget_all() run in the
 # main loop. The table is never changed in place: set() builds a new list and
 # stores it with one assignment, so flush() always writes a consistent table.
-import binascii
-import json
+#
+# Only the table and what the IRQ handler needs stay in RAM: reading the file
+# (bonds_load.py) runs at boot, and the file code (config.py) is loaded for each
+# read or write and dropped after (lazy.py).
 import os
 
 try:
@@ -36,7 +38,7 @@ except ImportError:  # CPython
         return x
 
 
-from config import StateFile
+import lazy
 
 SEC_OUR = const(1)  # BLE_STORE_OBJ_TYPE_OUR_SEC
 SEC_PEER = const(2)  # BLE_STORE_OBJ_TYPE_PEER_SEC
@@ -45,10 +47,10 @@ OUR_IRK_KEY = b"irk"
 
 _MAX_PEERS = const(4)
 _MAX_ENTRIES = const(2 * _MAX_PEERS + 1)  # our and the peer's keys per bond, and the IRK
-_KEY_MAX = const(32)  # a ble_addr_t is 7 bytes; the virtual board's peer names ~20
-_VALUE_MAX = const(768)  # ble_store_value_sec < 100 bytes; the virtual board's JSON ~700
+KEY_MAX = const(32)  # a ble_addr_t is 7 bytes; the virtual board's peer names ~20
+VALUE_MAX = const(768)  # ble_store_value_sec < 100 bytes; the virtual board's JSON ~700
 # a file row: [10, "<hex key>", "<hex value>"] and its separator
-_ROW_MAX = const(2 * (_KEY_MAX + _VALUE_MAX) + 16)
+_ROW_MAX = const(2 * (KEY_MAX + VALUE_MAX) + 16)
 FILE_MAX = const(_MAX_ENTRIES * _ROW_MAX + 2)
 _BUFFERS = (bytes, bytearray, memoryview)  # what the binding passes as keys and values
 
@@ -59,7 +61,7 @@ def is_own_irk(sec_type, key):
 
 def entry_ok(sec_type, key, value):
     """True for an entry the store keeps (key and value as bytes)."""
-    if not 0 < len(key) <= _KEY_MAX or not 0 < len(value) <= _VALUE_MAX:
+    if not 0 < len(key) <= KEY_MAX or not 0 < len(value) <= VALUE_MAX:
         return False
     return sec_type in (SEC_OUR, SEC_PEER) or is_own_irk(sec_type, key)
 
@@ -97,51 +99,19 @@ def stored(entries, sec_type, key, value):
     return out
 
 
-def parse_rows(rows):
-    """(table, None) for the file's rows [[sec_type, hex key, hex value], ...],
-    oldest first; (None, why) when a row is not one."""
-    entries: list = []
-    for row in rows:
-        if not isinstance(row, list) or len(row) != 3:
-            return None, "not a row"
-        t, k, v = row
-        if type(t) is not int or not isinstance(k, str) or not isinstance(v, str):
-            return None, "wrong types"
-        if len(k) > 2 * _KEY_MAX or len(v) > 2 * _VALUE_MAX:
-            return None, "too long"
-        try:
-            key = binascii.unhexlify(k)
-            value = binascii.unhexlify(v)
-        except Exception:  # odd length, a non-hex digit, non-ASCII text
-            return None, "not hex"
-        if not entry_ok(t, key, value):
-            return None, "not a secret"
-        entries = stored(entries, t, key, value)
-    return entries, None
-
-
 class Bonds:
     def __init__(self, path, log, fs=os, opener=open):
         """Load the file at path now. Never raises: a file that cannot be used gives
         no bonds, one log line, and is renamed to path.bad."""
         self.path = path
         self._log = log
-        self._file = StateFile(path, FILE_MAX, fs, opener)
+        self._fs = fs
+        self._opener = opener
         self._entries = []  # (sec_type, key, value), oldest first; replaced, never changed
         self.dirty = False  # changed since the last flush()
         self._failing = False  # the last flush() failed (logged once)
         try:
-            rows = self._file.load(list)
-            if rows is not None:
-                entries, why = parse_rows(rows)
-                if why is not None:
-                    self._file.reject(why)
-                else:
-                    self._entries = entries
-                    # trimmed (a file of a build that kept more) or found in the .tmp
-                    self.dirty = len(entries) != len(rows) or self._file.from_tmp
-            if self._file.problems:
-                self._log("bond", "unreadable %s, no bonds" % self._file.report())
+            self._entries, self.dirty = lazy.run("bonds_load", "load", self)
         except Exception as e:  # the flash or the heap failing under us
             self._entries = []
             self._log("bond", "load failed (%s), no bonds" % type(e).__name__)
@@ -220,9 +190,7 @@ class Bonds:
         self.dirty = False  # before taking the table: a set() from now on sets it again
         entries = self._entries
         try:
-            rows = [[t, binascii.hexlify(k).decode(), binascii.hexlify(v).decode()]
-                    for t, k, v in entries]
-            self._file.save(json.dumps(rows))
+            lazy.run("bonds_load", "save", self, entries)
         except Exception as e:
             self.dirty = True
             if not self._failing:

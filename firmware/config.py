@@ -25,7 +25,8 @@ except ImportError:  # CPython
         return x
 
 
-from protocol import NAME_MAX, RATE_MAX, RATE_MIN, STRIDE_MAX, STRIDE_MIN, name_ok
+from control_wire import name_ok
+from protocol import NAME_MAX, RATE_MAX, RATE_MIN, STRIDE_MAX, STRIDE_MIN
 
 # zero: the unloaded ADC levels (heel, arch, forefoot) from the last zero-calibrate,
 # or None before the first one. passkey: the six digits a central must enter to
@@ -292,3 +293,15 @@ class ConfigStore:
             self._log("cfg", "save failed %s" % e)
             return False
         return True
+
+
+# what app.py runs of this module (loaded for the call, dropped after: lazy.py)
+def boot_config(path, log):
+    """The config at boot, with a passkey (made and saved at first boot)."""
+    store = ConfigStore(path, log)
+    return store.ensure_passkey(store.load())
+
+
+def save_config(path, log, cfg):
+    """ConfigStore.save() of the file at path."""
+    return ConfigStore(path, log).save(cfg)

@@ -22,9 +22,11 @@
 # Load only what runs: walk mode needs the detector alone. An exercise mode's
 # counter module (and exbase.py under it) is imported when SET_MODE selects the
 # mode and dropped from sys.modules when the mode ends, so its code and tables
-# leave the heap with it. Each mode has a highest sample rate it can hold on a
-# 240 MHz ESP32 (MAX_RATE_HZ, from `make bench`; docs/HARDWARE.md): SET_RATE and
-# SET_MODE refuse a combination above it.
+# leave the heap with it; that code (modes.py) is loaded only for SET_MODE and
+# SET_RATE. The Control commands (control.py) are loaded for each command and
+# dropped after in the same way (lazy.py). Each mode has a highest
+# sample rate it can hold on a 240 MHz ESP32 (MAX_RATE_HZ, from `make bench`;
+# docs/HARDWARE.md): SET_RATE and SET_MODE refuse a combination above it.
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -33,11 +35,10 @@ except ImportError:  # CPython
         return x
 
 
-import gc
 import sys
 from array import array
-from struct import pack_into
 
+import lazy
 import protocol as P
 from ble_insole import MAX_LINKS, NO_MEMORY, SENT
 from gait import EV_STEP, EV_STRIKE, GaitDetector
@@ -47,8 +48,12 @@ from ring import EventRing
 from sampler import Sampler
 
 _BURST = const(4)  # notifications per sample at most, per queue
-_RAW_QUEUE = const(16)  # raw packets waiting for the radio
+_RAW_QUEUE = const(16)  # raw packets waiting for the radio (a power of two: masked)
 _RAW_PER_PACKET = const(3)  # protocol.RAW_PER_PACKET
+_GESTURE_N = const(0)  # Insole._counts: samples since the gesture was last fed
+_RAW_AT = const(1)  # ... where the next raw sample goes in its packet, in u16s
+_RAW_LAST = const(1 + 3 * (_RAW_PER_PACKET - 1))  # a packet's last sample, in u16s
+_LITTLE_ENDIAN = sys.byteorder == "little"  # an array("H") holds the protocol's order
 _BATTERY_EVERY_S = const(10)
 _RSC_IDLE_MS = const(4000)  # no step for this long: speed and cadence are 0
 _BATT_EMPTY_MV = const(3300)
@@ -68,15 +73,17 @@ RING_CAPACITY = const(1024)  # events held in RAM for delivery and BACKFILL, no 
 # it, in one 2.5 KB block; anything older comes from the journal.
 RING_CAPACITY_JOURNAL = const(128)
 _HALF29 = const(0x10000000)  # a sequence difference this large runs backwards
-_HOLE_SCAN = const(128)  # numbers a BACKFILL looks past for its first event, at most
+# Status flags (docs/PROTOCOL.md, "Status"): bit 0 the right insole, then these
+_STATUS_RAW = const(0x02)  # raw streaming on
+_STATUS_ENCRYPTED = const(0x04)  # the primary link is encrypted
+_STATUS_JOURNAL_DROPPED = const(0x08)  # the journal dropped days (how many: GET_JOURNAL)
+_STATUS_MODE_SHIFT = const(4)  # bits 4..7: the mode
 
-# SET_MODE mode -> (module, class) of its counter; walk mode has none
-_COUNTERS = (("", ""), ("heelraise", "HeelRaiseCounter"), ("toescrunch", "ToeScrunchCounter"),
-             ("balance", "BalanceTimer"), ("slowwalk", "SlowWalkCoach"))
-# highest sample rate (Hz) each mode holds on a 240 MHz ESP32, by mode number: below
-# the bench's estimates (at least walk 750, heel raise 300, toe scrunch 400, balance
-# 250, slow walk 700 in its runs), and never above protocol.RATE_MAX
-MAX_RATE_HZ = (400, 200, 250, 200, 350)
+# highest sample rate (Hz) each mode holds on a 240 MHz ESP32, by mode number: a step
+# below the bench's estimates (`make bench`, esp32_estimate: walk 850, heel raise 350,
+# toe scrunch 550, balance 350, slow walk 900 on a quiet machine; a busy one gives
+# less), and never above protocol.RATE_MAX
+MAX_RATE_HZ = (400, 300, 400, 300, 400)
 
 
 class Insole:
@@ -84,6 +91,10 @@ class Insole:
                  battery_mv=None, led=None, wdt=None, finished=None,
                  ring_capacity=None, journal=None):
         self._adc_h, self._adc_a, self._adc_f = adcs
+        # bound once: a method looked up at every read costs the loop a third more
+        self._read_h = self._adc_h.read_u16
+        self._read_a = self._adc_a.read_u16
+        self._read_f = self._adc_f.read_u16
         self.ble = ble
         self._store = store
         self.cfg = cfg
@@ -138,16 +149,23 @@ class Insole:
         # the wearer's pairing gesture, counted on every _gesture_step-th sample
         # (about 50 Hz: taps last tens of ms, and this runs in the hot path)
         self._gesture_step = 1
-        self._gesture_n = 0
+        # the loop's per-sample counters, in an array: a store to an attribute of a
+        # class with properties looks the name up in the class first (MicroPython's
+        # py/objtype.c mp_obj_instance_store_attr), an array store does not
+        self._counts = array("i", [0, 1])  # _GESTURE_N, _RAW_AT
         self.gesture = TapGesture(self._gesture_rate(cfg["rate_hz"]))
         self._owed = 0  # Control replies waiting for a buffer
+        # sample() calls service() only when something may be waiting for it: _due
+        # (set by whatever leaves work behind: an event, a raw packet, a reply the
+        # stack refused), a second gone, or ble.changes moved (the IRQ handler)
+        self._due = True
+        self._ble_seen = -1  # ble.changes at the last service()
         self.raw_on = False
         self._raw_link = -1  # the slot that started the raw stream
-        self._raw = [bytearray(P.RAW_SIZE) for _ in range(_RAW_QUEUE)]
+        self._raw: list = []  # the packet queue, made by the first RAW_START (_raw_start)
         self._raw_tail = 0  # queue slot of the oldest unsent packet, 0.._RAW_QUEUE-1
         self._raw_queued = 0  # complete packets waiting, 0.._RAW_QUEUE-1
-        self._raw_slot = 0  # samples in the packet being filled
-        self._raw_fill = self._raw[0]  # that packet
+        self._raw_fill = array("H")  # that packet (the queue's, from _raw_start)
         self.raw_lost = 0  # saturates at 0xFFFF
         self._raw_lost_logged = 0
         self._status = bytearray(P.STATUS_SIZE)
@@ -166,27 +184,21 @@ class Insole:
         else:
             self._emit_start()
         self._update_status()
+        try:
+            # the exercise counters' names, interned now (modes.py says why)
+            lazy.run("modes", "intern_counter_names", self)
+        except MemoryError:
+            pass  # a heap this small fails at SET_MODE instead (ERR_NO_MEMORY)
         self.ble.advertise()
-
-    # the stream of the slot being served: with one central, its stream
-    @property
-    def _next_tx(self):
-        return self._tx_at[self._slot]
-
-    @_next_tx.setter
-    def _next_tx(self, seq):
-        self._tx_at[self._slot] = seq
-
-    @property
-    def _reply(self):
-        return self._replies[self._slot]
 
     # ---- identity ----
     def adv_name(self):
         return "%s-%s-%s" % (self.cfg["name"], self.cfg["side"], self._suffix)
 
     def banner(self):
-        return P.BANNER.format(P.VERSION, self.board_name, self.cfg["side"],
+        # the serial line printed once at start-up; tools wait for it (docs/PROTOCOL.md)
+        return "insole {} board={} side={} rate={} name={}".format(
+            P.VERSION, self.board_name, self.cfg["side"],
                                self.cfg["rate_hz"], self.adv_name())
 
     @property
@@ -246,9 +258,9 @@ class Insole:
 
     def sample(self):
         """Take and process one sample (the hot path)."""
-        h = self._adc_h.read_u16()
-        a = self._adc_a.read_u16()
-        f = self._adc_f.read_u16()
+        h = self._read_h()
+        a = self._read_a()
+        f = self._read_f()
         ex = self.ex
         if ex is None:
             ev = self.det.feed(h, a, f)
@@ -258,34 +270,53 @@ class Insole:
             ev = ex.feed(h, a, f)
             if ev:
                 self._exercise_events(ex, ev)
-        n = self._gesture_n + 1
+        counts = self._counts
+        n = counts[_GESTURE_N] + 1
         if n >= self._gesture_step:
             n = 0
             g = self.gesture.feed(h, a, f)
             if g:
                 self._gesture(g)
-        self._gesture_n = n
+        counts[_GESTURE_N] = n
         if self.raw_on:
-            # one raw sample into the packet being filled (inline: every sample)
-            slot = self._raw_slot
-            if slot == 0:
-                self._raw_begin()
-            pack_into("<HHH", self._raw_fill, 2 + 6 * slot, h, a, f)  # pack_raw_sample's
-            if slot < _RAW_PER_PACKET - 1:
-                self._raw_slot = slot + 1
+            # one raw sample into the packet being filled (inline: every sample):
+            # three array stores cost a quarter of a struct.pack_into
+            i = counts[_RAW_AT]
+            if i == 1:
+                # a new packet in the queue slot after the waiting ones, stamped with
+                # the index of its first sample
+                pkt = self._raw[(self._raw_tail + self._raw_queued) & (_RAW_QUEUE - 1)]
+                self._raw_fill = pkt
+                pkt[0] = self.sampler.count & 0xFFFF
+            else:
+                pkt = self._raw_fill
+            pkt[i] = h
+            pkt[i + 1] = a
+            pkt[i + 2] = f
+            if i < _RAW_LAST:
+                counts[_RAW_AT] = i + 3
             else:
                 self._raw_done()
-        self.service()
+        # most samples leave nothing to send and hear nothing from the radio: then
+        # these three reads are all the service they need
+        if self._due or self.ble.changes != self._ble_seen \
+                or self.sampler.uptime_s != self._status_s:
+            self.service()
 
     def service(self):
         """Everything but sampling: link changes, commands, notifications, status."""
         ble = self.ble
+        # read before the state it stands for: an IRQ from here on moves it again
+        self._ble_seen = ble.changes
+        self._due = False
         ble.flush()  # what the IRQ handler left for the main loop: bond file, advertising
         ready = ble.ready  # read once: bit per slot with an authenticated link
         waiting = False
         if ready or self.raw_on or self._owed:
             waiting = self._links(ready)
-        if not waiting:
+        if waiting:
+            self._due = True  # a reply still waits for a buffer: retried next sample
+        else:
             cmd = ble.next_link_command()
             if cmd is not None:
                 # its write came after its link became authenticated, so link_gen
@@ -295,6 +326,7 @@ class Insole:
                     self._follow_link(slot)
                 self._slot = slot
                 self._command(cmd[0], True)
+                self._due = True  # another command may wait behind it
                 ready = ble.ready
         if ready:
             self._pump(ready)
@@ -330,20 +362,28 @@ class Insole:
     def _pump(self, ready):
         """Events (and the raw stream) to each authenticated link."""
         head = self.ring.head
+        tx_at = self._tx_at
         i = 0
         while ready:
             if ready & 1:
-                if self._tx_at[i] != head:
+                if tx_at[i] != head:
                     self._pump_events(i)
+                    if tx_at[i] != head:
+                        self._due = True  # a burst's worth sent, or no buffer: more later
                 if self._raw_link == i and self._raw_queued:
                     self._pump_raw(i)
+                    if self._raw_queued:
+                        self._due = True
             ready >>= 1
             i += 1
 
     def _after_links(self):
         j = self.journal
-        if j is not None and j.reading and self._replay_done():
-            j.release()  # the replays have left the journal: its reading code goes too
+        if j is not None and j.reading:
+            if self._replay_done():
+                j.release()  # the replays have left the journal: its reading code goes too
+            else:
+                self._due = True  # looked at again on the next sample
         if self._j_check:  # new events, a second gone, or idle(): the batch may be due
             self._journal_tick()
         if self.sampler.uptime_s != self._status_s:
@@ -376,7 +416,7 @@ class Insole:
         # feed the gesture about 50 times a second, whatever the sample rate
         step = rate // 50
         self._gesture_step = step if step > 0 else 1
-        self._gesture_n = 0
+        self._counts[_GESTURE_N] = 0
         return rate // self._gesture_step
 
     def _gesture(self, g):
@@ -386,6 +426,7 @@ class Insole:
             self.ble.open_window("gesture")
         elif g == GESTURE_FORGET:
             self.ble.forget_all()
+        self._due = True  # the bond file and the window: ble.flush()
 
     # ---- step events ----
     def _events(self, ev):
@@ -397,7 +438,7 @@ class Insole:
                         d.stride_ms, d.heel_off_ms)
             self._put(pkt)
             P.pack_load(pkt, self.ring.head, step, d.pattern, d.peak_heel, d.peak_arch,
-                        d.peak_fore, d.share_heel, d.share_arch, d.share_fore)
+                        d.peak_fore, d.share_heel, d.share_arch, d.share_fore, d.strike_corrected)
             self._put(pkt)
             self._led_set(0)
             self._rsc_step()
@@ -437,6 +478,7 @@ class Insole:
                 if self.lost < _COUNT_MAX:
                     self.lost += 1
         ring.put(pkt)
+        self._due = True  # to every link's stream
         j = self.journal
         if j is not None and j.append(seq, pkt):
             bits[slot >> 3] |= bit
@@ -515,80 +557,28 @@ class Insole:
         if ring.behind(seq) < ring.behind(self._delivered):
             self._delivered = seq
 
-    def _backfill(self, first, wide=False):
-        """Replay from the event numbered first: its low 16 bits (see P.backfill_ahead
-        for which values lie ahead of the head) or, wide, the whole 29-bit number."""
-        ring = self.ring
-        head = ring.head
-        buf = self._reply_buf
-        if P.backfill_ahead_29(first, head) if wide else P.backfill_ahead(first, head):
-            # not made yet (a central that outran a reboot, or a wrong number): replay
-            # nothing and tell the central where the insole is
-            n = P.pack_backfill_reply(buf, P.ERR_NOT_YET, head, 0, wide)
-            return bytes(buf[:n])
-        if wide:
-            back = (head - first) & _SEQ29
-        else:
-            back = (head - first) & P.SEQ_MASK  # 0..32768 events behind the head
-        held = ring.behind(self._oldest_held())
-        err = P.ERR_OK
-        if back > held:
-            back = held
-            err = P.ERR_PARTIAL
-        first = (head - back) & _SEQ29
-        if self.journal is not None and back and not ring.held(first):
-            start = first
-            first = self._first_event(first)
-            if first != start:
-                # the numbers asked for first hold nothing (skipped at a reboot, lost
-                # in a power cut, refused by a failing flash): say they are gone
-                back = ring.behind(first)
-                err = P.ERR_PARTIAL
-        self._tx_at[self._slot] = first  # the asking central's stream
-        n = P.pack_backfill_reply(buf, err, first, back, wide)
-        return bytes(buf[:n])
-
-    def _first_event(self, seq):
-        """seq, or the first number after it that holds an event (looking at most at
-        _HOLE_SCAN numbers; the head when none)."""
-        ring = self.ring
-        j = self.journal
-        n = 0
-        while seq != ring.head and not ring.held(seq) and n < _HOLE_SCAN:
-            if ring.behind(seq) <= ring.behind(j.next_seq):
-                return ring.oldest()  # past the journal's end: the ring's oldest next
-            if j.read(seq, self._tx) or j.read_error:
-                return seq  # an event, or one that could not be read now: not gone
-            seq = (seq + 1) & _SEQ29
-            n += 1
-        return seq
-
-    def _journal_reply(self):
-        j = self.journal
-        dropped = size = 0
-        if j is not None:
-            dropped = j.dropped
-            size = j.size_bytes
-        n = P.pack_journal_reply(self._reply_buf, self.ring.head, self._oldest_held(),
-                                 dropped, size)
-        return bytes(self._reply_buf[:n])
-
     def buffered(self):
         """Events newer than the newest one delivered (all of them still held)."""
         ring = self.ring
         return min(ring.behind(self._delivered), ring.behind(self._oldest_held()))
 
     # ---- raw stream ----
-    def _raw_begin(self):
-        # a new packet in the queue slot after the waiting ones, stamped with the
-        # index of its first sample
-        pkt = self._raw[(self._raw_tail + self._raw_queued) % _RAW_QUEUE]
-        self._raw_fill = pkt
-        P.pack_raw_index(pkt, self.sampler.count)
-
     def _raw_done(self):
-        # the packet is full: queue it
-        self._raw_slot = 0
+        # the packet is full: straight to its central when nothing waits before it
+        # and no IRQ came since service() last looked at the links (so the link is
+        # still the one that asked); else it stays queued, for service()
+        self._counts[_RAW_AT] = 1
+        pkt = self._raw_fill
+        if not _LITTLE_ENDIAN:  # a big-endian host: the protocol's order by hand
+            for k in range(len(pkt)):
+                x = pkt[k]
+                pkt[k] = (x & 0xFF) << 8 | x >> 8
+        link = self._raw_link
+        if not self._raw_queued and link >= 0 and self.ble.changes == self._ble_seen:
+            ble = self.ble
+            if ble.notify_link(link, ble.h_raw, pkt) == SENT:
+                return  # its queue slot is free again (the stack copies the data)
+        self._due = True
         if self._raw_queued < _RAW_QUEUE - 1:
             self._raw_queued += 1
         else:
@@ -611,9 +601,14 @@ class Insole:
             sent += 1
 
     def _raw_start(self):
+        if not self._raw:  # kept from here on: a raw stream may come back
+            # each packet an array of u16 (P.RAW_SIZE bytes: the index, then three
+            # samples), sent as it is: the protocol's little-endian layout on the
+            # ESP32 and the hosts the tests run on
+            self._raw = [array("H", [0] * (P.RAW_SIZE // 2)) for _ in range(_RAW_QUEUE)]
         self.raw_on = True
         self._raw_link = self._slot
-        self._raw_slot = 0
+        self._counts[_RAW_AT] = 1
         self._raw_tail = self._raw_queued = 0
 
     # ---- once a second ----
@@ -658,13 +653,13 @@ class Insole:
         self.ble.publish(self.ble.h_battery, self._battery)
 
     def _update_status(self):
-        flags = (1 if self.cfg["side"] == "R" else 0) | (self.mode << P.STATUS_MODE_SHIFT)
+        flags = (1 if self.cfg["side"] == "R" else 0) | (self.mode << _STATUS_MODE_SHIFT)
         if self.raw_on:
-            flags |= P.STATUS_RAW
+            flags |= _STATUS_RAW
         if self.ble.encrypted:
-            flags |= P.STATUS_ENCRYPTED
+            flags |= _STATUS_ENCRYPTED
         if self.journal is not None and self.journal.dropped:
-            flags |= P.STATUS_JOURNAL_DROPPED  # how many: GET_JOURNAL
+            flags |= _STATUS_JOURNAL_DROPPED
         P.pack_status(self._status, flags, self.sampler.rate_hz, self.steps,
                       self.sampler.uptime_s, self.sampler.overruns, self.lost,
                       getattr(self.det, "faults", 0), self._battery_mv, self.buffered())
@@ -700,66 +695,18 @@ class Insole:
 
     # ---- Control ----
     def _command(self, data, encrypted):
+        """Answer one Control write: control.py carries it out, loaded for it and
+        dropped after (lazy.py)."""
+        op = data[0] if data else 0
         if not encrypted:
-            op = data[0] if data else 0
-            self._send_reply(bytes((op, P.ERR_NOT_ENCRYPTED)))
-            return
-        op, err, value = P.parse_command(data)
-        if err != P.ERR_OK:
-            self._send_reply(bytes((op, err)))
-            return
-        if op == P.OP_BACKFILL:
-            self._send_reply(self._backfill(value, len(data) == 5))
-            return
-        if op == P.OP_GET_JOURNAL:
-            self._send_reply(self._journal_reply())
-            return
-        if op == P.OP_GET_CONFIG:
-            side = P.SIDE_RIGHT if self.cfg["side"] == "R" else P.SIDE_LEFT
-            n = P.pack_config_reply(self._reply_buf, side, self.cfg["rate_hz"],
-                                    self.cfg["stride_cm"], self.cfg["name"])
-            self._send_reply(bytes(self._reply_buf[:n]))
-            return
-        if op == P.OP_SET_SIDE:
-            err = self._change("side", "R" if value == P.SIDE_RIGHT else "L")
-        elif op == P.OP_SET_NAME:
-            err = self._change("name", value)
-        elif op == P.OP_SET_RATE:
-            if value > MAX_RATE_HZ[self.mode]:
-                err = P.ERR_TOO_FAST
-            else:
-                err = self._change("rate_hz", value)
-            if err == P.ERR_OK:
-                self._restart_detector()
-        elif op == P.OP_SET_STRIDE:
-            err = self._change("stride_cm", value)
-        elif op == P.OP_ZERO:
-            # kept in the config, so the zero survives a reboot and a re-flash
-            self.det.zero()
-            err = self._change("zero", list(self.det.zero_levels()))
-        elif op == P.OP_RAW_START:
-            self._raw_start()
-        elif op == P.OP_RAW_STOP:
-            if self._raw_link == self._slot:
-                self.raw_on = False
-                self._raw_link = -1
-        elif op == P.OP_SET_MODE:
-            if self.cfg["rate_hz"] > MAX_RATE_HZ[value[0]]:
-                err = P.ERR_TOO_FAST
-            else:
-                err = self._set_mode(value)
-        self._log("cmd", "%d -> %d" % (op, err))
-        self._send_reply(bytes((op, err)))
-
-    def _change(self, key, value):
-        new = dict(self.cfg)
-        new[key] = value
-        if not self._store.save(new):
-            return P.ERR_STORAGE
-        self.cfg = new
-        if key in ("side", "name"):
-            self.ble.set_name(self.adv_name())  # advertised at once while advertising
-        return P.ERR_OK
+            reply = bytes((op, P.ERR_NOT_ENCRYPTED))
+        else:
+            try:
+                reply = lazy.run("control", "command", self, data)
+            except MemoryError:
+                # no room for the command's code now: the central may ask again
+                reply = bytes((op, P.ERR_NO_MEMORY))
+        self._send_reply(reply)
 
     def _new_detector(self):
         det = GaitDetector(self.cfg["rate_hz"])
@@ -768,70 +715,9 @@ class Insole:
             det.set_zero(zero[0], zero[1], zero[2])
         return det
 
-    def _set_mode(self, args):
-        self.mode = args[0]
-        self._mode_args = args
-        err = P.ERR_OK
-        try:
-            self._new_exercise()
-        except MemoryError:
-            # a heap too full or too fragmented for the counter: walk on
-            self._unload_counter()
-            self.mode = P.MODE_WALK
-            self._mode_args = (P.MODE_WALK, 0, 0, 0)
-            err = P.ERR_NO_MEMORY
-        self._emit_start()
-        return err
-
-    def _new_exercise(self):
-        mode, target, tol, pattern = self._mode_args
-        self.ex = None
-        if mode != self._counter_mode:
-            self._unload_counter()
-            if mode != P.MODE_WALK:
-                self._load_counter(mode)
-        if mode == P.MODE_WALK:
-            return
-        name, cls_name = _COUNTERS[mode]
-        counter = getattr(sys.modules[name], cls_name)
-        rate = self.cfg["rate_hz"]
-        if mode == P.MODE_SLOW_WALK:
-            self.ex = counter(rate, target, tol, pattern)
-        else:
-            self.ex = counter(rate)
-
-    def _load_counter(self, mode):
-        before = set(sys.modules)
-        try:
-            __import__(_COUNTERS[mode][0])
-            self._counter_mode = mode
-        finally:
-            # kept even when the import failed half way: the unload drops them
-            self._counter_modules = [m for m in sys.modules if m not in before]
-
-    def _unload_counter(self):
-        """Forget the exercise counter and the modules its import added."""
-        self.ex = None
-        self._counter_mode = P.MODE_WALK
-        dropped = self._counter_modules
-        self._counter_modules = []
-        for name in dropped:
-            sys.modules.pop(name, None)
-        if dropped:
-            gc.collect()  # return their memory now, before anything else settles there
-
-    def _restart_detector(self):
-        self._step_base = self.steps  # saturates with the total
-        rate = self.cfg["rate_hz"]
-        self.det = self._new_detector()
-        self._new_exercise()  # an exercise counter follows the new rate too
-        self.sampler.set_rate(rate)
-        self.gesture.set_rate(self._gesture_rate(rate))
-        self._moving = False
-        self._emit_start()
-
     def _send_reply(self, data):
         slot = self._slot
+        self._due = True  # what the command changed: status, the raw stream, retries
         if self.ble.reply_link(slot, data) == NO_MEMORY:
             if self._replies[slot] is None:
                 self._owed += 1

@@ -10,6 +10,9 @@
 # native code takes fresh executable memory that only a soft reset gives back
 # (ports/esp32/main.c, esp_native_code_commit). Native code made these counters only
 # about 1.25x faster on the unix port (docs/HARDWARE.md, "Memory and CPU budget").
+# No @property on a class whose feed() runs per sample: with one, every attribute
+# store on its instances looks the name up in the class first (MicroPython's
+# py/objtype.c, mp_obj_instance_store_attr), and feed() stores dozens per sample.
 #
 # No calibration: each sensor learns its unloaded floor and its loaded level while
 # the exercise runs. Movement times come from straight lines through the load ramps,

@@ -34,7 +34,10 @@
 #    forefoot has not loaded yet in this stance (the heel came off before the
 #    forefoot went down) or, once the walker's rhythm is known, when it is short
 #    for their swings and comes early in the stride: a mid-stance dip is never a
-#    second step.
+#    second step. A contact that collapses at once and stays unloaded as long as a
+#    swing before the foot loads again was a spike, when it bore little of the
+#    stance's load: the step summary dates the strike to the contact after it and
+#    says so (strike_corrected).
 #
 # The per-sample work is feed(), one viper method over a preallocated int32 state
 # array; the rare transitions (contact, toe-off, step summary) run as plain methods.
@@ -97,6 +100,12 @@ _STRIDE_NUM = const(3)
 _STRIDE_DEN = const(40)  # since < 3/5 of (stride x 8) <=> since x 40 < stride x 3
 _HEEL_GAP_MS = const(400)  # longest heel-off-to-forefoot gap taken as one stance
 _CONFIRM_MS = const(20)  # contact must hold this long before it is reported
+# A confirmed contact whose load is gone again within _SPIKE_MS of its strike, for at
+# least _MIN_SWING_MS, and which bore under 1/_SPIKE_SHARE of the stance's peak load was
+# a spike: the step's strike moves to the contact after it (flagged in the summary; the
+# strike notification has gone out already).
+_SPIKE_MS = const(60)
+_SPIKE_SHARE = const(2)
 _MAX_STANCE_MS = const(4000)  # longer contacts are standing, not steps
 _MAX_STRIDE_MS = const(4000)  # longer gaps restart stride/swing timing
 _BASE_UP_MS = const(400)  # baseline time constant while unloaded
@@ -216,7 +225,14 @@ _BTAPS = const(95)  # base taps: one 20 ms mains period
 _MAXLEN = const(96)  # longest filter, taps
 _SPMAX = const(97)  # largest live span, counts (previous sample)
 _RAWNZ = const(98)  # raw noise: running median of |raw change|, 1/16 count
-_NSTATE = const(101)
+_SMS = const(101)  # strike of the current stance, ms
+_EARLY = const(102)  # the tentative toe-off came within _SPIKE_MS of the strike
+_SPK = const(103)  # largest load of the collapsed contact, counts (0: none in this stance)
+_SPIKE_N = const(104)  # samples from the collapsed contact to the one after it
+_ALT = const(105)  # strike of the contact after it, ms
+_ALTPAT = const(106)  # ... and its strike pattern
+_CORR = const(107)  # the last step summary's strike was moved there
+_NSTATE = const(108)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -224,6 +240,7 @@ _NOBODY = const(3)  # no single channel loaded first
 _DO_CONTACT = const(1)
 _DO_UNTRACKED = const(2)
 _DO_FINISH = const(4)
+_DO_REDATE = const(8)
 
 
 def shift_for(samples):
@@ -322,6 +339,12 @@ class GaitDetector:
         (FAULT_OK, FAULT_DEAD, FAULT_SATURATED, FAULT_STUCK, FAULT_NOISY, FAULT_JUMPS)."""
         st = self._st
         return st[_CODE] | (st[_CODE + 1] << 4) | (st[_CODE + 2] << 8)
+
+    @property
+    def strike_corrected(self):
+        """The last step summary's strike is a later contact than its strike event
+        reported (that contact collapsed at once: a spike, not a footfall)."""
+        return self._st[_CORR] != 0
 
     @property
     def now_ms(self):
@@ -686,6 +709,9 @@ class GaitDetector:
                     level = _ONSET
                     s[_TOELOW] = 1
                 s[_TOE] = int(_crossing_ms(st, prev_l, lc, level))
+                s[_EARLY] = 0
+                if s[_TRACKED] and (s[_TOE] - s[_SMS]) & _MS_MASK < _SPIKE_MS:
+                    s[_EARLY] = 1
             return 0
         if s[_RUN] < _SAT:
             s[_RUN] = s[_RUN] + 1
@@ -706,6 +732,10 @@ class GaitDetector:
                 ):
                     s[_PENDING] = 0
                     s[_STATE] = _STANCE
+                    if s[_EARLY] and run >= s[_MINSW]:
+                        # the contact collapsed at once and the foot was unloaded
+                        # as long as a swing: perhaps a spike, and this the contact
+                        return int(self._slow(_DO_REDATE))
                     return 0
                 s[_PENDING] = 0
                 todo = _DO_FINISH
@@ -762,6 +792,9 @@ class GaitDetector:
     def _slow(self, todo):
         # The rare transitions the per-sample core hands over.
         events = 0
+        if todo & _DO_REDATE:
+            self._redate()
+            return 0
         if todo & _DO_FINISH:
             events = self._finish_step()
         if todo & _DO_CONTACT:
@@ -800,6 +833,8 @@ class GaitDetector:
         st[_HEELUP] = 0
         st[_HEELOFF] = 0
         st[_FOREUP] = 0
+        st[_EARLY] = 0
+        st[_SPK] = 0
         for c in range(3):
             st[_SUM + c] = 0
             st[_PK + c] = 0
@@ -810,10 +845,28 @@ class GaitDetector:
         self._start_stance()
         st[_TRACKED] = 1
         self._strike = self._onset_ms()
+        st[_SMS] = self._strike
         self._pattern = self._strike_pattern()
         self.contact_ms = self._strike
         self.contact_seq = self.steps + 1 if self.steps < _COUNT_MAX else _COUNT_MAX
         return EV_STRIKE
+
+    def _redate(self):
+        # The stance's contact collapsed at once and the foot loads again now: this
+        # may be the real contact. The step summary decides, once the stance's peak
+        # shows whether the first contact bore weight (see _finish_step).
+        st = self._st
+        pk = st[_PK]
+        for c in (_ARCH, _FORE):
+            if st[_PK + c] > pk:
+                pk = st[_PK + c]
+        st[_SPK] = pk
+        st[_SPIKE_N] = st[_SINCE]
+        st[_FIRST] = int(_first_loaded(st))
+        st[_ALT] = self._onset_ms()
+        st[_SMS] = st[_ALT]
+        st[_ALTPAT] = self._strike_pattern()
+        st[_FIRST] = _NOBODY
 
     def _learn_rhythm(self, st):
         # Typical stride and swing (in samples x 8) from walking strides only; a
@@ -875,7 +928,23 @@ class GaitDetector:
         if self.steps < _COUNT_MAX:
             self.steps += 1
         self.seq = self.steps
+        corrected = False
+        if st[_SPK]:
+            pk = st[_PK]
+            for c in (_ARCH, _FORE):
+                if st[_PK + c] > pk:
+                    pk = st[_PK + c]
+            if st[_SPK] * _SPIKE_SHARE < pk:
+                # the collapsed contact bore a small part of the stance's load: a
+                # spike, and the step began with the contact after it
+                corrected = True
+                self._strike = st[_ALT]
+                self._pattern = st[_ALTPAT]
+                stance = (toe - self._strike) & _MS_MASK
+                # the next stride counts from this contact
+                st[_SINCE] = max(0, st[_SINCE] - st[_SPIKE_N])
         self.strike_ms = self._strike
+        st[_CORR] = 1 if corrected else 0
         self.toe_off_ms = toe
         self.stance_ms = stance
         if st[_LIVE + _HEEL] and st[_HEELUP] and (toe - st[_HEELOFF]) & _MS_MASK < _HALF_MS:
@@ -884,6 +953,9 @@ class GaitDetector:
             # no heel-off seen, or dated to the very sample whose interpolated toe-off
             # lies a fraction of a sample earlier: the heel left with the toes
             self.heel_off_ms = toe
+        if corrected and (self.heel_off_ms - self._strike) & _MS_MASK >= _HALF_MS:
+            # the heel came off after the spike and did not load again
+            self.heel_off_ms = self._strike
         stride = _MAX_STRIDE_MS + 1
         if self._have_last:
             stride = (self._strike - self._last_strike) & _MS_MASK

@@ -102,10 +102,6 @@ class HeelRaiseCounter:
         self.lower_ms = 0
         self.depth_pct = 0
 
-    @property
-    def now_ms(self):
-        return self._clock.now_ms
-
     def feed(self, heel, arch, fore):
         clock = self._clock
         clock.tick()

@@ -17,10 +17,12 @@
 # events, STEP_SKIP steps) and writes that at once, so no number a central may have
 # seen is used again.
 #
-# Only what runs on every append and write stays loaded. Reading (journal_read.py,
-# with its frame buffer) is imported by the first read() and dropped by release();
-# the boot scan and removing parts (journal_boot.py) are imported for the boot and
-# for a drop, and dropped right after, so their code leaves the heap between uses.
+# Only what runs on every append stays loaded. Writing a frame (journal_write.py) is
+# imported for each write, at most every FLUSH_MS, and dropped right after; reading
+# (journal_read.py, with its frame buffer) is imported by the first read() and
+# dropped by release(); the boot scan and removing parts (journal_boot.py) are
+# imported for the boot and for a drop, and dropped right after, so their code
+# leaves the heap between uses.
 import os
 import sys
 from array import array
@@ -213,7 +215,10 @@ class Journal:
         self._steps = 0
         self._since = -1  # ms when due() first saw the batch non-empty
         self._retry = False  # the last write failed: wait FLUSH_MS, even when full
-        self._skipped = False  # the boot skipped SEQ_SKIP / STEP_SKIP numbers
+        # what the boot found, for the device (plain values: they never change after)
+        self.skipped_seq = 0  # sequence numbers left unused before next_seq: 0 or SEQ_SKIP
+        self.skipped_steps = 0  # step numbers left unused up to last_step: 0 or STEP_SKIP
+        self.usable = False  # False when opening failed: the journal then writes nothing
         self._rd = None  # journal_read while loaded, and its buffers (attach)
         self._ds = self._rbuf = self._rmv = self._hb = self._hmv = self._rhdr = None
         self._pkt = None
@@ -238,6 +243,7 @@ class Journal:
             self._done_with("journal_boot")
             self.release()
         self._quiet = False
+        self.usable = not self._off
 
     # ---- what the device reads ----
     @property
@@ -267,21 +273,6 @@ class Journal:
             return 0
         ident = self._id[0]
         return ident // _PARTS + (1 if ident % _PARTS else 0)
-
-    @property
-    def usable(self):
-        """False when opening failed: the journal then writes nothing."""
-        return not self._off
-
-    @property
-    def skipped_seq(self):
-        """Sequence numbers this boot left unused before next_seq (0 or SEQ_SKIP)."""
-        return SEQ_SKIP if self._skipped else 0
-
-    @property
-    def skipped_steps(self):
-        """Step numbers this boot left unused up to last_step (0 or STEP_SKIP)."""
-        return STEP_SKIP if self._skipped else 0
 
     @property
     def pending(self):
@@ -460,98 +451,18 @@ class Journal:
                 self._age = min(self._age + d, _AGE_CAP)
         self._last_ms = now
 
-    def _seal(self):
-        b = self._batch
-        n = self._n
-        b[0] = _MAGIC
-        _put16(b, 1, n)
-        _put32(b, 15, self._age)
-        end = _HDR + n
-        _sums(b, 0, end, self._ck)
-        _put16(b, end, self._ck[0])
-        _put16(b, end + 2, self._ck[1])
-        return end + 4
-
     def _commit(self):
-        # Write the batch (or, with no events, a mark frame) as one frame.
-        if self._off:
-            return False
-        k = self._seal()
-        new = not self._writable or self._nseg == 0
-        if not new and self._age >= DAY_MS:
-            new = True
-        if not new and self._size[self._nseg - 1] + k > self._cap:
-            new = True
-        if new:
-            self._new_part()
-        while self._total + k > self.limit and self._nseg > 1:
-            self._drop_oldest()
-        last = self._nseg - 1
-        if self._wpath_id != self._id[last]:
-            self._wpath = self._path(self._id[last])
-            self._wpath_id = self._id[last]
-        path = self._wpath
-        first = _u29(self._batch, 3)
+        # the frame writer (journal_write.py) is loaded for each frame and dropped
+        # after: a frame goes out at most every FLUSH_MS
         try:
-            f = self._open(path, "wb" if new else "ab")
-            try:
-                f.write(self._bmv[:k])
-            finally:
-                f.close()
-        except OSError as e:
-            self._writable = False
-            self._size[last] += k
-            self._total += k
-            if not self._quiet:
-                self._log("jrn", "write failed %s" % e)
-            return False
-        if self._end[last] == self._size[last]:
-            self._end[last] += k
-        self._size[last] += k
-        self._total += k
-        self._writable = True
-        if self._first[last] < 0:
-            self._first[last] = first
-        if self._cur == _IN_BATCH:
-            self._cur = _NONE
-        elif self._cur == last and self._cur_next < 0:
-            self._cur_next = first
-        self._events = 0
-        self._n = 0
-        self._steps = 0
-        self._since = -1
-        self._retry = False
-        return True
-
-    def _new_part(self):
-        # past every name seen, so a file that could not be removed is never reused
-        if self._top < 0:
-            ident = 0
-        else:
-            ident = self._top + 1
-            if self._age >= DAY_MS or ident % _PARTS == 0:
-                ident = (ident // _PARTS + (1 if ident % _PARTS else 0)) * _PARTS
-            if ident >= _DAYS * _PARTS:
-                ident = 0
-        self._top = ident
-        if ident % _PARTS == 0:
-            self._age = 0
-        if self._nseg == _MAX_SEGS:
-            self._drop_oldest()
-        n = self._nseg
-        self._id[n] = ident
-        self._first[n] = -1
-        self._size[n] = 0
-        self._end[n] = 0
-        self._nseg = n + 1
-        self._writable = True
-
-    def _drop_oldest(self):
+            w = _module("journal_write")
+        except MemoryError:
+            return False  # as a write that failed: the batch waits FLUSH_MS in RAM
         try:
-            _module("journal_boot").drop(self, 0)
+            return w.commit(self)
         finally:
-            self._done_with("journal_boot")
-
+            w = None
+            sys.modules.pop("journal_write", None)
 
     def _path(self, ident):
         name = "%s.%05d.%03d" % (self._base, ident // _PARTS, ident % _PARTS)
@@ -603,14 +514,3 @@ class Journal:
 def _module(name):
     mod = sys.modules.get(name)
     return mod if mod is not None else __import__(name)
-
-    # ---- reading ----
-
-
-
-
-
-
-
-
-    # ---- boot ----

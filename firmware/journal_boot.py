@@ -52,7 +52,8 @@ def boot(jn):
         if jn._first[i] < 0:
             bad += 1
     st = jn._es
-    jn._skipped = found
+    jn.skipped_seq = SEQ_SKIP if found else 0
+    jn.skipped_steps = STEP_SKIP if found else 0
     if found:
         st[_SEQ] = _add29(st[_SEQ], SEQ_SKIP)
         st[_STEP] = min(st[_STEP], _MASK - STEP_SKIP) + STEP_SKIP

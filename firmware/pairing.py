@@ -21,12 +21,23 @@
 # Same rules as gait.py: hardware-free, integer-only, identical on CPython and
 # MicroPython, nothing allocated per sample, every value within +-2**29.
 try:
+    import micropython
     from micropython import const
-except ImportError:  # CPython
+except ImportError:  # CPython: the same code, interpreted
+
+    class micropython:  # type: ignore[no-redef]  # noqa: N801  (stands in for the module)
+        @staticmethod
+        def viper(f):
+            return f
 
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
 
+    def ptr32(buf):  # viper's pointer cast; an array indexes the same way
+        return buf
+
+
+from array import array
 
 from gait import shift_for
 
@@ -60,62 +71,61 @@ _GAP = const(2)  # heel up between taps (or after the last one)
 _TAP = const(3)  # heel down in a tap
 
 
-class _Level:
-    # A sensor's unloaded floor and loaded reference, both counts * 16, and its load
-    # as a fraction of the span (0.._FULL, -1 while the span is too small).
-    def __init__(self, decay_k, rise_k):
-        self._decay_k = decay_k
-        self._rise_k = rise_k
-        self.reset()
-
-    def reset(self):
-        self.floor = -1
-        self.top = 0
-
-    def update(self, x):
-        x16 = x << 4
-        f = self.floor
-        t = self.top
-        if f < 0:
-            f = x16
-            t = x16
-        if x16 < f:
-            f = x16  # dips pull the floor down at once
-        else:
-            f += (x16 - f) >> self._rise_k
-        if x16 > t:
-            t = x16  # rises lift the reference at once
-        else:
-            t -= (t - x16) >> self._decay_k
-        if t < f:
-            t = f
-        self.floor = f
-        self.top = t
-        span = (t - f) >> 4
-        if span < _MIN_SPAN:
-            return -1
-        return ((x16 - f) >> 4) * _FULL // span  # load <= 65535: product < 2**26
+# TapGesture's state: one int32 array, every entry non-negative (viper loads ptr32
+# words unsigned on 64-bit ports and signed on 32-bit ones: they agree on 0..2**31-1)
+_HF = const(0)  # heel floor, counts * 16
+_HT = const(1)  # heel loaded reference, counts * 16
+_FF = const(2)  # forefoot floor
+_FT = const(3)  # forefoot loaded reference
+_LIVE = const(4)  # 1 once the levels hold a reading
+_STATE = const(5)
+_TAPS = const(6)
+_N = const(7)  # samples in the current state
+_RISE_K = const(8)  # the floor's creep, as a shift
+_DECAY_K = const(9)  # the reference's decay, as a shift
+_TAP_MIN = const(10)  # the timing limits, in samples
+_TAP_MAX = const(11)
+_GAP_MIN = const(12)
+_GAP_MAX = const(13)
+_LEAD_N = const(14)
+_HOLD_N = const(15)
+_COUNT = const(16)  # completed gestures (saturates)
+_NSTATE = const(17)
 
 
 class TapGesture:
     """feed(heel, arch, fore) once per sample; returns GESTURE_PAIR or
-    GESTURE_FORGET on the sample that completes one, else GESTURE_NONE."""
+    GESTURE_FORGET on the sample that completes one, else GESTURE_NONE.
+
+    feed() is viper over an int32 state array: it runs in the sampling loop, where
+    as bytecode it cost more than the step detector (0.5 against 0.3 us a call on
+    the unix port). pairing.py is imported once at boot, so its native code takes
+    executable memory once (docs/HARDWARE.md, "Memory and CPU budget")."""
 
     def __init__(self, rate_hz=100):
+        self._st = array("i", [0] * _NSTATE)
         self.set_rate(rate_hz)
+
+    @property
+    def gestures(self):
+        return self._st[_COUNT]
+
+    @property
+    def taps(self):
+        """Taps of the gesture in progress."""
+        return self._st[_TAPS]
 
     def set_rate(self, rate_hz):
         self.rate_hz = rate_hz
-        self._tap_min = self._samples(TAP_MIN_MS)
-        self._tap_max = self._samples(TAP_MAX_MS)
-        self._gap_min = self._samples(GAP_MIN_MS)
-        self._gap_max = self._samples(GAP_MAX_MS)
-        self._lead = self._samples(LEAD_MS)
-        self._hold = self._samples(HOLD_MS)
-        decay_k = shift_for(self._samples(_PEAK_DECAY_MS))
-        rise_k = shift_for(self._samples(_FLOOR_RISE_MS))
-        self._heel = _Level(decay_k, rise_k)
-        self._fore = _Level(decay_k, rise_k)
+        st = self._st
+        st[_TAP_MIN] = self._samples(TAP_MIN_MS)
+        st[_TAP_MAX] = self._samples(TAP_MAX_MS)
+        st[_GAP_MIN] = self._samples(GAP_MIN_MS)
+        st[_GAP_MAX] = self._samples(GAP_MAX_MS)
+        st[_LEAD_N] = self._samples(LEAD_MS)
+        st[_HOLD_N] = self._samples(HOLD_MS)
+        st[_DECAY_K] = shift_for(self._samples(_PEAK_DECAY_MS))
+        st[_RISE_K] = shift_for(self._samples(_FLOOR_RISE_MS))
         self.reset()
 
     def _samples(self, ms):
@@ -123,72 +133,129 @@ class TapGesture:
         return n if n > 0 else 1
 
     def reset(self):
-        self._heel.reset()
-        self._fore.reset()
-        self._restart()
-        self.gestures = 0  # completed gestures (saturates)
+        st = self._st
+        for i in (_HF, _HT, _FF, _FT, _LIVE, _STATE, _TAPS, _N, _COUNT):
+            st[i] = 0
 
-    def _restart(self):
-        self._state = _IDLE
-        self._taps = 0
-        self._n = 0  # samples in the current state
-
-    def feed(self, heel, arch, fore):
-        nh = self._heel.update(heel)
-        nf = self._fore.update(fore)
-        if nh < 0 or nf < 0 or nf < _LOADED:
+    @micropython.viper
+    def feed(self, heel: int, arch: int, fore: int) -> int:
+        s = ptr32(self._st)
+        # Each sensor's floor averages up slowly and drops to a dip at once; its
+        # loaded reference rises to a peak at once and decays slowly; the load is
+        # the reading's place in the span between them (0.._FULL, -1 while the span
+        # is too small to be a live sensor). Values stay below 2**21 (counts * 16).
+        rise_k = s[_RISE_K]
+        decay_k = s[_DECAY_K]
+        xh = heel << 4
+        xf = fore << 4
+        if s[_LIVE] == 0:
+            s[_LIVE] = 1
+            s[_HF] = xh
+            s[_HT] = xh
+            s[_FF] = xf
+            s[_FT] = xf
+        f = s[_HF]
+        t = s[_HT]
+        if xh < f:
+            f = xh
+        else:
+            f += (xh - f) >> rise_k
+        if xh > t:
+            t = xh
+        else:
+            t -= (t - xh) >> decay_k
+        if t < f:
+            t = f
+        s[_HF] = f
+        s[_HT] = t
+        span = (t - f) >> 4
+        nh = -1
+        if span >= _MIN_SPAN:
+            nh = ((xh - f) >> 4) * _FULL // span  # load <= 65535: product < 2**26
+        f = s[_FF]
+        t = s[_FT]
+        if xf < f:
+            f = xf
+        else:
+            f += (xf - f) >> rise_k
+        if xf > t:
+            t = xf
+        else:
+            t -= (t - xf) >> decay_k
+        if t < f:
+            t = f
+        s[_FF] = f
+        s[_FT] = t
+        span = (t - f) >> 4
+        nf = -1
+        if span >= _MIN_SPAN:
+            nf = ((xf - f) >> 4) * _FULL // span
+        if nf < _LOADED or nh < 0:
             # a sensor not live yet, or the forefoot unloaded: no gesture in progress
-            self._restart()
+            s[_STATE] = _IDLE
+            s[_TAPS] = 0
+            s[_N] = 0
             return GESTURE_NONE
-        n = self._n
+        n = s[_N]
         if n < _HUGE:
             n += 1
-        self._n = n
-        st = self._state
+        s[_N] = n
+        st = s[_STATE]
         heel_up = nh < _UNLOADED
         heel_down = nh >= _LOADED
         if st == _IDLE:
             if heel_up:
-                self._state = _LEAD
-                self._n = 1
+                s[_STATE] = _LEAD
+                s[_N] = 1
             return GESTURE_NONE
         if st == _LEAD:
             if heel_down:
-                if n > self._lead:
-                    self._state = _TAP
-                    self._n = 1
+                if n > s[_LEAD_N]:
+                    s[_STATE] = _TAP
+                    s[_N] = 1
                 else:
-                    self._restart()
+                    s[_STATE] = _IDLE
+                    s[_TAPS] = 0
+                    s[_N] = 0
             return GESTURE_NONE
         if st == _TAP:
-            if n > self._tap_max:
-                self._restart()  # the heel stays down: standing, not tapping
+            if n > s[_TAP_MAX]:
+                # the heel stays down: standing, not tapping
+                s[_STATE] = _IDLE
+                s[_TAPS] = 0
+                s[_N] = 0
             elif heel_up:
-                if n < self._tap_min:
-                    self._restart()
+                if n < s[_TAP_MIN]:
+                    s[_STATE] = _IDLE
+                    s[_TAPS] = 0
+                    s[_N] = 0
                 else:
-                    self._taps += 1
-                    self._state = _GAP
-                    self._n = 1
+                    s[_TAPS] = s[_TAPS] + 1
+                    s[_STATE] = _GAP
+                    s[_N] = 1
             return GESTURE_NONE
         # _GAP: heel up after a tap
+        taps = s[_TAPS]
         if heel_down:
-            if n < self._gap_min or n > self._gap_max or self._taps >= FORGET_TAPS:
-                self._restart()
+            if n < s[_GAP_MIN] or n > s[_GAP_MAX] or taps >= FORGET_TAPS:
+                s[_STATE] = _IDLE
+                s[_TAPS] = 0
+                s[_N] = 0
             else:
-                self._state = _TAP
-                self._n = 1
+                s[_STATE] = _TAP
+                s[_N] = 1
             return GESTURE_NONE
-        if n < self._hold:
+        if n < s[_HOLD_N]:
             return GESTURE_NONE
-        taps = self._taps
-        self._restart()
-        self._state = _LEAD  # still heel up: a new gesture may follow at once
-        self._n = n
+        s[_STATE] = _LEAD  # still heel up: a new gesture may follow at once
+        s[_TAPS] = 0
+        s[_N] = n
         if taps == PAIR_TAPS or taps == FORGET_TAPS:
-            if self.gestures < _HUGE:
-                self.gestures += 1
-            return GESTURE_PAIR if taps == PAIR_TAPS else GESTURE_FORGET
+            if s[_COUNT] < _HUGE:
+                s[_COUNT] = s[_COUNT] + 1
+            if taps == PAIR_TAPS:
+                return GESTURE_PAIR
+            return GESTURE_FORGET
         return GESTURE_NONE
 
 

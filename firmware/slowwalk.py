@@ -54,10 +54,6 @@ class SlowWalkCoach:
         self.cadence_x10 = 0
         self.flags = 0
 
-    @property
-    def now_ms(self):
-        return self.detector.now_ms
-
     def feed(self, heel, arch, fore):
         d = self.detector
         if not d.feed(heel, arch, fore) & EV_STEP:

@@ -96,10 +96,6 @@ class ToeScrunchCounter:
         self.interval_ms = 0
         self.peak = 0
 
-    @property
-    def now_ms(self):
-        return self._clock.now_ms
-
     def feed(self, heel, arch, fore):
         clock = self._clock
         clock.tick()

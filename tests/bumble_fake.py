@@ -11,7 +11,7 @@ import asyncio
 
 from fake_insole import FW, FakeInsole
 
-from host_tools.protocol import UUID_CONTROL, UUID_SERVICE, UUID_STATUS, UUID_STEP_EVENT
+from host_tools.ble.protocol import UUID_CONTROL, UUID_SERVICE, UUID_STATUS, UUID_STEP_EVENT
 
 PASSKEY = 123456
 

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import sys
 import time
 
-from host_tools import engine
-from host_tools.capture import FIRMWARE_REVISION_UUID, Link, LinkError
-from host_tools.protocol import UUID_CONTROL, UUID_STATUS, UUID_STEP_EVENT
-from host_tools.tracefile import PATTERN_NAMES
+from host_tools.ble.capture import FIRMWARE_REVISION_UUID, Link, LinkError
+from host_tools.ble.protocol import UUID_CONTROL, UUID_STATUS, UUID_STEP_EVENT
+from host_tools.gait import engine
+from host_tools.gait.tracefile import PATTERN_NAMES
 
 FW = engine.load_firmware_module("protocol")
+# the Control checks and reply packers (firmware/control_wire.py, which imports
+# protocol by name as on the insole)
+if str(engine.FIRMWARE) not in sys.path:
+    sys.path.insert(0, str(engine.FIRMWARE))
+import control_wire as FWC  # noqa: E402
 
 
 def as_rows(summaries):
@@ -80,7 +86,7 @@ class FakeInsole:
             return bytes([data[0], FW.ERR_UNSUPPORTED])
         first16 = struct.unpack_from("<H", data, 1)[0]
         head = len(self.ring)
-        if FW.backfill_ahead(first16, head):
+        if FWC.backfill_ahead(first16, head):
             return struct.pack("<BBHH", FW.OP_BACKFILL, FW.ERR_NOT_YET, head & 0xFFFF, 0)
         first = head - ((head - first16) & 0xFFFF)
         oldest = max(0, len(self.ring) - self.ring_size)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host_tools.engine import micropython_binary
+from host_tools.gait.engine import micropython_binary
 from tests.ptybridge import PtyBridge
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,10 +66,10 @@ class PtyDevice:
 
 
 def run_flash(port: str, build_dir: Path, *extra: str, timeout: float = 120):
-    """``python -m host_tools.flash flash`` (what ``make flash`` runs), captured."""
+    """``python -m host_tools.board.flash flash`` (what ``make flash`` runs), captured."""
     return subprocess.run(
         [
-            sys.executable, "-m", "host_tools.flash", "flash",
+            sys.executable, "-m", "host_tools.board.flash", "flash",
             "--port", port, "--build-dir", str(build_dir), *extra,
         ],
         cwd=ROOT,

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from host_tools.engine import FIRMWARE, micropython_binary
+from host_tools.gait.engine import FIRMWARE, micropython_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,11 +33,12 @@ for p in (str(FIRMWARE), str(TESTS)):
         sys.path.insert(0, p)
 
 import bonds as fw_bonds  # noqa: E402
+import bonds_load as fw_bonds_load  # noqa: E402
 import config as fw_config  # noqa: E402
 import fw_fakes as F  # noqa: E402
 
-from host_tools.engine import micropython_binary  # noqa: E402
-from host_tools.protocol import BANNER_RE  # noqa: E402
+from host_tools.ble.protocol import BANNER_RE  # noqa: E402
+from host_tools.gait.engine import micropython_binary  # noqa: E402
 from tests.mpy import run_micropython  # noqa: E402
 
 CONFIG = "insole.json"  # app.CONFIG_PATH
@@ -158,7 +159,7 @@ def _check_aside(flash: Path, files: dict, aside: list[str], rewritten: bool = F
         bad = flash / (name + ".bad")
         if rewritten and name == BONDS and os.path.lexists(flash / name):
             rows = json.loads((flash / name).read_text())
-            assert fw_bonds.parse_rows(rows)[1] is None, rows
+            assert fw_bonds_load.parse_rows(rows)[1] is None, rows
         elif name == CONFIG and os.path.isfile(flash / name) and rewritten:
             # a boot without a usable config makes a new passkey and saves it
             cfg = json.loads((flash / name).read_text())
@@ -552,9 +553,9 @@ def test_bonds_set_during_flush_is_written_by_the_next_flush(tmp_path):
             b.set(2, _KEYS[1], b"during")
         return open(path, mode)
 
-    b._file.opener = opener
+    b._opener = opener
     assert b.flush() and b.dirty
-    b._file.opener = open
+    b._opener = open
     assert b.flush() and not b.dirty
     assert _store(tmp_path).peers() == [_KEYS[0], _KEYS[1]]
 

@@ -1,7 +1,7 @@
 """Memory and CPU budget: exercise counters loaded only while their mode runs (and
 their heap given back under the micropython binary), the sample rates each mode
 refuses, saturating exercise counts, and the readers the bench relies on
-(host_tools/mpyinfo.py for .mpy files, host_tools/heapmap.py for heap maps)."""
+(host_tools/board/mpyinfo.py for .mpy files, host_tools/board/heapmap.py for heap maps)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import exgen, heapmap, mpyinfo, training
-from host_tools import protocol as HP
-from host_tools.cmd_bench import firmware_max_rates
+from host_tools.ble import protocol as HP
+from host_tools.board import heapmap, mpyinfo
+from host_tools.cli.bench import firmware_max_rates
+from host_tools.training import exercises, exgen
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
@@ -26,6 +27,7 @@ for p in (str(FIRMWARE), str(TESTS)):
 import device  # noqa: E402
 import exbase  # noqa: E402
 import fw_fakes as F  # noqa: E402
+import modes  # noqa: E402
 import protocol as FP  # noqa: E402
 
 from tests.mpy import run_micropython  # noqa: E402
@@ -38,7 +40,7 @@ def _device(rate=100):
     dev, ble, fs = F.build([2000, 2500, 1800] * 400)
     if rate != 100:
         dev.cfg = dict(dev.cfg, rate_hz=rate)
-        dev._restart_detector()
+        modes.restart_detector(dev)
     ble.connect()
     ble.pair()
     ble.subscribe(dev.ble.h_control)
@@ -131,10 +133,6 @@ for rnd in (1, 2):
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "since per-central delivery, balance and slow-walk leave about 16 KB on the heap "
-    "after the mode ends (heelraise and toescrunch still return within 2 KB); "
-    "not yet traced to an object"))
 def test_heap_returns_after_each_mode_under_micropython():
     out = run_micropython(_HEAP_RETURNS, path=[str(FIRMWARE), str(TESTS)])
     rows = [tuple(int(v) for v in line.split()) for line in out.split("\n") if line]
@@ -142,10 +140,10 @@ def test_heap_returns_after_each_mode_under_micropython():
     first = {m: after for rnd, m, _d, after in rows if rnd == 1}
     for rnd, _mode, during, after in rows:
         assert during > 4096, rows  # the mode's code was on the heap while it ran
-        # what stays is only the names the modules added to the interned strings
-        # (never freed), which grow with each new mode of the first round ...
+        # the names the modules intern are never freed: the device interned them
+        # at boot (modes.py intern_counter_names), so nothing of a mode stays ...
         assert after < 4096, rows
-        if rnd == 2:  # ... and no more in the second: the heap comes back each time
+        if rnd == 2:  # ... and the second round ends where the first did
             assert abs(after - first[4]) <= 512, rows
 
 
@@ -205,7 +203,7 @@ def _events(counter, samples):
     ("SlowWalkCoach", "steps", lambda: exgen.slow_walk([1200.0] * 6), (900, 5, 1)),
 ])
 def test_exercise_counts_saturate(cls, field, trace, args):
-    ex = training.firmware_module()
+    ex = exercises.firmware_module()
     tr = trace()
     plain = getattr(ex, cls)(tr.rate_hz, *args)
     assert _events(plain, tr.samples) >= 3 and getattr(plain, field) >= 3

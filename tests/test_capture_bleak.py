@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_insole import FakeInsole, same_steps  # noqa: E402
 from walk_synth import RATE_HZ, make_steps, synth_trace  # noqa: E402
 
-from host_tools import engine  # noqa: E402
-from host_tools.blelinks import BleakLink  # noqa: E402
-from host_tools.capture import Backoff, InsoleSession, capture  # noqa: E402
-from host_tools.protocol import UUID_CONTROL, UUID_SERVICE, UUID_STATUS  # noqa: E402
-from host_tools.steplog import read_meta, read_steplog  # noqa: E402
+from host_tools.ble.blelinks import BleakLink  # noqa: E402
+from host_tools.ble.capture import Backoff, InsoleSession, capture  # noqa: E402
+from host_tools.ble.protocol import UUID_CONTROL, UUID_SERVICE, UUID_STATUS  # noqa: E402
+from host_tools.ble.steplog import read_meta, read_steplog  # noqa: E402
+from host_tools.gait import engine  # noqa: E402
 
 
 class StandInClient:
@@ -151,7 +151,7 @@ def test_bleak_link_reports_no_insole(monkeypatch):
         return None
 
     monkeypatch.setattr(bleak.BleakScanner, "find_device_by_filter", staticmethod(nothing))
-    from host_tools.capture import LinkError
+    from host_tools.ble.capture import LinkError
 
     with pytest.raises(LinkError, match="no insole matching Insole-R-0000"):
         asyncio.run(BleakLink(want="Insole-R-0000", scan_timeout=0.1).connect())

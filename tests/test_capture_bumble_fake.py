@@ -16,10 +16,10 @@ from bumble_fake import PASSKEY, BumbleFakeInsole, make_link_and_central  # noqa
 from fake_insole import FakeInsole, same_steps  # noqa: E402
 from walk_synth import RATE_HZ, make_steps, synth_trace  # noqa: E402
 
-from host_tools import engine  # noqa: E402
-from host_tools.blelinks import BumbleLink, bumble_scan  # noqa: E402
-from host_tools.capture import Backoff, InsoleSession, capture  # noqa: E402
-from host_tools.steplog import read_meta, read_steplog  # noqa: E402
+from host_tools.ble.blelinks import BumbleLink, bumble_scan  # noqa: E402
+from host_tools.ble.capture import Backoff, InsoleSession, capture  # noqa: E402
+from host_tools.ble.steplog import read_meta, read_steplog  # noqa: E402
+from host_tools.gait import engine  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_two_insoles_one_central(tmp_path, summaries):
 
 
 def test_scan_lists_insoles_with_side_and_firmware(summaries):
-    from host_tools.cmd_scan import format_table, scan_bumble
+    from host_tools.cli.scan import format_table, scan_bumble
 
     async def main():
         link, central = make_link_and_central()

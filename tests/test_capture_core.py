@@ -15,8 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_insole import FakeInsole, FakeLink, same_steps  # noqa: E402
 from walk_synth import RATE_HZ, make_steps, synth_trace  # noqa: E402
 
-from host_tools import engine  # noqa: E402
-from host_tools.capture import (  # noqa: E402
+from host_tools.ble.capture import (  # noqa: E402
     Backoff,
     CaptureError,
     InsoleSession,
@@ -25,7 +24,8 @@ from host_tools.capture import (  # noqa: E402
     capture,
     seq_ranges,
 )
-from host_tools.steplog import read_meta, read_steplog  # noqa: E402
+from host_tools.ble.steplog import read_meta, read_steplog  # noqa: E402
+from host_tools.gait import engine  # noqa: E402
 
 
 @pytest.fixture(scope="module")

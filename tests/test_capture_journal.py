@@ -13,11 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_insole import FW, FakeInsole, FakeLink, same_steps  # noqa: E402
+from fake_insole import FW, FWC, FakeInsole, FakeLink, same_steps  # noqa: E402
 
-from host_tools import protocol as HP  # noqa: E402
-from host_tools.capture import Backoff, InsoleSession, SeqTracker, capture  # noqa: E402
-from host_tools.steplog import read_meta, read_steplog  # noqa: E402
+from host_tools.ble import protocol as HP  # noqa: E402
+from host_tools.ble.capture import Backoff, InsoleSession, SeqTracker, capture  # noqa: E402
+from host_tools.ble.steplog import read_meta, read_steplog  # noqa: E402
 
 SKIP_SEQ, SKIP_STEPS = 48, 12  # what firmware/journal.py skips at a boot
 
@@ -82,19 +82,19 @@ class JournaledInsole(FakeInsole):
     def control(self, data: bytes) -> bytes:
         buf = bytearray(20)
         if data == HP.cmd_get_journal():
-            n = FW.pack_journal_reply(buf, self.head, min(self.events), 0, 0)
+            n = FWC.pack_journal_reply(buf, self.head, min(self.events), 0, 0)
             return bytes(buf[:n])
         if data[0] != FW.OP_BACKFILL:
             return bytes([data[0], FW.ERR_UNKNOWN_OP])
-        op, err, first = FW.parse_command(data)
+        op, err, first = FWC.parse_command(data)
         wide = len(data) == 5
         if not wide:
             first = self.head - ((self.head - first) & 0xFFFF)
         if first > self.head:
-            n = FW.pack_backfill_reply(buf, FW.ERR_NOT_YET, self.head, 0, wide)
+            n = FWC.pack_backfill_reply(buf, FW.ERR_NOT_YET, self.head, 0, wide)
             return bytes(buf[:n])
         self.backfills.append(first)
-        n = FW.pack_backfill_reply(buf, FW.ERR_OK, first, self.head - first, wide)
+        n = FWC.pack_backfill_reply(buf, FW.ERR_OK, first, self.head - first, wide)
         reply = bytes(buf[:n])
         self.link.deliver(HP.UUID_CONTROL, reply)  # the replay follows its reply
         for s in range(first, self.head):

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import long_walk  # noqa: E402
 
 from host_tools import cli  # noqa: E402
-from host_tools.steplog import read_meta, read_steplog  # noqa: E402
-from host_tools.tracefile import EVENT_COLUMNS, read_events  # noqa: E402
+from host_tools.ble.steplog import read_meta, read_steplog  # noqa: E402
+from host_tools.gait.tracefile import EVENT_COLUMNS, read_events  # noqa: E402
 
 
 def _detect(trace: Path, tmp: Path) -> list[tuple]:

@@ -1,5 +1,5 @@
 """Capture from virtual insoles: the unchanged firmware in the micropython binary on
-bumble's in-process virtual radio (host_tools/vboard.py), through the same capture code
+bumble's in-process virtual radio (host_tools/vboard/), through the same capture code
 a real insole uses."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from host_tools import cli
-from host_tools.steplog import read_meta, read_steplog
-from host_tools.tracefile import EVENT_COLUMNS, read_events, read_trace, write_trace
+from host_tools.ble.steplog import read_meta, read_steplog
+from host_tools.gait.tracefile import EVENT_COLUMNS, read_events, read_trace, write_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 LEFT = ROOT / "host_tools" / "data" / "walk_left.csv"
@@ -62,13 +62,14 @@ def test_both_feet_capture_equals_detect_and_reports(tmp_path, capsys):
 
 
 def test_forced_disconnect_mid_trace_is_backfilled(tmp_path):
-    from host_tools import vboard
-    from host_tools.blelinks import BumbleLink
-    from host_tools.capture import Backoff, InsoleSession, capture
+    from host_tools.ble.blelinks import BumbleLink
+    from host_tools.ble.capture import Backoff, InsoleSession, capture
+    from host_tools.vboard.insole import VirtualInsole
+    from host_tools.vboard.radio import VirtualRadio
 
     async def main():
-        radio = vboard.VirtualRadio()
-        vi = vboard.VirtualInsole(str(LEFT), side="left", speed=0, radio=radio, paused=True)
+        radio = VirtualRadio()
+        vi = VirtualInsole(str(LEFT), side="left", speed=0, radio=radio, paused=True)
         await vi.start()
         central = await radio.central()
         # a slow first retry keeps the link down while the walk goes on
@@ -148,12 +149,13 @@ def test_ctrl_c_closes_the_logs_cleanly(tmp_path):
 
 
 def test_scan_finds_virtual_insoles_with_firmware_version():
-    from host_tools import vboard
-    from host_tools.cmd_scan import format_table, scan_bumble
+    from host_tools.cli.scan import format_table, scan_bumble
+    from host_tools.vboard.insole import VirtualInsole
+    from host_tools.vboard.radio import VirtualRadio
 
     async def main():
-        radio = vboard.VirtualRadio()
-        insoles = [vboard.VirtualInsole(str(t), side=s, radio=radio, index=i, paused=True)
+        radio = VirtualRadio()
+        insoles = [VirtualInsole(str(t), side=s, radio=radio, index=i, paused=True)
                    for i, (t, s) in enumerate(((LEFT, "left"), (RIGHT, "right")))]
         try:
             for vi in insoles:

@@ -1,5 +1,5 @@
 """Every command against every kind of bad input: one line on stderr, exit status 2, no
-traceback, and nothing half written (host_tools/safeio.py, host_tools/argcheck.py)."""
+traceback, and nothing half written (host_tools/common/safeio.py, host_tools/common/argcheck.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import cli, engine, exgen, history
-from host_tools.steplog import SessionMeta, StepLogWriter, log_paths, read_steplog, write_meta
+from host_tools import cli
+from host_tools.ble.steplog import SessionMeta, StepLogWriter, log_paths, read_steplog, write_meta
+from host_tools.gait import engine
+from host_tools.training import exgen, history
 
 ROOT = Path(__file__).resolve().parent.parent
 WALK = ROOT / "host_tools" / "data" / "walk_left.csv"

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from host_tools import tracefile
 from host_tools.cli import main
-from host_tools.cmd_bench import DATA as WALK
+from host_tools.cli.bench import DATA as WALK
+from host_tools.gait import tracefile
 
 
 def test_both_engines_write_the_same_events_csv(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from host_tools import evaluate, physionet
+from host_tools.gait import evaluate, physionet
 
 
 def test_match_is_one_to_one_closest_first():

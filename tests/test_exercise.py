@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host_tools import exgen, physionet, training
+from host_tools.gait import physionet
+from host_tools.training import exercises, exgen
 from tests.boundcheck import Bound, checker, instrument
 
 LIMIT = 1 << 29
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-ex = training.firmware_module()
+ex = exercises.firmware_module()
 
 
 def run(counter_cls, tr, **kw):
@@ -215,7 +216,7 @@ def test_coached_step_strike_timing(rate, pattern):
     strides = [float(rng.uniform(900, 1800)) for _ in range(10)]
     tr = exgen.slow_walk(strides, pattern=pattern, noise=float(rng.uniform(50, 150)),
                          drift=float(rng.uniform(-300, 300)), rate_hz=rate, seed=rate)
-    steps = [training.decode(p) for _, p in training.run_cpython(4, tr.samples, rate, 920)]
+    steps = [exercises.decode(p) for _, p in exercises.run_cpython(4, tr.samples, rate, 920)]
     assert len(steps) == len(strides)
     tol = tolerance_ms(rate)
     # The first step out of standing comes before the detector has learned any span:
@@ -268,8 +269,8 @@ def test_real_walking_is_not_counted_as_exercise():
     checked = 0
     for rec in _walks():
         for mode, kind in ((1, "rep"), (2, "scrunch"), (3, "hold-end")):
-            got = [training.decode(p) for _, p in
-                   training.run_cpython(mode, rec.trace, rec.rate_hz)]
+            got = [exercises.decode(p) for _, p in
+                   exercises.run_cpython(mode, rec.trace, rec.rate_hz)]
             # a balance start that turns out not to be a hold is closed as "void"
             counted = [e for e in got if e["type"] == kind and e.get("reason") != "void"]
             assert counted == [], f"{rec.name}: walking counted as {counted[:2]}"
@@ -280,7 +281,7 @@ def test_real_walking_is_not_counted_as_exercise():
 @pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data")
 def test_coach_on_real_walking_reports_steps():
     rec = physionet.load_pdb(physionet.pdb_files(DATA / "gaitpdb")[0], "left")
-    got = [training.decode(p) for _, p in training.run_cpython(4, rec.trace, rec.rate_hz)]
+    got = [exercises.decode(p) for _, p in exercises.run_cpython(4, rec.trace, rec.rate_hz)]
     steps = [e for e in got if e["type"] == "step"]
     assert len(steps) > 20
     cad = [e["cadence"] for e in steps if e["cadence"]]
@@ -293,14 +294,14 @@ def test_packets_are_20_bytes_and_decode():
                      ("toe-scrunch", exgen.toe_scrunches(reps=2)),
                      ("balance", exgen.balance(holds=1, hold_ms=4000)),
                      ("slow-walk", exgen.slow_walk([1200.0] * 4))):
-        pkts = training.run_cpython(training.MODES[kind], tr.samples, tr.rate_hz)
+        pkts = exercises.run_cpython(exercises.MODES[kind], tr.samples, tr.rate_hz)
         assert pkts
         for seq, (_, p) in enumerate(pkts):
             assert len(p) == 20 and p[0] == 1 and 0x10 <= p[1] <= 0x1F
             assert struct.unpack_from("<H", p, 2)[0] == seq
-            d = training.decode(p)
+            d = exercises.decode(p)
             assert d["seq"] == seq
-    rep = training.decode(training.run_cpython(1, *_one_rep())[0][1])
+    rep = exercises.decode(exercises.run_cpython(1, *_one_rep())[0][1])
     assert rep["type"] == "rep" and rep["count"] == 1 and 900 < rep["hold_ms"] < 1100
 
 
@@ -310,7 +311,7 @@ def _one_rep():
 
 
 def test_kinds_and_modes_match_the_protocol_module():
-    proto = training._load("protocol")
+    proto = exercises._load("protocol")
     assert ex.KIND_HEEL_RAISE == proto.KIND_HEEL_RAISE
     assert ex.KIND_TOE_SCRUNCH == proto.KIND_TOE_SCRUNCH
     assert ex.KIND_BALANCE == proto.KIND_BALANCE
@@ -318,7 +319,7 @@ def test_kinds_and_modes_match_the_protocol_module():
     assert ex.EVENT_FORMAT == proto.EVENT_FORMAT
     for name in ("HEEL_RAISE", "TOE_SCRUNCH", "BALANCE", "SLOW_WALK"):
         assert getattr(ex, "MODE_" + name) == getattr(proto, "MODE_" + name)
-    assert training.set_mode_command(4, 900, 5, 1) == bytes([proto.OP_SET_MODE, 4, 0x84, 3, 5, 1])
+    assert exercises.set_mode_command(4, 900, 5, 1) == bytes([proto.OP_SET_MODE, 4, 0x84, 3, 5, 1])
 
 
 # ----------------------------------------------------------- 29-bit bounds
@@ -328,7 +329,7 @@ _check = checker(-LIMIT, LIMIT)
 def checked_module():
     """The exercise modules with every arithmetic result and assignment checked."""
 
-    return training.load_exercise(transform=lambda source: instrument(source, "exercise-checked"),
+    return exercises.load_exercise(transform=lambda source: instrument(source, "exercise-checked"),
                                   extra={"_check": _check})
 
 
@@ -381,7 +382,7 @@ def test_every_intermediate_and_stored_value_within_29_bits():
             for i, (h, a, f) in enumerate(np.asarray(samples).tolist()):
                 ev = counter.feed(h, a, f)
                 assert ev == plain.feed(h, a, f)  # instrumented = original
-                for bit in training.BITS:
+                for bit in exercises.BITS:
                     if ev & bit:
                         counter.pack(bit, buf, i)
                 if i % 97 == 0 or ev:
@@ -411,9 +412,9 @@ def test_two_insoles_combine_into_single_leg_holds():
     kw = dict(hold_list=[5000, 8000, 3000], ends=["other", "collapse", "other"], noise=100)
     stance = exgen.balance(**kw)
     other = exgen.balance(other_foot=True, **kw)
-    a = [training.decode(p) for _, p in training.run_cpython(3, stance.samples, 100)]
-    b = [training.decode(p) for _, p in training.run_cpython(3, other.samples, 100)]
-    holds = training.combine_balance(a, b)
+    a = [exercises.decode(p) for _, p in exercises.run_cpython(3, stance.samples, 100)]
+    b = [exercises.decode(p) for _, p in exercises.run_cpython(3, other.samples, 100)]
+    holds = exercises.combine_balance(a, b)
     assert [h["foot"] for h in holds] == ["a"] * 3
     for h, want in zip(holds, stance.truth, strict=True):
         # contact changes are dated where the load crosses 1/16 of its reference, a
@@ -421,4 +422,4 @@ def test_two_insoles_combine_into_single_leg_holds():
         assert abs(h["start_ms"] - want["start_ms"]) < 60
         assert abs(h["duration_ms"] - want["duration_ms"]) < 120
     # the roles swap when the other insole is the standing one
-    assert [h["foot"] for h in training.combine_balance(b, a)] == ["b"] * 3
+    assert [h["foot"] for h in exercises.combine_balance(b, a)] == ["b"] * 3

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from host_tools import exgen, training
+from host_tools.training import exercises, exgen
 from tests.mpy import run_micropython
 
 rates = st.sampled_from([50, 100, 200, 1000])
@@ -36,8 +36,8 @@ walks = st.builds(
 
 
 def _both(mode, samples, rate, *args):
-    cp = training.run_cpython(mode, samples, rate, *args)
-    mp = training.run_micropython(mode, samples, rate, *args)
+    cp = exercises.run_cpython(mode, samples, rate, *args)
+    mp = exercises.run_micropython(mode, samples, rate, *args)
     assert cp == mp
     return cp
 

@@ -27,12 +27,14 @@ for p in (str(FIRMWARE), str(TESTS)):
         sys.path.insert(0, p)
 
 import config as fw_config  # noqa: E402
+import control_wire as FW_CONTROL  # noqa: E402
 import fw_fakes as F  # noqa: E402
 import gait  # noqa: E402
 import gaitsynth  # noqa: E402
+import modes  # noqa: E402
 import protocol as FP  # noqa: E402
 
-from host_tools import protocol as HP  # noqa: E402
+from host_tools.ble import protocol as HP  # noqa: E402
 from tests.mpy import run_micropython  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "gaitpdb" / "GaCo01_01.txt.gz"
@@ -41,7 +43,7 @@ DATA = ROOT.parent / "shared" / "data" / "gaitpdb" / "GaCo01_01.txt.gz"
 def _real_trace(seconds: int) -> np.ndarray:
     if not DATA.exists():
         pytest.skip("needs ../shared/data (PhysioNet gaitpdb)")
-    from host_tools.physionet import load_pdb
+    from host_tools.gait.physionet import load_pdb
 
     rec = load_pdb(DATA, "left")
     assert rec.rate_hz == 100
@@ -296,6 +298,27 @@ def test_heel_strike_notified_within_3_samples(source):
     assert all(0 <= d <= 3 for d in late), late
 
 
+def test_step_after_a_spike_carries_the_corrected_strike_and_flag():
+    # a brief heel spike 220 ms before the seventh contact, unloaded around it
+    w = gaitsynth.Walk(strides_ms=[1100.0] * 12)
+    trace = gaitsynth.make(w).astype(np.int64)
+    first = int(w.contacts_ms()[6] - 220) // 10
+    trace[first : first + 3, 0] += 12000
+    dev, ble, _ = F.build(_flat(trace))
+    _connect(ble, dev)
+    dev.run()
+    evs = _decode_all(ble.take(dev.ble.h_event))
+    strikes = {e.step: e for e in evs if e.kind == "strike"}
+    steps = {e.step: e for e in evs if e.kind == "step"}
+    loads = {e.step: e for e in evs if e.kind == "load"}
+    assert sorted(steps) == list(range(1, 13)) and sorted(loads) == sorted(steps)
+    # the STRIKE went out for the spike; the STEP has the real contact, its LOAD the flag
+    assert abs(strikes[7].contact_ms - first * 10) <= 25
+    assert abs(steps[7].strike_ms - w.contacts_ms()[6]) <= 20
+    assert [n for n in loads if loads[n].strike_corrected] == [7]
+    assert loads[7].pattern == gait.PATTERN_REAR  # the flag leaves the pattern bits alone
+
+
 # ---- RSC, status, raw stream ----
 
 
@@ -463,7 +486,7 @@ def test_control_fuzzing_never_crashes_or_corrupts(writes):
             assert replies == [] and dev.cfg == before
         else:
             assert len(replies) == 1
-            op, err, _ = FP.parse_command(data)
+            op, err, _ = FW_CONTROL.parse_command(data)
             assert replies[0].op == op
             if err != HP.ERR_OK:
                 assert replies[0].error == err
@@ -763,7 +786,7 @@ def test_steps_saturate():
     assert dev.steps == (1 << 29) - 1
     dev.det.steps = 10
     assert dev.steps == (1 << 29) - 1 and dev._total(1) == (1 << 29) - 2
-    dev._restart_detector()
+    modes.restart_detector(dev)
     assert dev._step_base == (1 << 29) - 1 and dev.steps == (1 << 29) - 1
 
 
@@ -806,7 +829,7 @@ def test_ring_lost_log_is_rate_limited():
     for _ in range(3000):  # 30 s, one new event every sample
         _fill(dev, 1)
         dev.loop(1)
-    assert dev.lost > 3000 and dev._next_tx == dev.ring.oldest()
+    assert dev.lost > 3000 and dev._tx_at[dev._slot] == dev.ring.oldest()
     lost = [x for x in sink.lines if " ring lost " in x]
     assert 3 <= len(lost) <= 4, lost  # at most once every 10 s
     assert lost[-1].endswith(f" ring lost {dev._lost_logged}")
@@ -894,12 +917,14 @@ def test_backfill_reply_follows_the_half_window_rule(head, held, first16):
     dev, ble, _ = F.build(_flat_trace(1))
     dev.ring.head = head
     dev.ring.count = min(held, 1024)
-    before = dev._next_tx
-    r = HP.decode_reply(dev._backfill(first16))
+    before = dev._tx_at[dev._slot]
+    import control
+
+    r = HP.decode_reply(control.backfill(dev, first16))
     d = (first16 - head) & 0xFFFF
     if 1 <= d <= 0x7FFF:
         assert (r.error, r.data) == (HP.ERR_NOT_YET, {"first_seq": head & 0xFFFF, "count": 0})
-        assert dev._next_tx == before  # nothing replayed, delivery unchanged
+        assert dev._tx_at[dev._slot] == before  # nothing replayed, delivery unchanged
         return
     back = (0x10000 - d) & 0xFFFF
     if back <= dev.ring.count:
@@ -908,7 +933,7 @@ def test_backfill_reply_follows_the_half_window_rule(head, held, first16):
     else:
         assert (r.error, r.data["count"]) == (HP.ERR_PARTIAL, dev.ring.count)
         assert r.data["first_seq"] == dev.ring.oldest() & 0xFFFF
-    assert dev._next_tx == (head - r.data["count"]) & 0x1FFFFFFF
+    assert dev._tx_at[dev._slot] == (head - r.data["count"]) & 0x1FFFFFFF
 
 
 def test_backfill_ahead_of_a_rebooted_insole_is_not_yet():
@@ -1000,11 +1025,11 @@ def test_a_reply_owed_to_a_central_that_left_is_not_sent_to_the_next():
     ble.nomem_next = 1  # the reply waits for a buffer
     assert ble.write(dev.ble.h_control, HP.cmd_get_config()) == 0
     dev.service()
-    assert dev._reply is not None and ble.take(dev.ble.h_control) == []
+    assert dev._replies[dev._slot] is not None and ble.take(dev.ble.h_control) == []
     ble.disconnect()  # both IRQs land between two samples
     _connect(ble, dev)
     dev.run(5)
-    assert ble.take(dev.ble.h_control) == [] and dev._reply is None
+    assert ble.take(dev.ble.h_control) == [] and dev._replies[dev._slot] is None
     assert _command(ble, dev, HP.cmd_get_config()).ok  # the new central is served
 
 
@@ -1038,7 +1063,7 @@ def test_disconnect_between_the_link_check_and_the_notify_loses_nothing():
     ble.gatts_notify = drop_first
     dev.run(400)
     got = ble.take(dev.ble.h_event)
-    assert cut and dev._next_tx == cut[0]  # the unsent event is still next
+    assert cut and dev._tx_at[dev._slot] == cut[0]  # the unsent event is still next
     _connect(ble, dev)
     last = HP.decode_event(got[-1]).seq if got else 0
     assert _command(ble, dev, HP.cmd_backfill(last + 1)).ok
@@ -1209,8 +1234,9 @@ s._ms_in_s = 990
 dev.loop(1)
 print("battery", dev.battery_errors, dev._battery_mv)
 dev.ring.head = 0x31234
-print("ahead", binascii.hexlify(dev._backfill(0x1235)).decode())
-print("behind", binascii.hexlify(dev._backfill(0x9234)).decode())
+import control
+print("ahead", binascii.hexlify(control.backfill(dev, 0x1235)).decode())
+print("behind", binascii.hexlify(control.backfill(dev, 0x9234)).decode())
 """
 
 

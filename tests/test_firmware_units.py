@@ -22,6 +22,7 @@ for p in (str(FIRMWARE), str(TESTS)):
         sys.path.insert(0, p)
 
 import config as fw_config  # noqa: E402
+import control_wire as FW_CONTROL  # noqa: E402
 import fw_fakes as F  # noqa: E402
 import protocol as FP  # noqa: E402
 from log import Log  # noqa: E402
@@ -36,7 +37,9 @@ VECTORS = json.loads(VECTORS_PATH.read_text())
 # The check runs unchanged in both interpreters: it prints one line per vector.
 _VECTOR_CHECK = """
 import json, binascii
+from array import array
 import protocol as P
+import control_wire as W
 V = json.load(open(%r))
 PACK = {"strike": P.pack_strike, "step": P.pack_step, "load": P.pack_load, "start": P.pack_start}
 def hx(b):
@@ -52,17 +55,16 @@ for v in V["status"]:
     P.pack_status(b, **v["fields"])
     check("status", v["name"], hx(b), v["hex"])
 for v in V["raw"]:
-    b = bytearray(20)
-    P.pack_raw_index(b, v["fields"]["index"])
-    for i, s in enumerate(v["fields"]["samples"]):
-        P.pack_raw_sample(b, i, s[0], s[1], s[2])
-    check("raw", v["name"], hx(b), v["hex"])
+    # the device's layout (device.py sample()): an array of u16, the sample index
+    # first, sent as its bytes (a little-endian host, as the ESP32)
+    b = array("H", [v["fields"]["index"]] + [x for s in v["fields"]["samples"] for x in s])
+    check("raw", v["name"], hx(bytes(b)), v["hex"])
 for v in V["rsc"]:
     b = bytearray(10)
     P.pack_rsc(b, **v["fields"])
     check("rsc", v["name"], hx(b), v["hex"])
 for v in V["commands"]:
-    op, err, value = P.parse_command(binascii.unhexlify(v["hex"]))
+    op, err, value = W.parse_command(binascii.unhexlify(v["hex"]))
     if isinstance(value, tuple):
         value = list(value)
     check("commands", v["name"], [op, err, value], [v["op"], v["error"], v["value"]])
@@ -70,14 +72,14 @@ for v in V["replies"]:
     f = v["fields"]
     b = bytearray(20)
     if "first_seq" in f:
-        n = P.pack_backfill_reply(b, f["error"], f["first_seq"], f["count"], f.get("wide", False))
+        n = W.pack_backfill_reply(b, f["error"], f["first_seq"], f["count"], f.get("wide", False))
     elif "head" in f:
-        n = P.pack_journal_reply(b, f["head"], f["oldest_seq"], f["dropped_days"],
+        n = W.pack_journal_reply(b, f["head"], f["oldest_seq"], f["dropped_days"],
                                  f["journal_bytes"])
     elif "name" in f:
-        n = P.pack_config_reply(b, f["side"], f["rate_hz"], f["stride_cm"], f["name"])
+        n = W.pack_config_reply(b, f["side"], f["rate_hz"], f["stride_cm"], f["name"])
     else:
-        n = P.pack_reply(b, f["op"], f["error"])
+        n = W.pack_reply(b, f["op"], f["error"])
     check("replies", v["name"], hx(b[:n]), v["hex"])
 """
 
@@ -107,15 +109,36 @@ def test_vectors_micropython():
 def test_packets_fit_default_mtu_and_seq_wraps():
     b = bytearray(FP.EVENT_SIZE)
     FP.pack_strike(b, 0x10005, 1, 2, 3)
-    assert len(b) <= 20 and FP.event_seq16(b) == 5
+    assert len(b) <= 20 and b[2] | b[3] << 8 == 5
     assert FP.RAW_SIZE <= 20 and FP.STATUS_SIZE <= 20 and FP.RSC_SIZE <= 20
     FP.pack_step(b, 1, 1, 100, 10, 0, 0, 99)  # heel-off before strike: marked unknown
     assert b[18:20] == b"\xff\xff"
 
 
+def test_the_firmwares_private_wire_constants_match_the_host_decoder():
+    # private const()s take no RAM on the insole; under CPython they are module
+    # attributes, so each is checked against the host's copy here
+    import ble_gatt
+    import device
+
+    from host_tools.ble import protocol as HP
+
+    assert FP._STATUS_FORMAT == HP.STATUS_FORMAT
+    assert FP._STATUS_BATTERY_UNIT_MV == HP.STATUS_BATTERY_UNIT_MV
+    assert device._STATUS_JOURNAL_DROPPED == HP.STATUS_JOURNAL_DROPPED
+    for name in ("SERVICE", "STEP_EVENT", "STATUS", "CONTROL", "RAW"):
+        assert getattr(ble_gatt, "_UUID_" + name) == getattr(HP, "UUID_" + name), name
+    flags = device._STATUS_RAW | device._STATUS_ENCRYPTED | device._STATUS_JOURNAL_DROPPED
+    b = bytearray(20)
+    FP.pack_status(b, 1 | flags | 3 << device._STATUS_MODE_SHIFT, 100, 0, 0, 0, 0, 0, 0, 0)
+    s = HP.decode_status(bytes(b))
+    assert s.side == "R" and s.raw_streaming and s.encrypted and s.journal_dropped, s
+    assert s.mode == 3, s
+
+
 @given(st.binary(max_size=24))
 def test_parse_command_total(data):
-    op, err, value = FP.parse_command(data)
+    op, err, value = FW_CONTROL.parse_command(data)
     assert err in range(0, 9)
     assert (err == FP.ERR_OK) or value is None
     if err == FP.ERR_OK and op == FP.OP_SET_RATE:
@@ -124,7 +147,7 @@ def test_parse_command_total(data):
 
 def test_backfill_ahead_is_the_upper_half_window():
     for head in (0, 5, 0x1234, 0xFFFF, 0x10000, 0x31234, (1 << 29) - 1):
-        ahead = {f: FP.backfill_ahead(f, head) for f in range(0x10000)}
+        ahead = {f: FW_CONTROL.backfill_ahead(f, head) for f in range(0x10000)}
         h16 = head & 0xFFFF
         assert sum(1 for a in ahead.values() if a) == 0x7FFF  # just under half the values
         assert ahead[h16] == 0  # the head itself: nothing missing

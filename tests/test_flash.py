@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from flashdev import ROOT, PtyDevice, run_flash  # noqa: E402
 
-from host_tools.build import DEVICE_MANIFEST, build  # noqa: E402
+from host_tools.board.build import DEVICE_MANIFEST, build  # noqa: E402
 
 
 def firmware_config_path() -> str:
@@ -178,12 +178,13 @@ def test_make_flash_runs_the_flash_module_with_port_and_board():
         env={**os.environ, "MAKEFLAGS": ""},
     )
     assert res.returncode == 0, res.stderr
-    assert "host_tools.build --board esp32c3" in res.stdout
-    assert "host_tools.flash flash --port /dev/ttyACM7 --board esp32c3 --reset soft" in res.stdout
+    assert "host_tools.board.build --board esp32c3" in res.stdout
+    assert ("host_tools.board.flash flash --port /dev/ttyACM7 --board esp32c3 --reset soft"
+            in res.stdout)
 
 
 def test_plan_never_touches_settings_or_unknown_files():
-    from host_tools.flash import FlashError, Probe, make_plan
+    from host_tools.board.flash import FlashError, Probe, make_plan
 
     manifest = {
         "files": {"board.py": "a1", "gait.mpy": "b2", "app.mpy": "c3"},

@@ -2,7 +2,7 @@
 
 The virtual board's build (``.mpy`` compiled for this host's CPU, the board file and the
 machine/bluetooth/time shims) is flashed with the real mpremote onto the MicroPython unix
-port behind a pty. Then the virtual board (host_tools/vboard.py) starts ``main.py`` from
+port behind a pty. Then the virtual board (host_tools/vboard/) starts ``main.py`` from
 that device directory, with the device directory as the board's flash: the firmware
 modules it imports are the flashed ``.mpy`` files (firmware/ is not on its path). A bumble
 central pairs, subscribes and decodes the step events, which must equal the detector run
@@ -20,9 +20,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from flashdev import ROOT, PtyDevice, run_flash  # noqa: E402
 
-from host_tools import engine, protocol, vboard  # noqa: E402
-from host_tools.build import DEVICE_MANIFEST, build, read_mpy_header  # noqa: E402
-from host_tools.tracefile import read_trace  # noqa: E402
+from host_tools.ble import protocol  # noqa: E402
+from host_tools.board.build import DEVICE_MANIFEST, build, read_mpy_header  # noqa: E402
+from host_tools.gait import engine  # noqa: E402
+from host_tools.gait.tracefile import read_trace  # noqa: E402
+from host_tools.vboard.central import Central  # noqa: E402
+from host_tools.vboard.insole import VirtualInsole  # noqa: E402
+from host_tools.vboard.radio import VirtualRadio  # noqa: E402
 
 TRACE = Path(__file__).resolve().parent / "data" / "walk_90s_left.csv"
 SECONDS = 30.0  # the first half minute of the walk keeps the test short
@@ -64,12 +68,12 @@ def test_flashed_tree_boots_on_the_virtual_board_and_emits_step_events(tmp_path)
     assert read_mpy_header(root / "gait.mpy")["arch"] == manifest["native_arch"]
 
     async def main():
-        radio = vboard.VirtualRadio()
-        vi = vboard.VirtualInsole(
+        radio = VirtualRadio()
+        vi = VirtualInsole(
             TRACE, radio=radio, paused=True, firmware_dir=root, flash_dir=root
         )
         async with vi:
-            central = vboard.Central(await radio.central())
+            central = Central(await radio.central())
             await central.connect(vi)
             await central.pair()
             got = await central.subscribe(protocol.UUID_STEP_EVENT)

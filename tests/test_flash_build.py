@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.build import (
+from host_tools.board.build import (
     BOARDS,
     MPY_ARCH_CODES,
     BuildError,
@@ -150,7 +150,8 @@ def test_unknown_board_is_a_clear_error(tmp_path):
 
 def test_make_build_cli_exit_status(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "host_tools.build", "--board", "esp32s3", "--out", str(tmp_path)],
+        [sys.executable, "-m", "host_tools.board.build", "--board", "esp32s3",
+         "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def typecheck(*files: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "host_tools.typecheck", *map(str, files)],
+        [sys.executable, "-m", "host_tools.board.typecheck", *map(str, files)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.flash import FlashError, reset_and_wait, wait_for_banner
+from host_tools.board.flash import FlashError, reset_and_wait, wait_for_banner
 from tests.ptybridge import PtyBridge
 
 BOARD_SCRIPT = r"""
@@ -144,7 +144,8 @@ def test_console_prints_what_the_board_sends(tmp_path):
     t.start()
     try:
         res = subprocess.run(
-            [sys.executable, "-m", "host_tools.flash", "console", "--port", name, "--seconds", "2"],
+            [sys.executable, "-m", "host_tools.board.flash", "console", "--port", name,
+             "--seconds", "2"],
             cwd=Path(__file__).resolve().parent.parent,
             capture_output=True,
             text=True,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from host_tools import engine, evaluate, physionet
+from host_tools.gait import engine, evaluate, physionet
 from tests import gaitsynth
 
 gait = engine.load_firmware_module()
@@ -219,10 +219,10 @@ def test_heel_off_before_the_forefoot_loads_is_one_stance(gap_ms):
 
 
 def test_heel_off_never_after_toe_off_on_the_bundled_walks():
-    from host_tools import tracefile
+    from host_tools.gait import tracefile
 
     for name in ("walk_left.csv", "walk_right.csv"):
-        tr = tracefile.read_trace(Path(engine.__file__).parent / "data" / name)
+        tr = tracefile.read_trace(engine.ROOT / "host_tools" / "data" / name)
         det = gait.GaitDetector(tr.rate_hz or 100)
         steps = 0
         for h, a, f in tr.samples.tolist():
@@ -232,3 +232,72 @@ def test_heel_off_never_after_toe_off_on_the_bundled_walks():
                 assert (det.toe_off_ms - det.heel_off_ms) & 0x1FFFFFFF < 1 << 28, name
                 assert (det.heel_off_ms - det.strike_ms) & 0x1FFFFFFF < 1 << 28, name
         assert steps > 40
+
+
+def _walk_with_spike(rate, height, lead_ms=220.0, spike_ms=30.0, k=6, order="rear"):
+    # a heel reading at contact level for spike_ms, lead_ms before stride k's contact,
+    # with the foot unloaded around it (a knock, a catching shoe)
+    w = gaitsynth.Walk(rate_hz=rate, strides_ms=[1100.0] * 12, strike_order=order)
+    trace = gaitsynth.make(w).astype(np.int64)
+    first = int(round((w.contacts_ms()[k] - lead_ms) * rate / 1000))
+    n = max(1, int(round(spike_ms * rate / 1000)))
+    trace[first : first + n, 0] += height
+    return w, trace, first
+
+
+def _feed_events(trace, rate):
+    det = gait.GaitDetector(rate)
+    notified, summaries = [], []
+    for i, (h, a, f) in enumerate(trace.tolist()):
+        ev = det.feed(h, a, f)
+        if ev & gait.EV_STEP:
+            summaries.append((det.seq, det.strike_ms, det.strike_corrected))
+            # heel-off lies between the strike and toe-off, corrected or not
+            assert (det.heel_off_ms - det.strike_ms) & 0x1FFFFFFF <= det.stance_ms
+        if ev & gait.EV_STRIKE:
+            notified.append((i, det.contact_ms, det.contact_seq))
+    return notified, summaries
+
+
+@pytest.mark.parametrize("rate", [50, 100, 200, 1000])
+def test_spike_before_the_contact_gives_way_to_it(rate):
+    w, trace, first = _walk_with_spike(rate, 12000)
+    truth = w.contacts_ms()
+    notified, summaries = _feed_events(trace, rate)
+    # the spike was reported as the contact of step 7 ...
+    spike = [n for n in notified if abs(n[0] - first) <= rate // 10]
+    assert len(spike) == 1 and spike[0][2] == 7
+    assert abs(spike[0][1] - first * 1000 / rate) <= max(25, 2000 / rate)
+    # ... yet every step is counted once, the seventh dated to the real contact and flagged
+    assert [s[0] for s in summaries] == list(range(1, len(truth) + 1))
+    assert_matches([s[1] for s in summaries], truth, max(20, 2000 / rate))
+    assert [s[2] for s in summaries] == [i == 6 for i in range(len(truth))]
+    if rate == 100:
+        # the strike notification still went out within 3 samples of the spike's crossing
+        assert 0 <= spike[0][0] - first <= 3
+
+
+def test_heel_spike_before_a_forefoot_contact():
+    w, trace, first = _walk_with_spike(100, 12000, order="fore")
+    _, summaries = _feed_events(trace, 100)
+    assert [s[0] for s in summaries] == list(range(1, 13))
+    assert_matches([s[1] for s in summaries], w.contacts_ms(), 20)
+    assert [s[2] for s in summaries].count(True) == 1 and summaries[6][2]
+
+
+def test_spike_without_a_swing_after_it_is_not_moved():
+    # unloaded for less than a swing after it: a sagging reading, the contact stands
+    w, trace, first = _walk_with_spike(100, 12000, lead_ms=100.0)
+    _, summaries = _feed_events(trace, 100)
+    assert len(summaries) == len(w.contacts_ms())
+    assert not any(s[2] for s in summaries)
+    assert abs(summaries[6][1] - first * 10) <= 25
+
+
+def test_early_contact_that_bore_the_stance_load_is_not_moved():
+    # as high as the stance that follows: a footfall, not a spike
+    w, trace, first = _walk_with_spike(100, 30000)
+    _, summaries = _feed_events(trace, 100)
+    assert len(summaries) == len(w.contacts_ms())
+    assert not any(s[2] for s in summaries)
+    assert abs(summaries[6][1] - first * 10) <= 25  # the strike stays at the early contact

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host_tools import engine, evaluate, faultbench
+from host_tools.gait import engine, evaluate, faultbench
 from tests import gaitsynth
 
 gait = engine.load_firmware_module()

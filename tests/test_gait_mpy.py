@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from host_tools import engine, faultbench, tracefile
-from host_tools.cmd_bench import DATA as WALK
+from host_tools.cli.bench import DATA as WALK
+from host_tools.gait import engine, faultbench, tracefile
 from tests import gaitsynth
 from tests.boundcheck import Bound, load
 from tests.mpy import run_micropython
@@ -53,6 +53,25 @@ def test_same_events_on_cpython_and_micropython(walk, fault, channel):
     cp = engine.run_cpython(trace, walk.rate_hz)
     mp = engine.run_micropython(trace, walk.rate_hz)
     assert cp == mp
+
+
+def spiked_walk(rate):
+    # a brief heel spike before the seventh contact: the step's strike is corrected
+    w = gaitsynth.Walk(rate_hz=rate, strides_ms=[1100.0] * 12)
+    trace = gaitsynth.make(w)
+    first = int((w.contacts_ms()[6] - 220) * rate / 1000)
+    trace[first : first + max(1, round(30 * rate / 1000)), 0] += 12000
+    return trace
+
+
+@pytest.mark.parametrize("rate", [50, 100, 1000])
+def test_same_corrected_strike_on_cpython_and_micropython(rate):
+    trace = spiked_walk(rate)
+    cp = engine.run_cpython(trace, rate)
+    assert cp == engine.run_micropython(trace, rate)
+    # the seventh summary has the real contact's strike, not the spike's
+    strikes = [e[2] for e in cp if e[0] == "S"]
+    assert len(strikes) == 12 and abs(strikes[6] - 8600) <= max(20, 2000 // rate)
 
 
 def test_same_events_on_the_bundled_real_walk():
@@ -94,7 +113,8 @@ for rate in (50, 100, 1000):
 def test_feed_allocates_nothing_under_heap_lock():
     trace = tracefile.read_trace(WALK).samples[:3000]
     noise = np.random.default_rng(0).integers(0, 65536, (500, 3))
-    samples = [tuple(r) for r in np.concatenate([trace, noise]).tolist()]
+    # the spiked walk takes the strike-correcting path inside feed() as well
+    samples = [tuple(r) for r in np.concatenate([trace, spiked_walk(100), noise]).tolist()]
     out = run_micropython(HEAP_LOCK_SCRIPT % repr(samples))
     lines = [line.split() for line in out.strip().splitlines()]
     assert len(lines) == 3
@@ -134,6 +154,8 @@ def test_every_intermediate_within_29_bits():
         # noise long enough to lengthen the pre-filter, and mains pickup
         (faultbench.disturb(faultbench.looped_walk(50, 30.0), 50, "noise"), 50),
         (faultbench.disturb(faultbench.looped_walk(100, 30.0), 100, "mains"), 100),
+        (spiked_walk(50), 50),
+        (spiked_walk(1000), 1000),
     ]
     for samples, rate in traces:
         events = engine.run_cpython(samples, rate, g)

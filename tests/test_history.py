@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import history as H
+from host_tools.training import history as H
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
@@ -101,7 +101,7 @@ def test_a_failed_write_loses_nothing(tmp_path):
 CRASH = """
 import os, sys
 sys.path.insert(0, {root!r})
-from host_tools import history as H
+from host_tools.training import history as H
 from datetime import datetime, timezone
 conn = H.connect({db!r})
 conn.execute("BEGIN IMMEDIATE")
@@ -132,7 +132,7 @@ def test_a_write_interrupted_mid_transaction_keeps_earlier_sessions(tmp_path):
 WRITER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from host_tools import history as H
+from host_tools.training import history as H
 from datetime import datetime, timedelta, timezone
 conn = H.connect({db!r})
 t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)

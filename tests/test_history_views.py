@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import engine, exgen, history
+from host_tools.ble.steplog import StepLogWriter
 from host_tools.cli import main
-from host_tools.steplog import StepLogWriter
+from host_tools.gait import engine
+from host_tools.training import exgen, history
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -164,7 +165,7 @@ def test_a_short_span_gets_a_short_date_axis(days):
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    from host_tools.cmd_history import exercise_figure, walking_figure
+    from host_tools.cli.history import exercise_figure, walking_figure
 
     rows = [history.Session("walk", NOW - timedelta(days=d), 60, "left", "c",
                             {"cadence": 100.0 + d}) for d in range(days)]

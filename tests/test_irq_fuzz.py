@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from host_tools import protocol as HP
-from host_tools import vboard
+from host_tools.ble import protocol as HP
+from host_tools.vboard.central import Central
+from host_tools.vboard.insole import VirtualInsole
+from host_tools.vboard.radio import VirtualRadio
 from tests.test_vboard import TRACE, as_reference, reference_events
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,8 +186,8 @@ def test_ten_thousand_random_irqs_under_cpython_leave_the_insole_working():
 
 
 async def _fuzz_the_virtual_board(count: int):
-    radio = vboard.VirtualRadio()
-    async with vboard.VirtualInsole(TRACE, radio=radio, paused=True) as vi:
+    radio = VirtualRadio()
+    async with VirtualInsole(TRACE, radio=radio, paused=True) as vi:
         handles = [h for svc in vi.handles for h in svc]
         fuzz = IrqFuzzer(29, handles)
         for i in range(count):
@@ -196,7 +198,7 @@ async def _fuzz_the_virtual_board(count: int):
         raised, handler_set = await vi.irqs_delivered()
         await vi.run_for(0.1)
         advertising = vi.advertising
-        central = vboard.Central(await radio.central())
+        central = Central(await radio.central())
         await central.connect(vi)
         await central.pair()
         got = await central.subscribe(HP.UUID_STEP_EVENT)

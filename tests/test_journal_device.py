@@ -28,7 +28,7 @@ import gait  # noqa: E402
 import gaitsynth  # noqa: E402
 import journal_fs as JF  # noqa: E402
 
-from host_tools import protocol as HP  # noqa: E402
+from host_tools.ble import protocol as HP  # noqa: E402
 from tests.mpy import run_micropython  # noqa: E402
 
 MASK = 0x1FFFFFFF
@@ -95,7 +95,7 @@ def _drain(dev, ble, most: int = 200000) -> list[bytes]:
     got = []
     for _ in range(most):
         dev.service()
-        if dev._next_tx == dev.ring.head:
+        if dev._tx_at[dev._slot] == dev.ring.head:
             break
     got += ble.take(dev.ble.h_event)
     return got

@@ -24,7 +24,7 @@ for p in (str(ROOT / "firmware"), str(ROOT / "tests")):
 import gait  # noqa: E402
 import long_walk  # noqa: E402
 
-from host_tools import protocol as HP  # noqa: E402
+from host_tools.ble import protocol as HP  # noqa: E402
 
 KILLS = 3
 SEGMENT_S = 90  # trace seconds per boot
@@ -43,9 +43,9 @@ def _rows(trace: np.ndarray, base: int) -> list[tuple]:
 
 async def _walk_and_cut(segment, flash: Path, radio, rng: random.Random) -> float:
     """One boot on `flash` that is killed mid-walk; the trace time it reached."""
-    from host_tools import vboard
+    from host_tools.vboard.insole import VirtualInsole
 
-    vi = vboard.VirtualInsole(segment, side="left", speed=0, radio=radio, paused=True,
+    vi = VirtualInsole(segment, side="left", speed=0, radio=radio, paused=True,
                               flash_dir=flash)
     await vi.start()
     try:
@@ -60,13 +60,14 @@ async def _walk_and_cut(segment, flash: Path, radio, rng: random.Random) -> floa
 
 
 async def _last_boot_and_backfill(segment, flash: Path, radio):
-    from host_tools import vboard
+    from host_tools.vboard.central import Central
+    from host_tools.vboard.insole import VirtualInsole
 
-    vi = vboard.VirtualInsole(segment, side="left", speed=0, radio=radio, paused=True,
+    vi = VirtualInsole(segment, side="left", speed=0, radio=radio, paused=True,
                               flash_dir=flash)
     await vi.start()
     try:
-        central = vboard.Central(await radio.central())
+        central = Central(await radio.central())
         await central.connect(vi)
         await central.pair()
         got = await central.subscribe(HP.UUID_STEP_EVENT)
@@ -87,7 +88,7 @@ async def _last_boot_and_backfill(segment, flash: Path, radio):
 
 
 def test_killed_at_random_moments_the_journal_keeps_all_but_the_last_batch(tmp_path):
-    from host_tools import vboard
+    from host_tools.vboard.radio import VirtualRadio
 
     rng = random.Random(2024)
     walk = long_walk.walk(SEGMENT_S * (KILLS + 1), seed=5)
@@ -95,7 +96,7 @@ def test_killed_at_random_moments_the_journal_keeps_all_but_the_last_batch(tmp_p
     flash = tmp_path / "flash"
 
     async def main():
-        radio = vboard.VirtualRadio()
+        radio = VirtualRadio()
         cuts = [await _walk_and_cut(segments[i], flash, radio, rng) for i in range(KILLS)]
         return cuts, await _last_boot_and_backfill(segments[-1], flash, radio)
 

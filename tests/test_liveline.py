@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_insole import FakeInsole, FakeLink  # noqa: E402
 
-from host_tools import liveline  # noqa: E402
-from host_tools.capture import InsoleSession, Progress  # noqa: E402
+from host_tools.ble.capture import InsoleSession, Progress  # noqa: E402
+from host_tools.common import liveline  # noqa: E402
 
 ESC = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from host_tools import blelinks, cli
-from host_tools.flash import reset_and_read
+from host_tools import cli
+from host_tools.ble import blelinks
+from host_tools.board.flash import reset_and_read
 from tests.ptybridge import PtyBridge
 from tests.test_capture_sim import LEFT
 
@@ -65,7 +66,7 @@ def test_capture_with_a_wrong_passkey_stops_with_one_line(tmp_path, capsys):
 
 
 def test_train_on_the_virtual_board_with_a_wrong_passkey(tmp_path, capsys):
-    from host_tools import exgen
+    from host_tools.training import exgen
 
     path = tmp_path / "hr.csv"
     exgen.write(exgen.heel_raises(reps=2), str(path))
@@ -93,7 +94,7 @@ def test_pairing_problems_in_words():
 
 
 def test_a_bumble_link_without_passkey_or_bond_says_what_to_give():
-    from host_tools.capture import LinkError
+    from host_tools.ble.capture import LinkError
 
     class Conn:
         peer_address = "E4:D7:EB:10:A0:C1"
@@ -115,7 +116,7 @@ def test_a_bumble_link_without_passkey_or_bond_says_what_to_give():
 def test_bleak_authentication_failure_names_the_passkey():
     from bleak.exc import BleakError
 
-    from host_tools.capture import LinkError
+    from host_tools.ble.capture import LinkError
 
     class Client:
         async def pair(self):

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host_tools import exgen, physionet
-from host_tools.engine import FIRMWARE
+from host_tools.gait import physionet
+from host_tools.gait.engine import FIRMWARE
+from host_tools.training import exgen
 from tests.boundcheck import Bound, load
 from tests.mpy import run_micropython
 
@@ -105,8 +106,8 @@ def test_no_recording_makes_the_gesture():
             g = pairing.TapGesture(rec.rate_hz // step)
             for h, a, f in rec.trace[::step].tolist():
                 assert g.feed(h, a, f) == pairing.GESTURE_NONE, (rec.name, step)
-                if g._taps > most:
-                    most = g._taps
+                if g.taps > most:
+                    most = g.taps
         checked += 1
         samples += len(rec.trace)
     assert checked == 2 * (33 + 242) and samples > 7_000_000
@@ -152,9 +153,9 @@ def _checked_pairing():
 def test_bound_checker_can_fail():
     m = _checked_pairing()
     g = m["TapGesture"](100)
-    g._n = LIMIT
-    g.feed(100, 100, 100)  # a restart: _n is not touched
-    g._heel.top = LIMIT << 1
+    g._st[m["_N"]] = LIMIT
+    g.feed(100, 100, 100)  # a restart: the sample count is not touched
+    g._st[m["_HT"]] = LIMIT << 1
     with pytest.raises(Bound):
         g.feed(100, 100, 100)
 
@@ -171,9 +172,7 @@ def test_every_value_within_29_bits():
         plain = pairing.TapGesture(rate)
         for h, a, f in np.asarray(samples).tolist():
             assert g.feed(h, a, f) == plain.feed(h, a, f)
-        ints = [v for v in vars(g).values() if isinstance(v, int)]
-        ints += [v for lv in (g._heel, g._fore) for v in vars(lv).values()
-                 if isinstance(v, int)]
+        ints = [v for v in vars(g).values() if isinstance(v, int)] + list(g._st)
         assert all(-LIMIT <= v <= LIMIT for v in ints)
 
 

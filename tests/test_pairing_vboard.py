@@ -24,8 +24,12 @@ import sys
 import numpy as np
 import pytest
 
-from host_tools import protocol, vboard
-from host_tools.vboard import SEC_OUR, SEC_PEER, SecRecord, store_key
+from host_tools.ble import protocol
+from host_tools.vboard.bonds import SEC_OUR, SEC_PEER, SecRecord, store_key
+from host_tools.vboard.central import Central
+from host_tools.vboard.gatt import uuid_key
+from host_tools.vboard.insole import VirtualInsole, address_for, uid_for
+from host_tools.vboard.radio import VirtualRadio
 from tests.test_pairing_gesture import gesture_trace
 from tests.test_vboard import TRACE, as_reference, reference_events
 
@@ -90,10 +94,10 @@ class Stranger:
         for svc in self.peer.services:
             await svc.discover_characteristics()
             for c in svc.characteristics:
-                self.chars[vboard.uuid_key(c.uuid)] = c
+                self.chars[uuid_key(c.uuid)] = c
 
     def char(self, uuid):
-        return self.chars[vboard.uuid_key(uuid)]
+        return self.chars[uuid_key(uuid)]
 
     async def att_error(self, coro):
         """The ATT error the insole answers, 0 when it did what was asked."""
@@ -115,7 +119,7 @@ def _bonded_keys(flash):
 
 
 async def _owner(vi, radio):
-    owner = vboard.Central(await radio.central())
+    owner = Central(await radio.central())
     await owner.connect(vi)
     await owner.pair(vi.passkey)
     # its stream starts once the firmware has the encryption report (the serial log,
@@ -132,9 +136,9 @@ def test_just_works_gets_no_key_and_control_changes_nothing(tmp_path):
     from bumble.att import ATT_INSUFFICIENT_AUTHENTICATION_ERROR as AUTHEN
 
     async def main():
-        radio = vboard.VirtualRadio()
+        radio = VirtualRadio()
         flash = tmp_path / "flash"
-        async with vboard.VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
+        async with VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
             s = await Stranger.make(radio, 1)
             await s.connect(vi.name)
             await asyncio.wait_for(s.conn.pair(), 10)  # "just works": the stack allows it
@@ -172,10 +176,10 @@ def test_wrong_passkey_fails_and_the_right_one_bonds_with_control(tmp_path):
     from bumble.smp import ErrorCode
 
     async def main():
-        radio = vboard.VirtualRadio()
+        radio = VirtualRadio()
         flash = tmp_path / "flash"
         out = {}
-        async with vboard.VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
+        async with VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
             key = vi.passkey
             wrong = await Stranger.make(radio, 2, passkey=(key + 1) % 1000000, mitm=True)
             await wrong.connect(vi.name)
@@ -226,10 +230,10 @@ def _stand_then_gesture(seconds):
 
 def test_outside_the_window_a_new_bond_is_refused_until_the_gesture(tmp_path):
     async def main():
-        radio = vboard.VirtualRadio()
+        radio = VirtualRadio()
         trace = _stand_then_gesture(125.0)
         out = {}
-        async with vboard.VirtualInsole(trace, radio=radio, paused=True) as vi:
+        async with VirtualInsole(trace, radio=radio, paused=True) as vi:
             key = vi.passkey
             await vi.run_until(122.0)  # two minutes after power-on: the window closes
             await vi.wait_log(r"pair window closed \(time up\)")
@@ -263,8 +267,8 @@ def test_outside_the_window_a_new_bond_is_refused_until_the_gesture(tmp_path):
 
 def test_strangers_connected_do_not_lock_the_owner_out():
     async def main():
-        radio = vboard.VirtualRadio()
-        async with vboard.VirtualInsole(TRACE, radio=radio, paused=True) as vi:
+        radio = VirtualRadio()
+        async with VirtualInsole(TRACE, radio=radio, paused=True) as vi:
             strangers = []
             for n in range(3):  # three of the four connections NimBLE holds
                 s = await Stranger.make(radio, 10 + n)
@@ -305,11 +309,11 @@ def test_a_bond_from_before_passkey_pairing_needs_one_new_pairing(tmp_path):
     from bumble.keys import PairingKeys
 
     async def main():
-        radio = vboard.VirtualRadio()
+        radio = VirtualRadio()
         flash = tmp_path / "flash"
         flash.mkdir()
         phone = await radio.central()
-        insole_address = vboard._address_for(vboard._uid_for("left", 0))
+        insole_address = address_for(uid_for("left", 0))
         ltk = os.urandom(16)
         irk = os.urandom(16)
         key = store_key(phone.random_address)
@@ -320,8 +324,8 @@ def test_a_bond_from_before_passkey_pairing_needs_one_new_pairing(tmp_path):
         await phone.keystore.update(insole_address, PairingKeys(
             address_type=1, ltk=PairingKeys.Key(ltk, authenticated=False)))
         out = {}
-        async with vboard.VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
-            central = vboard.Central(phone)
+        async with VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
+            central = Central(phone)
             await central.connect(vi)
             await asyncio.wait_for(central.connection.encrypt(), 10)
             await vi.wait_log(r"re-pair once with the passkey")
@@ -358,8 +362,8 @@ def test_two_bonded_centrals_each_get_every_step_and_their_own_backfill():
     on untouched."""
 
     async def main():
-        radio = vboard.VirtualRadio()
-        async with vboard.VirtualInsole(TRACE, radio=radio, paused=True) as vi:
+        radio = VirtualRadio()
+        async with VirtualInsole(TRACE, radio=radio, paused=True) as vi:
             phone = await _owner(vi, radio)
             first = await phone.subscribe(protocol.UUID_STEP_EVENT)
             await vi.run_until(30.0)

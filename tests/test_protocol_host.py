@@ -1,4 +1,4 @@
-"""host_tools.protocol against the shared byte vectors (tests/vectors/protocol.json)."""
+"""host_tools.ble.protocol against the shared byte vectors (tests/vectors/protocol.json)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from host_tools import protocol as P
+from host_tools.ble import protocol as P
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "protocol.json").read_text())
 

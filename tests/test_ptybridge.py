@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.engine import micropython_binary
+from host_tools.gait.engine import micropython_binary
 from tests.ptybridge import PtyBridge
 
 # answers every chunk with its bytes inverted, so an echo of the input would stand out

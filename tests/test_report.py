@@ -15,9 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from walk_synth import BASE, RATE_HZ, make_steps, synth_trace  # noqa: E402
 
-from host_tools import cli, engine  # noqa: E402
-from host_tools.report import build_report, format_summary, write_html, write_plots  # noqa: E402
-from host_tools.steplog import (  # noqa: E402
+from host_tools import cli  # noqa: E402
+from host_tools.ble.steplog import (  # noqa: E402
     LOG_COLUMNS,
     SessionMeta,
     StepLogWriter,
@@ -25,6 +24,8 @@ from host_tools.steplog import (  # noqa: E402
     read_steplog,
     write_meta,
 )
+from host_tools.gait import engine  # noqa: E402
+from host_tools.gait.report import build_report, format_summary, write_html, write_plots  # noqa: E402
 
 STRIDES = [1050.0, 1150.0] * 20  # known: alternating stride times
 
@@ -175,7 +176,7 @@ def test_wrong_columns_and_garbage(tmp_path, left_steps):
     _damage(p, 5, b"4,1,2,3")  # step 4: too few columns
     _damage(p, 9, b"\x00\x00\xff\xfe\x13garbage\x00")  # step 8: binary garbage
     _damage(p, 12, b"\xff\xfe\xfa,1,2")  # step 11: not UTF-8
-    _damage(p, 15, b"14,x,2,3,4,5,6,rear,1,2,3,4,5,6,1700000000.0,left")  # step 14: bad value
+    _damage(p, 15, b"14,x,2,3,4,5,6,rear,1,2,3,4,5,6,1700000000.0,left,0")  # step 14: bad value
     rows, problems = read_steplog(p)
     lost = {4, 8, 11, 14}
     assert [r.seq for r in rows] == [s for s in range(1, 41) if s not in lost]
@@ -241,8 +242,8 @@ def test_any_damage_keeps_every_intact_row(tmp_path_factory, left_steps, damaged
 
 
 def test_strike_times_unwrap_the_clock_and_bridge_a_restart():
-    from host_tools.report import strike_seconds
-    from host_tools.steplog import StepRow
+    from host_tools.ble.steplog import StepRow
+    from host_tools.gait.report import strike_seconds
 
     def row(seq, ms, host):
         return StepRow(seq, ms, 0, 0, 0, 0, 0, "rear", 0, 0, 0, 0, 0, 0, host, "left")

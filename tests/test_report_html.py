@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from walk_synth import RATE_HZ, make_steps, synth_trace  # noqa: E402
 
-from host_tools import engine  # noqa: E402
-from host_tools.report import (  # noqa: E402
+from host_tools.ble.steplog import SessionMeta, StepLogWriter, log_paths, write_meta  # noqa: E402
+from host_tools.gait import engine  # noqa: E402
+from host_tools.gait.report import (  # noqa: E402
     ARCH_LABEL,
     REFERENCES,
     build_report,
@@ -27,7 +28,6 @@ from host_tools.report import (  # noqa: E402
     write_html,
     write_plots,
 )
-from host_tools.steplog import SessionMeta, StepLogWriter, log_paths, write_meta  # noqa: E402
 
 T0 = 1_767_000_000.0  # 2025-12-29 09:20:00 UTC
 STRIDES = [1100.0] * 14 + [2300.0] + [1100.0] * 14  # one long stride: an outlier

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import engine, exgen, history
+from host_tools.ble.steplog import StepLogWriter
 from host_tools.cli import main
-from host_tools.steplog import StepLogWriter
+from host_tools.gait import engine
+from host_tools.training import exgen, history
 
 
 @pytest.fixture

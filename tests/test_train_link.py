@@ -1,6 +1,6 @@
 """`insole train` over a BLE link: SET_MODE, live exercise events, back to walk mode.
 
-The link is a stand-in for host_tools.capture.Link that answers like the insole
+The link is a stand-in for host_tools.ble.capture.Link that answers like the insole
 protocol (docs/PROTOCOL.md, docs/EXERCISES.md): a Control reply per command and, once
 an exercise mode is set, the Step Event packets that firmware/exercise.py produces for
 a generated trace."""
@@ -12,9 +12,11 @@ import struct
 
 import pytest
 
-from host_tools import cmd_train, exgen, history, protocol, training
-from host_tools.capture import Link
+from host_tools.ble import protocol
+from host_tools.ble.capture import Link
 from host_tools.cli import main
+from host_tools.cli import train as cmd_train
+from host_tools.training import exercises, exgen, history
 
 
 class ScriptedInsole(Link):
@@ -60,7 +62,7 @@ class ScriptedInsole(Link):
         cfg = struct.unpack("<HBB", cmd[2:6]) if mode == 4 else ()
         notify = self.subs[protocol.UUID_STEP_EVENT]
         notify(bytes([1, protocol.KIND_START]) + bytes(18), 0.0)  # not an exercise event
-        for _, pkt in training.iter_cpython(mode, tr.samples, tr.rate_hz, *cfg):
+        for _, pkt in exercises.iter_cpython(mode, tr.samples, tr.rate_hz, *cfg):
             notify(pkt, 0.0)
             await asyncio.sleep(0)
 
@@ -131,22 +133,15 @@ def test_sim_and_ble_options_do_not_mix(tmp_path, capsys):
 
 
 def test_train_against_the_firmware_on_the_virtual_board(tmp_path, capsys):
-    # The real BLE path: firmware/ in the micropython binary on the virtual radio.
-    # Until its Control handler takes exercise modes it refuses SET_MODE cleanly;
-    # once it does, the counts must be those of the local engine.
+    # The real BLE path: firmware/ in the micropython binary on the virtual radio; the
+    # counts must be those of the local engine.
     tr = exgen.heel_raises(reps=4)
     path = tmp_path / "hr.csv"
     exgen.write(tr, str(path))
-    firmware_has_modes = "OP_SET_MODE" in (
-        training.FIRMWARE / "device.py").read_text()
     rc = None
     for _attempt in range(2):  # the virtual radio's discovery can stall: one retry
         rc = main(["train", "heel-raises", "--vboard", str(path), "--no-save"])
         cap = capsys.readouterr()
         if "service discovery" not in cap.err:
             break
-    if firmware_has_modes:
-        assert rc == 0 and cap.out.count("  rep ") == 4
-    else:
-        assert rc == 2
-        assert "refused mode heel-raises (not supported)" in cap.err
+    assert rc == 0 and cap.out.count("  rep ") == 4

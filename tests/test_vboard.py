@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import engine, protocol, vboard
-from host_tools.tracefile import read_trace
+from host_tools.ble import protocol
+from host_tools.gait import engine
+from host_tools.gait.tracefile import read_trace
+from host_tools.vboard.central import Central
+from host_tools.vboard.gatt import uuid_key
+from host_tools.vboard.insole import VirtualInsole
+from host_tools.vboard.radio import VirtualRadio
 
 TRACE = Path(__file__).resolve().parent / "data" / "walk_90s_left.csv"
 STRIDE_CM = 140  # the firmware's default stride length (firmware/config.py)
@@ -50,7 +55,7 @@ def as_reference(decoded: list) -> list[tuple]:
 
 
 async def _connected(vi, radio, pair=True):
-    central = vboard.Central(await radio.central())
+    central = Central(await radio.central())
     await central.connect(vi)
     if pair:
         await central.pair()
@@ -83,11 +88,11 @@ def test_gatt_table_has_every_service_and_characteristic():
                 0x180F: [0x2A19]}
 
     async def main():
-        radio = vboard.VirtualRadio()
-        async with vboard.VirtualInsole(TRACE, radio=radio, paused=True) as vi:
+        radio = VirtualRadio()
+        async with VirtualInsole(TRACE, radio=radio, paused=True) as vi:
             assert vi.name.startswith("Insole-L-")
             central = await _connected(vi, radio, pair=False)
-            key = vboard.uuid_key
+            key = uuid_key
             by_service = {key(s.uuid): [key(c.uuid) for c in s.characteristics]
                           for s in central.peer.services}
             for svc, chars in services.items():
@@ -140,8 +145,8 @@ def test_step_events_over_the_radio_equal_the_detector():
     each strike leaves the firmware in the sample that confirmed it."""
 
     async def main():
-        radio = vboard.VirtualRadio()
-        async with vboard.VirtualInsole(TRACE, radio=radio, paused=True) as vi:
+        radio = VirtualRadio()
+        async with VirtualInsole(TRACE, radio=radio, paused=True) as vi:
             central = await _connected(vi, radio)
             got = await central.subscribe(protocol.UUID_STEP_EVENT)
             end = await vi.run_to_end()
@@ -171,8 +176,8 @@ def test_step_events_over_the_radio_equal_the_detector():
 
 def test_rsc_measurement_gives_the_cadence_of_the_steps():
     async def main():
-        radio = vboard.VirtualRadio()
-        async with vboard.VirtualInsole(TRACE, radio=radio, paused=True) as vi:
+        radio = VirtualRadio()
+        async with VirtualInsole(TRACE, radio=radio, paused=True) as vi:
             central = await _connected(vi, radio, pair=False)
             rsc = await central.subscribe(0x2A53)
             await vi.run_until(40.0)

@@ -18,8 +18,12 @@ import sys
 
 import pytest
 
-from host_tools import protocol, vboard
-from host_tools.vboard import FIRMWARE, SEC_OUR, SEC_OUR_IRK, SEC_PEER, SecRecord, store_key
+from host_tools.ble import protocol
+from host_tools.vboard.bonds import SEC_OUR, SEC_OUR_IRK, SEC_PEER, SecRecord, store_key
+from host_tools.vboard.central import Central
+from host_tools.vboard.insole import VirtualInsole
+from host_tools.vboard.process import FIRMWARE
+from host_tools.vboard.radio import VirtualRadio
 from tests.fw_fakes import LogSink
 from tests.test_vboard import TRACE
 
@@ -45,7 +49,7 @@ def _bond_file(path):
 
 
 async def _pair_and_leave(vi, central_device):
-    central = vboard.Central(central_device)
+    central = Central(central_device)
     await central.connect(vi)
     await central.pair()
     await vi.wait_log(r"ble encrypted 1 bonded 1")
@@ -57,7 +61,7 @@ async def _pair_and_leave(vi, central_device):
 
 async def _reconnect(vi, central_device):
     """Connect, encrypt with the stored keys, send a Control command; the replies."""
-    central = vboard.Central(central_device)
+    central = Central(central_device)
     await central.connect(vi)
     await asyncio.wait_for(central.connection.encrypt(), 10)
     await vi.wait_log(r"ble encrypted 1 bonded 1")
@@ -69,20 +73,20 @@ async def _reconnect(vi, central_device):
 
 
 async def _bond_then_reboot(tmp_path):
-    radio = vboard.VirtualRadio()
+    radio = VirtualRadio()
     central_device = await radio.central()
     flash = tmp_path / "flash"
-    async with vboard.VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
+    async with VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
         await _pair_and_leave(vi, central_device)
     rows = _bond_file(flash / BONDS)
     # reboot: a new process on the same flash
-    async with vboard.VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
+    async with VirtualInsole(TRACE, radio=radio, paused=True, flash_dir=flash) as vi:
         got, _ = await _reconnect(vi, central_device)
         encryptions = sum(1 for _, line in vi.log if "encrypted" in line)
     # a board that never bonded (empty flash) has no keys for this central
-    async with vboard.VirtualInsole(TRACE, radio=radio, paused=True,
+    async with VirtualInsole(TRACE, radio=radio, paused=True,
                                     flash_dir=tmp_path / "fresh") as vi:
-        central = vboard.Central(central_device)
+        central = Central(central_device)
         await central.connect(vi)
         # refused (an HCI error) or never completed (bumble's virtual controller
         # does not answer a missing key): either way no encrypted link
@@ -110,16 +114,16 @@ def test_bond_survives_a_reboot(tmp_path):
 async def _private_central_reboot(tmp_path, firmware_dir):
     from bumble.hci import HCI_Error
 
-    radio = vboard.VirtualRadio()
+    radio = VirtualRadio()
     phone = await radio.central(private=True)
     out = {"phone": phone, "first": phone.random_address}
     flash = tmp_path / "flash"
     kw = dict(radio=radio, paused=True, flash_dir=flash, firmware_dir=firmware_dir)
-    async with vboard.VirtualInsole(TRACE, **kw) as vi:
+    async with VirtualInsole(TRACE, **kw) as vi:
         await _pair_and_leave(vi, phone)
     out["rows"] = _bond_file(flash / BONDS)
     out["second"] = await radio.new_private_address(phone)
-    async with vboard.VirtualInsole(TRACE, **kw) as vi:
+    async with VirtualInsole(TRACE, **kw) as vi:
         try:
             out["replies"], out["peer"] = await _reconnect(vi, phone)
         except HCI_Error as e:

@@ -10,8 +10,8 @@ import json
 import os
 import subprocess
 
-from host_tools.engine import FIRMWARE, micropython_binary
-from host_tools.vboard import SHIMS
+from host_tools.gait.engine import FIRMWARE, micropython_binary
+from host_tools.vboard.process import SHIMS
 
 BOOT = """
 import bluetooth

@@ -11,7 +11,10 @@ import asyncio
 
 import pytest
 
-from host_tools import protocol, vboard
+from host_tools.ble import protocol
+from host_tools.vboard.central import Central
+from host_tools.vboard.insole import VirtualInsole
+from host_tools.vboard.radio import VirtualRadio
 from tests.test_vboard import TRACE, as_reference, reference_events
 
 DROP_AT = 15.0
@@ -23,7 +26,7 @@ def run(coro):
 
 
 async def _session(vi, radio, central_device=None):
-    central = vboard.Central(central_device or await radio.central())
+    central = Central(central_device or await radio.central())
     await central.connect(vi)
     await central.pair()
     events = await central.subscribe(protocol.UUID_STEP_EVENT)
@@ -33,8 +36,8 @@ async def _session(vi, radio, central_device=None):
 
 
 async def _walk_with_gap(scarce_buffers: bool):
-    radio = vboard.VirtualRadio()
-    async with vboard.VirtualInsole(TRACE, radio=radio, paused=True) as vi:
+    radio = VirtualRadio()
+    async with VirtualInsole(TRACE, radio=radio, paused=True) as vi:
         if scarce_buffers:
             # 3 buffers, one freed per 7.5 ms connection interval: bursts hit ENOMEM
             vi.set_notify_buffers(3, refill_ms=7.5)

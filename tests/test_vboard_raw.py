@@ -10,8 +10,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from host_tools import protocol, vboard
-from host_tools.tracefile import read_trace
+from host_tools.ble import protocol
+from host_tools.gait.tracefile import read_trace
+from host_tools.vboard.central import Central
+from host_tools.vboard.insole import VirtualInsole
+from host_tools.vboard.radio import VirtualRadio
 from tests.test_vboard import TRACE
 
 SECONDS = 10.0
@@ -19,11 +22,11 @@ RATE = 200
 
 
 async def _stream(buffers: int):
-    radio = vboard.VirtualRadio()
-    async with vboard.VirtualInsole(TRACE, radio=radio, paused=True) as vi:
+    radio = VirtualRadio()
+    async with VirtualInsole(TRACE, radio=radio, paused=True) as vi:
         if buffers:
             vi.set_notify_buffers(buffers, refill_ms=7.5)
-        central = vboard.Central(await radio.central())
+        central = Central(await radio.central())
         await central.connect(vi)
         await central.pair()
         replies = await central.subscribe(protocol.UUID_CONTROL)

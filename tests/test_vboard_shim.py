@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host_tools import vboard
+from host_tools.vboard.central import Central
+from host_tools.vboard.insole import VirtualInsole
+from host_tools.vboard.radio import VirtualRadio
 
 MINI = Path(__file__).resolve().parent / "fixtures" / "mini_peripheral"
 TX = "6e400003-b5a3-f393-e0a9-e50e24dcca9e"
@@ -25,13 +27,13 @@ def run(coro):
 
 
 async def _session(check):
-    radio = vboard.VirtualRadio()
+    radio = VirtualRadio()
     trace = np.full((200, 3), 1000, dtype=np.int32)
     # paused: the clock stands still, IRQs still arrive (as in a sleep)
-    vi = vboard.VirtualInsole(trace, radio=radio, firmware_dir=MINI, paused=True)
+    vi = VirtualInsole(trace, radio=radio, firmware_dir=MINI, paused=True)
     await vi.start()
     try:
-        central = vboard.Central(await radio.central())
+        central = Central(await radio.central())
         await central.connect(vi)
         await check(vi, central)
     finally:

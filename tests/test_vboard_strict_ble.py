@@ -15,9 +15,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from host_tools import vboard
-from host_tools.engine import micropython_binary
-from host_tools.vboard import SHIMS
+from host_tools.gait.engine import micropython_binary
+from host_tools.vboard.central import Central
+from host_tools.vboard.insole import VirtualInsole
+from host_tools.vboard.process import SHIMS
+from host_tools.vboard.radio import VirtualRadio
+from host_tools.vboard.wire import VBoardError
 from tests.mpy import run_micropython
 from tests.test_vboard_shim import MINI, RX, TX
 
@@ -318,12 +321,12 @@ attempt(lambda: ble.gatts_register_services((svc,)))
 
 
 async def _session(check):
-    radio = vboard.VirtualRadio()
+    radio = VirtualRadio()
     trace = np.full((200, 3), 1000, dtype=np.int32)
-    vi = vboard.VirtualInsole(trace, radio=radio, firmware_dir=MINI, paused=True)
+    vi = VirtualInsole(trace, radio=radio, firmware_dir=MINI, paused=True)
     await vi.start()
     try:
-        central = vboard.Central(await radio.central())
+        central = Central(await radio.central())
         await central.connect(vi)
         await check(vi, central)
     finally:
@@ -432,7 +435,7 @@ def test_answering_true_to_every_delete_leaves_nimble_spinning():
             pass
         await vi._wait_for(asyncio.Event(), 10, "the board stopping")
 
-    with pytest.raises(vboard.VBoardError, match=r"exited \(status 4\)") as err:
+    with pytest.raises(VBoardError, match=r"exited \(status 4\)") as err:
         run(_session(check))
     assert "BLE stack stuck: ble_store_util_delete_all never ends" in str(err.value)
 

@@ -9,7 +9,10 @@ import asyncio
 import contextlib
 import time
 
-from host_tools import protocol, vboard
+from host_tools.ble import protocol
+from host_tools.vboard.central import Central
+from host_tools.vboard.insole import VirtualInsole
+from host_tools.vboard.radio import VirtualRadio
 from tests.test_vboard import TRACE
 
 STEPS = 1500
@@ -17,11 +20,11 @@ STEP_S = 0.01
 
 
 async def _steps_under_writes():
-    radio = vboard.VirtualRadio()
+    radio = VirtualRadio()
     reached = []
     try:
-        async with vboard.VirtualInsole(TRACE, radio=radio, paused=True) as vi:
-            central = vboard.Central(await radio.central())
+        async with VirtualInsole(TRACE, radio=radio, paused=True) as vi:
+            central = Central(await radio.central())
             await central.connect(vi)
             await central.pair()
             replies = await central.subscribe(protocol.UUID_CONTROL)

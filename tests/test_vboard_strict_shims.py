@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from host_tools.vboard import SHIMS
+from host_tools.vboard.process import SHIMS
 from tests.mpy import run_micropython
 
 # every snippet prints "label outcome" lines: outcome is the exception's type name

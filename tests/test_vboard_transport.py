@@ -7,7 +7,11 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from host_tools import protocol, vboard
+from host_tools.ble import protocol
+from host_tools.vboard.central import Central
+from host_tools.vboard.insole import VirtualInsole
+from host_tools.vboard.radio import VirtualRadio
+from host_tools.vboard.wire import VBoardError
 from tests.test_vboard import TRACE, as_reference, reference_events
 
 SECONDS = 20.0
@@ -23,14 +27,14 @@ async def _run(port: int):
     from bumble.controller import Controller
     from bumble.transport import open_transport
 
-    radio = vboard.VirtualRadio()  # the air: the central and the "dongle" share it
+    radio = VirtualRadio()  # the air: the central and the "dongle" share it
     server = await open_transport(f"tcp-server:127.0.0.1:{port}")
     # no public address: bumble's virtual radio routes LE links by random address
     Controller("dongle", host_source=server.source, host_sink=server.sink, link=radio.link)
-    dongle = vboard.VirtualRadio(f"tcp-client:127.0.0.1:{port}")
+    dongle = VirtualRadio(f"tcp-client:127.0.0.1:{port}")
     try:
-        async with vboard.VirtualInsole(TRACE, radio=dongle, paused=True) as vi:
-            central = vboard.Central(await radio.central())
+        async with VirtualInsole(TRACE, radio=dongle, paused=True) as vi:
+            central = Central(await radio.central())
             await central.connect(vi)
             await central.pair()
             got = await central.subscribe(protocol.UUID_STEP_EVENT)
@@ -49,7 +53,7 @@ def test_insole_on_a_transport_string():
         try:
             decoded = asyncio.run(asyncio.wait_for(_run(_free_port()), 30))
             break
-        except (asyncio.TimeoutError, vboard.VBoardError):
+        except (asyncio.TimeoutError, VBoardError):
             if attempt == 2:
                 raise
     got = as_reference(decoded)

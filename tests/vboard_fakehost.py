@@ -1,7 +1,7 @@
 """A scripted host bridge for the virtual board's shims: a unix socket server in the
 test, the micropython binary running a snippet with boards/virtual first on its path,
 and the frames of boards/virtual/_vboard.py both ways. Lets a test put a host message
-at an exact point of the board's run (host_tools/vboard.py is the real bridge)."""
+at an exact point of the board's run (host_tools/vboard/ is the real bridge)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from host_tools.engine import micropython_binary
-from host_tools.vboard import SHIMS
+from host_tools.gait.engine import micropython_binary
+from host_tools.vboard.process import SHIMS
 
 # board -> host
 MSG_ADVERTISE, MSG_PAUSED, MSG_FIRST = ord("A"), ord("P"), ord("T")

@@ -1,5 +1,5 @@
 # Core of the virtual board: one virtual clock, the recorded trace and the link to
-# the host bridge (host_tools/vboard.py). The `time`, `machine` and `bluetooth`
+# the host bridge (host_tools/vboard/bridge.py). The `time`, `machine` and `bluetooth`
 # shims in this directory are thin faces of the single VBoard object made here.
 #
 # Runs under the MicroPython unix port only. Configuration comes from environment

@@ -1,6 +1,6 @@
 # `bluetooth` for the virtual board: the peripheral half of MicroPython's low-level
 # BLE API as the NimBLE binding on an ESP32 behaves, bridged to a real BLE stack
-# (bumble) in the host process (host_tools/vboard.py).
+# (bumble) in the host process (host_tools/vboard/).
 #
 # Sources followed (micropython v1.29): extmod/modbluetooth.c (argument handling,
 # IRQ data tuples, the handler-disable rule, config keys), extmod/nimble/

@@ -1,5 +1,5 @@
 # The virtual board: the MicroPython unix port with the machine/bluetooth/time shims
-# of this directory, replaying a recorded trace (host_tools/vboard.py starts it).
+# of this directory, replaying a recorded trace (host_tools/vboard/ starts it).
 #
 # Wired like the ESP32 DevKitC board file: the FSRs on ADC1 GPIO36/39/34 read the
 # trace's heel, arch and forefoot columns, the cell sits behind a 100k/100k divider

@@ -1,11 +1,12 @@
 # Memory and CPU budget of the whole firmware under the micropython binary (run by
-# `insole bench`, host_tools/cmd_bench.py, which parses what this prints).
+# `insole bench`, host_tools/cli/bench.py, which parses what this prints).
 #
 #   bench_device.py memory TRACEDIR   the .mpy build on the virtual board: cwd is a
 #       scratch flash directory, MICROPYPATH the build, VBOARD_TRACE a walk trace.
 #       Prints JSON lines, and heap block maps between "@@MAP name" and "@@END".
 #   bench_device.py cpu TRACEDIR      the .mpy firmware on tests/fw_fakes.py (fake
 #       ADCs and radio, a connected and subscribed central). Prints JSON lines.
+# Interned-name tables are printed between "@@QSTR name" and the qstr_info line.
 #
 # TRACEDIR holds walk.bin and mode1.bin..mode4.bin: little-endian uint16 triples.
 import gc
@@ -47,6 +48,13 @@ def block_map(name):
     print("@@END")
 
 
+def names(name):
+    # MicroPython never frees an interned name; its tables (py/qstr.c qstr_add) are
+    # heap blocks that double in size each time the last one fills
+    print("@@QSTR", name)
+    micropython.qstr_info()
+
+
 def _swap_ring(dev, capacity):
     # in a function of its own: the caller's frame keeps no stale pointer to the old
     # ring, which the collector would take for a live one. Returns the old capacity.
@@ -59,6 +67,7 @@ def _swap_ring(dev, capacity):
 
 # ---- memory: app.build() on the virtual board ----
 def memory(tracedir):
+    names("start")
     import _vboard  # noqa: F401  (the shims: imported first, so they are not counted)
     import bluetooth  # noqa: F401
     import board  # noqa: F401
@@ -66,10 +75,12 @@ def memory(tracedir):
 
     base = heap()
     block_map("shims")
+    names("shims")
     import app
 
     dev = app.build()
     boot = heap() - base
+    names("boot")
     cap = _swap_ring(dev, 0)
     no_ring = heap() - base
     _swap_ring(dev, 64)
@@ -96,11 +107,13 @@ def memory(tracedir):
         dev._command(set_mode(mode), True)
         dev.loop(500)
         block_map("mode%d" % mode)
+        names("mode%d" % mode)
         per_mode[str(mode)] = heap() - base
         mode_modules[str(mode)] = sorted(k for k in sys.modules if k not in _SHIMS)
         gc.disable()
     dev._command(set_mode(0), True)
     after = heap() - base
+    names("after")
     gc.enable()
     emit(section="memory_modes", walk_after_commands_bytes=walk, mode_heap_bytes=per_mode,
          walk_after_modes_bytes=after, mode=dev.mode, mode_modules=mode_modules)

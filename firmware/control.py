@@ -1,0 +1,140 @@
+# What each Control command does on the insole (device.py's Insole): the write is
+# checked by control_wire.parse_command, carried out here, and answered with the
+# reply this returns (packed by control_wire); SET_MODE and SET_RATE go on in
+# modes.py. Commands are rare, so this module is imported for each one and dropped
+# after with those two (lazy.py): none of it takes RAM between commands. Main loop
+# only.
+#
+# The functions take the device and reach into its state the way its own methods
+# would: this is the Control part of Insole, kept out of the resident module.
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]  # the stub's signature is generic
+        return x
+
+
+import control_wire as W
+import modes
+import protocol as P
+from device import MAX_RATE_HZ
+
+_SEQ29 = const(0x1FFFFFFF)  # ring.SEQ_MASK: sequence numbers run on 2**29
+_HOLE_SCAN = const(128)  # numbers a BACKFILL looks past for its first event, at most
+
+
+def command(dev, data):
+    """Carry out one Control write of an authenticated link; returns the reply."""
+    op, err, value = W.parse_command(data)
+    if err != P.ERR_OK:
+        return bytes((op, err))
+    buf = dev._reply_buf
+    if op == P.OP_BACKFILL:
+        return backfill(dev, value, len(data) == 5)
+    if op == P.OP_GET_JOURNAL:
+        j = dev.journal
+        dropped = size = 0
+        if j is not None:
+            dropped = j.dropped
+            size = j.size_bytes
+        n = W.pack_journal_reply(buf, dev.ring.head, dev._oldest_held(), dropped, size)
+        return bytes(buf[:n])
+    cfg = dev.cfg
+    if op == P.OP_GET_CONFIG:
+        side = P.SIDE_RIGHT if cfg["side"] == "R" else P.SIDE_LEFT
+        n = W.pack_config_reply(buf, side, cfg["rate_hz"], cfg["stride_cm"], cfg["name"])
+        return bytes(buf[:n])
+    if op == P.OP_SET_SIDE:
+        err = change(dev, "side", "R" if value == P.SIDE_RIGHT else "L")
+    elif op == P.OP_SET_NAME:
+        err = change(dev, "name", value)
+    elif op == P.OP_SET_RATE:
+        if value > MAX_RATE_HZ[dev.mode]:
+            err = P.ERR_TOO_FAST
+        else:
+            err = change(dev, "rate_hz", value)
+        if err == P.ERR_OK:
+            modes.restart_detector(dev)
+    elif op == P.OP_SET_STRIDE:
+        err = change(dev, "stride_cm", value)
+    elif op == P.OP_ZERO:
+        # kept in the config, so the zero survives a reboot and a re-flash
+        dev.det.zero()
+        err = change(dev, "zero", list(dev.det.zero_levels()))
+    elif op == P.OP_RAW_START:
+        dev._raw_start()
+    elif op == P.OP_RAW_STOP:
+        if dev._raw_link == dev._slot:
+            dev.raw_on = False
+            dev._raw_link = -1
+    elif op == P.OP_SET_MODE:
+        if cfg["rate_hz"] > MAX_RATE_HZ[value[0]]:
+            err = P.ERR_TOO_FAST
+        else:
+            err = modes.set_mode(dev, value)
+    dev._log("cmd", "%d -> %d" % (op, err))
+    return bytes((op, err))
+
+
+def change(dev, key, value):
+    """Set one config field, saved first: ERR_STORAGE leaves the config as it was."""
+    new = dict(dev.cfg)
+    new[key] = value
+    if not dev._store.save(new):
+        return P.ERR_STORAGE
+    dev.cfg = new
+    if key in ("side", "name"):
+        dev.ble.set_name(dev.adv_name())  # advertised at once while advertising
+    return P.ERR_OK
+
+
+def backfill(dev, first, wide=False):
+    """Replay from the event numbered first: its low 16 bits (see W.backfill_ahead
+    for which values lie ahead of the head) or, wide, the whole 29-bit number.
+    Returns the reply."""
+    ring = dev.ring
+    head = ring.head
+    buf = dev._reply_buf
+    if W.backfill_ahead_29(first, head) if wide else W.backfill_ahead(first, head):
+        # not made yet (a central that outran a reboot, or a wrong number): replay
+        # nothing and tell the central where the insole is
+        n = W.pack_backfill_reply(buf, P.ERR_NOT_YET, head, 0, wide)
+        return bytes(buf[:n])
+    if wide:
+        back = (head - first) & _SEQ29
+    else:
+        back = (head - first) & P.SEQ_MASK  # 0..32768 events behind the head
+    held = ring.behind(dev._oldest_held())
+    err = P.ERR_OK
+    if back > held:
+        back = held
+        err = P.ERR_PARTIAL
+    first = (head - back) & _SEQ29
+    if dev.journal is not None and back and not ring.held(first):
+        start = first
+        first = _first_event(dev, first)
+        if first != start:
+            # the numbers asked for first hold nothing (skipped at a reboot, lost
+            # in a power cut, refused by a failing flash): say they are gone
+            back = ring.behind(first)
+            err = P.ERR_PARTIAL
+    dev._tx_at[dev._slot] = first  # the asking central's stream
+    n = W.pack_backfill_reply(buf, err, first, back, wide)
+    return bytes(buf[:n])
+
+
+def _first_event(dev, seq):
+    """seq, or the first number after it that holds an event (looking at most at
+    _HOLE_SCAN numbers; the head when none)."""
+    ring = dev.ring
+    j = dev.journal
+    n = 0
+    while seq != ring.head and not ring.held(seq) and n < _HOLE_SCAN:
+        if ring.behind(seq) <= ring.behind(j.next_seq):
+            return ring.oldest()  # past the journal's end: the ring's oldest next
+        if j.read(seq, dev._tx) or j.read_error:
+            return seq  # an event, or one that could not be read now: not gone
+        seq = (seq + 1) & _SEQ29
+        n += 1
+    return seq

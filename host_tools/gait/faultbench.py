@@ -1,0 +1,195 @@
+"""Noise and sensor-fault bench for the step detector.
+
+The bundled walk (host_tools/data/walk_left.csv, 100 Hz) is looped to eight minutes,
+resampled to each rate, and run clean and with one disturbance at a time:
+
+- ``noise``: Gaussian noise of SD 2000 counts (3 % of full scale) on every channel;
+- ``mains``: 50 Hz pickup of amplitude 4000 counts (6 %) on every channel, random phase
+  per channel, with the mains frequency 0.2 Hz off nominal so that it does not alias
+  to a constant at 50 or 100 Hz;
+- ``heel-saturated`` / ``heel-stuck`` / ``heel-dead``: half-way through, the heel reads
+  full scale, holds the value it had, or reads 0 for the rest of the walk.
+
+Each disturbed run is matched one-to-one against the clean run's heel strikes (60 ms).
+Targets: >= 98 % of the clean run's steps found and <= 2 % extra; for noise the matched
+strikes within 60 ms; for a faulty heel (which cannot date the contact it no longer
+sees) steps are counted, every clean step from 2 s after the fault on is found, and
+the detector's ``faults`` word names the heel's fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from host_tools.gait import engine, evaluate, tracefile
+
+WALK = Path(__file__).resolve().parents[1] / "data" / "walk_left.csv"
+RATES = (50, 100, 150, 300, 1000)
+LOOP_S = 480.0
+NOISE_SD = 2000.0
+MAINS_AMP = 4000.0
+MAINS_HZ = 50.2
+MATCH_MS = 60.0
+FAULT_MATCH_MS = 300.0  # a faulty heel: the step, dated by the arch or forefoot
+RECOVER_MS = 2000.0
+FOUND_MIN = 98.0
+EXTRA_MAX = 2.0
+FAULT_CODES = {"heel-saturated": 2, "heel-stuck": 3, "heel-dead": 1}
+
+
+def looped_walk(rate_hz: int, seconds: float = LOOP_S) -> np.ndarray:
+    """The bundled walk repeated to `seconds`, linearly resampled to rate_hz."""
+    trace = tracefile.read_trace(WALK)
+    src = np.asarray(trace.samples, dtype=float)
+    src_rate = trace.rate_hz or tracefile.DEFAULT_RATE_HZ
+    reps = int(np.ceil(seconds * src_rate / len(src)))
+    whole = np.concatenate([src] * reps)
+    t_src = np.arange(len(whole)) / src_rate
+    t = np.arange(0, min(seconds, t_src[-1]), 1.0 / rate_hz)
+    cols = [np.interp(t, t_src, whole[:, k]) for k in range(3)]
+    return np.round(np.stack(cols, axis=1)).astype(np.int64)
+
+
+def disturb(clean: np.ndarray, rate_hz: int, case: str, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = clean.astype(float)
+    half = len(x) // 2
+    if case == "noise":
+        x = x + rng.normal(0.0, NOISE_SD, x.shape)
+    elif case == "mains":
+        t = np.arange(len(x)) / rate_hz
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        x = x + MAINS_AMP * np.sin(2 * np.pi * MAINS_HZ * t[:, None] + phase[None, :])
+    elif case == "heel-saturated":
+        x[half:, 0] = 65535
+    elif case == "heel-stuck":
+        x[half:, 0] = x[half, 0]
+    elif case == "heel-dead":
+        x[half:, 0] = 0
+    elif case != "clean":
+        raise ValueError(case)
+    return np.clip(np.round(x), 0, 65535).astype(np.int64)
+
+
+@dataclass
+class CaseResult:
+    rate_hz: int
+    case: str
+    clean_steps: int
+    found_pct: float
+    extra_pct: float
+    p95_ms: float
+    missed_after_recovery: int
+    faults: int
+
+    @property
+    def met(self) -> bool:
+        ok = self.found_pct >= FOUND_MIN and self.extra_pct <= EXTRA_MAX
+        if self.case in FAULT_CODES:
+            ok = ok and self.missed_after_recovery == 0
+            ok = ok and (self.faults & 0xF) == FAULT_CODES[self.case]
+        return ok
+
+
+def _strikes_and_faults(samples: np.ndarray, rate_hz: int) -> tuple[list[float], int]:
+    gait = engine.load_firmware_module()
+    det = gait.GaitDetector(rate_hz)
+    strikes: list[float] = []
+    for h, a, f in samples.tolist():
+        if det.feed(h, a, f) & gait.EV_STRIKE:
+            strikes.append(float(det.contact_ms))
+    return strikes, det.faults
+
+
+def run_case(rate_hz: int, case: str, clean_strikes: list[float] | None = None) -> CaseResult:
+    clean = looped_walk(rate_hz)
+    if clean_strikes is None:
+        clean_strikes, _ = _strikes_and_faults(clean, rate_hz)
+    found, faults = _strikes_and_faults(disturb(clean, rate_hz, case), rate_hz)
+    ref = np.asarray(clean_strikes)
+    det = np.asarray(found)
+    pairs = evaluate.match(det, ref, FAULT_MATCH_MS if case in FAULT_CODES else MATCH_MS)
+    n = max(len(ref), 1)
+    errs = np.abs([det[i] - ref[j] for i, j in pairs]) if pairs else np.asarray([np.nan])
+    fault_ms = (len(clean) // 2) * 1000.0 / rate_hz
+    hit = {j for _, j in pairs}
+    missed_late = sum(
+        1 for j, t in enumerate(ref) if t >= fault_ms + RECOVER_MS and j not in hit
+    )
+    if case not in FAULT_CODES:
+        missed_late = 0
+    return CaseResult(
+        rate_hz=rate_hz,
+        case=case,
+        clean_steps=len(ref),
+        found_pct=len(pairs) / n * 100,
+        extra_pct=(len(det) - len(pairs)) / n * 100,
+        p95_ms=float(np.percentile(errs, 95)),
+        missed_after_recovery=missed_late,
+        faults=faults,
+    )
+
+
+CASES = ("noise", "mains", "heel-saturated", "heel-stuck", "heel-dead")
+
+
+def _one(args: tuple[int, tuple[str, ...]]) -> list[CaseResult]:
+    rate, cases = args
+    clean = looped_walk(rate)
+    strikes, _ = _strikes_and_faults(clean, rate)
+    return [run_case(rate, case, strikes) for case in cases]
+
+
+def run_all(rates=RATES, cases=CASES, workers: int = 2) -> list[CaseResult]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        out = pool.map(_one, [(r, tuple(cases)) for r in rates])
+        return [res for chunk in out for res in chunk]
+
+
+def from_rows(rows: list[dict]) -> list[CaseResult]:
+    """CaseResults back from the saved JSON rows."""
+    return [CaseResult(**{k: v for k, v in r.items() if k != "met"}) for r in rows]
+
+
+def report(results: list[CaseResult]) -> str:
+    lines = [
+        "| rate Hz | case | clean steps | found % | extra % | p95 ms | missed after 2 s"
+        " | faults | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.rate_hz} | {r.case} | {r.clean_steps} | {r.found_pct:.2f} | "
+            f"{r.extra_pct:.2f} | {r.p95_ms:.1f} | {r.missed_after_recovery} | "
+            f"0x{r.faults:03x} | {'yes' if r.met else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rates", default=",".join(str(r) for r in RATES))
+    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--write", metavar="JSON", help="save the results (docs/faultbench.json)")
+    args = p.parse_args(argv)
+    rates = [int(r) for r in args.rates.split(",")]
+    results = run_all(rates, args.cases.split(","), args.workers)
+    print(report(results))
+    if args.write:
+        import json
+
+        rows = [dict(vars(r), met=r.met) for r in results]
+        Path(args.write).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0 if all(r.met for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
