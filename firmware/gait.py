@@ -12,7 +12,7 @@
 #    single-sample jumps; noise) and then averaged over whole mains periods: one
 #    (_FILT_MS) on a clean signal, more (up to _LONG_MS) while the noise left after
 #    one period (the residual: change over one period, in which pickup cancels) is
-#    large against the strongest channel's span. A faulty channel is left out at
+#    large against the span of any channel that walks. A faulty channel is left out at
 #    once and learned afresh when it recovers; the codes are in `faults`.
 # 1. Each channel keeps a baseline (swing level: follows dips at once, follows drift
 #    while the foot is in the air, otherwise creeps up slowly), a peak envelope
@@ -34,10 +34,12 @@
 #    forefoot has not loaded yet in this stance (the heel came off before the
 #    forefoot went down) or, once the walker's rhythm is known, when it is short
 #    for their swings and comes early in the stride: a mid-stance dip is never a
-#    second step. A contact that collapses at once and stays unloaded as long as a
-#    swing before the foot loads again was a spike, when it bore little of the
-#    stance's load: the step summary dates the strike to the contact after it and
-#    says so (strike_corrected).
+#    second step. Where raw noise or pickup rivals the span, one sample below _OFF
+#    says little: the spell's mean composite must also come down to near what the
+#    composite reads in the air. A contact that collapses at once and stays unloaded
+#    as long as a swing before the foot loads again was a spike, when it bore little
+#    of the stance's load: the step summary dates the strike to the contact after it
+#    and says so (strike_corrected).
 #
 # The per-sample work is feed(), one viper method over a preallocated int32 state
 # array; the rare transitions (contact, toe-off, step summary) run as plain methods.
@@ -99,6 +101,10 @@ _WALK_STRIDE_MS = const(2500)  # longer strides (pauses, turns) teach no rhythm
 _STRIDE_NUM = const(3)
 _STRIDE_DEN = const(40)  # since < 3/5 of (stride x 8) <=> since x 40 < stride x 3
 _HEEL_GAP_MS = const(400)  # longest heel-off-to-forefoot gap taken as one stance
+# A foot in the air reads its swing level: an unloaded spell whose mean composite
+# stays a quarter of the unload line or more above that level never got there (noise crossed
+# the line in a shallow mid-stance dip) and is part of the stance.
+_SPELL_MEAN = const(32)
 _CONFIRM_MS = const(20)  # contact must hold this long before it is reported
 # A confirmed contact whose load is gone again within _SPIKE_MS of its strike, for at
 # least _MIN_SWING_MS, and which bore under 1/_SPIKE_SHARE of the stance's peak load was
@@ -232,7 +238,10 @@ _SPIKE_N = const(104)  # samples from the collapsed contact to the one after it
 _ALT = const(105)  # strike of the contact after it, ms
 _ALTPAT = const(106)  # ... and its strike pattern
 _CORR = const(107)  # the last step summary's strike was moved there
-_NSTATE = const(108)
+_SPELL = const(108)  # composite summed over the tentative swing so far
+_AIRL = const(109)  # swing level of the composite: its mean in the air, 1/16
+_ROUGH = const(110)  # the strongest live channel's raw noise rivals its span
+_NSTATE = const(111)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -442,7 +451,6 @@ class GaitDetector:
         if old_l < 0:
             old_l += _RING
         spmax = 0
-        worst = 0
         spprev = s[_SPMAX]
         sh_nz = s[_SH_NZ]
         sh_up = s[_SH_UP]
@@ -615,7 +623,6 @@ class GaitDetector:
                 now_lives += 1
                 if span > spmax:
                     spmax = span
-                    worst = rz >> 4
             if not swing and live:
                 # stance: per-region peak and load sum (halved together near 2**27)
                 if load > s[_PK + c]:
@@ -662,12 +669,39 @@ class GaitDetector:
         s[_SPMAX] = spmax
         s[_STILLS] = now_stills
         s[_LIVES] = now_lives
+        if ri == 0:
+            # once per turn of the ring: does raw noise or pickup rival the strongest
+            # live channel's span, and what does the composite read in the air
+            rough = 0
+            best = 0
+            r = 0
+            c = 0
+            while c < 3:
+                if s[_LIVE + c]:
+                    sp = (s[_PEAK + c] - s[_BASE + c]) >> 4
+                    if sp >= _WALK_SPAN:
+                        # residual noise against the span, x _CLEAR x 64
+                        rc = (s[_RESID + c] >> 4) * _CLEAR * 64 // sp
+                        if rc > r:
+                            r = rc
+                    if sp > best:
+                        best = sp
+                        rough = 0
+                        if (s[_RAWNZ + c] >> 4) * _FLOOR_K >= sp:
+                            rough = 1
+                c += 1
+            s[_ROUGH] = rough
+            if in_air:
+                sh = s[_SH_ROUGH] - 4  # a turn is about 16 samples: about a second
+                if sh < 1:
+                    sh = 1
+                air = s[_AIRL]
+                s[_AIRL] = air + (((lc << 4) - air) >> sh)
         if ri == 0 and spmax >= _WALK_SPAN:
             # once per turn of the ring, the filter length: enough whole periods that
-            # the noise left in the strongest live channel is under 1/_CLEAR of its
+            # the noise left in every live channel that walks is under 1/_CLEAR of its
             # span (noise falls as sqrt(taps)); lengthen at once, shorten only well
             # below the need (hysteresis)
-            r = worst * _CLEAR * 64 // spmax
             if r > 512:
                 r = 512
             need = r * r // 4096 + 1
@@ -710,6 +744,7 @@ class GaitDetector:
                     s[_TOELOW] = 1
                 s[_TOE] = int(_crossing_ms(st, prev_l, lc, level))
                 s[_EARLY] = 0
+                s[_SPELL] = 0
                 if s[_TRACKED] and (s[_TOE] - s[_SMS]) & _MS_MASK < _SPIKE_MS:
                     s[_EARLY] = 1
             return 0
@@ -717,6 +752,14 @@ class GaitDetector:
             s[_RUN] = s[_RUN] + 1
         todo = 0
         if s[_PENDING]:
+            # under noise or pickup that rivals the span, one sample below the unload
+            # line says little: the spell's mean must have come down to the swing level
+            shallow = 0
+            if s[_ROUGH]:
+                if s[_RUN] < _SAT and lc < _ON:
+                    s[_SPELL] = s[_SPELL] + lc
+                if s[_SPELL] >= s[_RUN] * ((s[_AIRL] >> 4) + _SPELL_MEAN):
+                    shallow = 1
             if lc >= _ON:
                 run = s[_RUN]
                 # Loaded again soon after unloading. Too short to be any swing, or short
@@ -727,6 +770,7 @@ class GaitDetector:
                 unrolled = s[_FOREUP] == 0 and s[_LIVE + _FORE] != 0
                 if (
                     run < s[_MINSW]
+                    or shallow
                     or (unrolled and run < s[_GAPMAX])
                     or (run < s[_DYN] and s[_SINCE] * _STRIDE_DEN < s[_STEMA] * _STRIDE_NUM)
                 ):
@@ -747,7 +791,7 @@ class GaitDetector:
                 wait = s[_DYN]
                 if s[_FOREUP] == 0 and s[_LIVE + _FORE] != 0:
                     wait = s[_GAPMAX]
-                if s[_RUN] >= wait:
+                if s[_RUN] >= wait and not shallow:
                     s[_PENDING] = 0
                     todo = _DO_FINISH
         if lc >= _ON:

@@ -97,14 +97,21 @@ def test_pure_noise_on_every_channel_is_no_walk():
 @pytest.mark.parametrize("rate", [100, 150, 1000])
 def test_mains_pickup_costs_few_steps(rate):
     res = faultbench.run_case(rate, "mains")
-    assert res.found_pct >= 98.0 and res.extra_pct <= 2.5 and res.p95_ms <= 60
+    assert res.met and res.p95_ms <= faultbench.MATCH_MS
 
 
-@pytest.mark.parametrize("rate", [100, 150, 300])
+@pytest.mark.parametrize("rate", [50, 100, 150, 300])
 def test_noise_of_3_percent_costs_few_steps(rate):
-    # the pre-filter lengthens and weak, noisy regions stop counting as weight
+    # the pre-filter lengthens and weak, noisy regions stop counting as weight; a
+    # shallow mid-stance dip that noise carries below the unload line stays one stance
     res = faultbench.run_case(rate, "noise")
-    assert res.found_pct >= 98.0 and res.extra_pct <= 2.5 and res.p95_ms <= 60
+    assert res.met and res.p95_ms <= faultbench.MATCH_MS
+
+
+@pytest.mark.parametrize("case", ["heel-saturated", "heel-dead"])
+def test_the_bench_heel_faults_lose_no_step_after_2_s(case):
+    res = faultbench.run_case(100, case)
+    assert res.met and res.missed_after_recovery == 0
 
 
 def test_the_filter_stays_one_mains_period_on_a_clean_walk():

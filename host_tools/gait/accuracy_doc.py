@@ -39,8 +39,9 @@ docs/crossval.json`, CPython engine, which gives the insole's events exactly):
 Noise and sensor faults (`python -m host_tools.gait.faultbench --write docs/faultbench.json`):
 the bundled walk looped to 8 minutes at each rate, one disturbance at a time, matched
 against the clean run (targets: >= 98 % found, <= 2 % extra; noise timing within 60 ms;
-a faulty heel counted by steps, every step from 2 s after the fault found, the fault
-named):
+a faulty heel counted by steps, every step from 2 s after the fault found but for one
+in the last 300 ms of the recording, whose contact the arch and forefoot show only after
+it ends, the fault named):
 
 {faults}
 
