@@ -13,6 +13,10 @@ It behaves as a board on a serial line does:
 - when the program ends (``machine.soft_reset()`` or Ctrl-D on the unix port) its last
   output is delivered, then the port goes away and the symlink with it, as when a
   board is unplugged.
+
+The bridge keeps the program's pty open on its own side too: Linux may drop what a
+program wrote just before it exits when its pty hangs up with that exit, so the end
+is seen from the process instead (a pidfd), and the pty is read empty after it.
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ class PtyBridge:
         self.tty_name = ""
         self._port = -1  # master of the pty behind the symlink
         self._program = -1  # master of the program's pty
+        self._program_slave = -1  # held, so the program's exit never hangs the pty up
+        self._exit_fd = -1  # readable once the program has ended
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
 
@@ -117,7 +123,8 @@ class PtyBridge:
                     start_new_session=True,
                 )
             finally:
-                os.close(program_slave)  # the program's HUP then means it has ended
+                self._program_slave = program_slave
+            self._exit_fd = os.pidfd_open(self.proc.pid)
             os.set_blocking(self._port, False)
             os.set_blocking(self._program, False)
             self._wake_r, self._wake_w = os.pipe()
@@ -170,11 +177,18 @@ class PtyBridge:
             while True:
                 poller = select.poll()
                 poller.register(self._wake_r, select.POLLIN)
+                poller.register(self._exit_fd, select.POLLIN)
                 poller.register(self._program, self._interest(to_port, to_program))
                 if listening:  # a closed port reports POLLHUP at once: look at it on a timer
                     poller.register(self._port, self._interest(to_program, to_port))
                 events = dict(poller.poll(None if listening else _CLOSED_POLL_MS))
                 if self._wake_r in events:
+                    return
+                if self._exit_fd in events:  # the program has ended: its last words
+                    while (data := _read(self._program)):
+                        to_port += data
+                    if listening:
+                        self._drain(to_port)
                     return
                 port = events.get(self._port, 0) if listening else _revents(self._port)
                 if port & select.POLLIN and len(to_program) < _BACKLOG:
@@ -221,10 +235,10 @@ class PtyBridge:
                 _write(self._port, to_port)
 
     def _close_ptys(self) -> None:
-        for fd in (self._port, self._program):
+        for fd in (self._port, self._program, self._program_slave, self._exit_fd):
             if fd >= 0:
                 os.close(fd)
-        self._port = self._program = -1
+        self._port = self._program = self._program_slave = self._exit_fd = -1
         if self.tty_name and self.link.is_symlink() and os.readlink(self.link) == self.tty_name:
             self.link.unlink()
 
