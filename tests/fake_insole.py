@@ -47,6 +47,7 @@ class FakeInsole:
         self.uptime = 1
         self.link: FakeLink | None = None
         self.backfills: list[int] = []
+        self.corrected: set[int] = set()  # steps whose LOAD says the strike was corrected
         self.boot()
 
     def boot(self) -> None:
@@ -70,7 +71,8 @@ class FakeInsole:
         self._emit(bytes(buf))
         FW.pack_step(buf, len(self.ring), s[0], s[1], s[4], s[5], s[6], s[3])
         self._emit(bytes(buf))
-        FW.pack_load(buf, len(self.ring), s[0], s[7], s[8], s[9], s[10], s[11], s[12], s[13])
+        FW.pack_load(buf, len(self.ring), s[0], s[7], s[8], s[9], s[10], s[11], s[12], s[13],
+                     strike_corrected=s[0] in self.corrected)
         self._emit(bytes(buf))
         self.steps = s[0]
         self.uptime += 1

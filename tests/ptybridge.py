@@ -205,13 +205,11 @@ class PtyBridge:
                 program = events.get(self._program, 0)
                 if program & select.POLLOUT and to_program:
                     _write(self._program, to_program)
-                if program & _HANGUP or (program & select.POLLIN and len(to_port) < _BACKLOG):
+                # the program's pty never hangs up (the bridge holds it): its end
+                # comes from the pidfd above
+                if program & select.POLLIN and len(to_port) < _BACKLOG:
                     data = _read(self._program)
-                    if data is None:
-                        if listening:
-                            self._drain(to_port)
-                        return
-                    if listening:
+                    if listening and data:
                         to_port += data
         finally:
             self._close_ptys()

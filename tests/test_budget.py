@@ -5,7 +5,6 @@ refuses, saturating exercise counts, and the readers the bench relies on
 
 from __future__ import annotations
 
-import builtins
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ import modes  # noqa: E402
 import protocol as FP  # noqa: E402
 
 from tests.mpy import run_micropython  # noqa: E402
+from tests.no_memory import no_memory_for  # noqa: E402
 
 COUNT_MAX = (1 << 29) - 1
 MODE_MODULES = {1: "heelraise", 2: "toescrunch", 3: "balance", 4: "slowwalk"}
@@ -79,20 +79,12 @@ def test_walk_mode_loads_no_exercise_module():
     assert not {"exbase", *MODE_MODULES.values()} & set(sys.modules)
 
 
-def test_set_mode_without_memory_walks_on(monkeypatch):
+def test_set_mode_without_memory_walks_on():
     dev, ble = _device()
-    real = builtins.__import__
-
-    def short_of_memory(name, *args, **kw):
-        if name == "heelraise":
-            raise MemoryError
-        return real(name, *args, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", short_of_memory)
-    r = _command(ble, dev, _set_mode(1))
+    with no_memory_for("heelraise"):
+        r = _command(ble, dev, _set_mode(1))
     assert r.error == HP.ERR_NO_MEMORY and r.message.startswith("no memory")
     assert dev.mode == FP.MODE_WALK and dev.ex is None and dev._counter_modules == []
-    monkeypatch.setattr(builtins, "__import__", real)
     assert _command(ble, dev, _set_mode(1)).ok and dev.ex is not None
 
 

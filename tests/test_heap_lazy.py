@@ -6,7 +6,6 @@ use and dropped again (firmware/lazy.py), and the heap comes back each time."""
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 import struct
@@ -26,6 +25,8 @@ for p in (str(FIRMWARE), str(TESTS)):
         sys.path.insert(0, p)
 
 import fw_fakes as F  # noqa: E402
+
+from tests.no_memory import no_memory_for  # noqa: E402
 
 LAZY = {"config", "bonds_load", "ble_gatt", "control", "control_wire", "modes",
         "journal_write"}
@@ -96,20 +97,12 @@ def test_a_command_without_memory_for_its_code_is_answered_and_the_insole_runs_o
     ble.pair()
     ble.subscribe(dev.ble.h_control)
     monkeypatch.delitem(sys.modules, "control", raising=False)  # as on the device
-    real = builtins.__import__
-
-    def short_of_memory(name, *args, **kw):
-        if name == "control":
-            raise MemoryError
-        return real(name, *args, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", short_of_memory)
-    assert ble.write(dev.ble.h_control, HP.cmd_get_config()) == 0
-    dev.service()
+    with no_memory_for("control"):
+        assert ble.write(dev.ble.h_control, HP.cmd_get_config()) == 0
+        dev.service()
     (reply,) = ble.take(dev.ble.h_control)
     assert HP.decode_reply(reply).error == HP.ERR_NO_MEMORY
     assert "control" not in sys.modules
-    monkeypatch.setattr(builtins, "__import__", real)
     dev.run(100)
     assert ble.write(dev.ble.h_control, HP.cmd_get_config()) == 0
     dev.service()

@@ -40,6 +40,7 @@ import protocol as FP  # noqa: E402
 
 from host_tools.gait.engine import micropython_binary  # noqa: E402
 from tests.mpy import run_micropython  # noqa: E402
+from tests.no_memory import no_memory_for  # noqa: E402
 
 MASK = 0x1FFFFFFF
 MPY_PATH = [str(FIRMWARE), str(TESTS)]
@@ -121,25 +122,15 @@ def test_the_frame_writer_shares_the_journals_constants():
         assert getattr(W, name) == getattr(J, name), name
 
 
-def test_a_write_without_memory_for_its_code_waits_in_ram(monkeypatch):
-    import builtins
-
+def test_a_write_without_memory_for_its_code_waits_in_ram():
     fs = JF.FlashFS()
     j = J.Journal("journal", lambda *a: None, fs=fs, opener=fs.open)
     pkt = bytearray(20)
     FP.pack_start(pkt, j.next_seq, 0, 100, 0, 0)
     assert j.append(j.next_seq, pkt)
-    real = builtins.__import__
-
-    def short_of_memory(name, *args, **kw):
-        if name == "journal_write":
-            raise MemoryError
-        return real(name, *args, **kw)
-
     sys.modules.pop("journal_write", None)
-    monkeypatch.setattr(builtins, "__import__", short_of_memory)
-    assert not j.flush(6000) and j.pending == 1
-    monkeypatch.setattr(builtins, "__import__", real)
+    with no_memory_for("journal_write"):
+        assert not j.flush(6000) and j.pending == 1
     assert not j.due(7000)  # a failed write waits FLUSH_MS before the next try
     assert j.due(6000 + J.FLUSH_MS) and j.flush(6000 + J.FLUSH_MS) and j.pending == 0
     assert "journal_write" not in sys.modules  # dropped after the write

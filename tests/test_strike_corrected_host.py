@@ -56,20 +56,8 @@ class _SpikeInsole(FakeInsole):
     """A FakeInsole whose LOAD packets carry the detector's strike-corrected flag."""
 
     def __init__(self, flagged):
-        self.flagged = {s[0] for s, corrected in flagged if corrected}
         super().__init__([s for s, _ in flagged])
-
-    def make_step(self, s: tuple) -> None:
-        buf = bytearray(20)
-        FW.pack_strike(buf, len(self.ring), s[0], s[1], s[1] + 20)
-        self._emit(bytes(buf))
-        FW.pack_step(buf, len(self.ring), s[0], s[1], s[4], s[5], s[6], s[3])
-        self._emit(bytes(buf))
-        FW.pack_load(buf, len(self.ring), s[0], s[7], s[8], s[9], s[10], s[11], s[12], s[13],
-                     strike_corrected=s[0] in self.flagged)
-        self._emit(bytes(buf))
-        self.steps = s[0]
-        self.uptime += 1
+        self.corrected = {s[0] for s, corrected in flagged if corrected}
 
 
 def test_capture_log_carries_the_flag(tmp_path):
