@@ -64,3 +64,61 @@ def test_pdb_onsets_are_interpolated_after_a_quiet_spell():
     assert len(onsets) == 2
     assert abs(onsets[0] - (990 + 10 * 10 / 290)) < 1e-6
     assert abs(onsets[1] - (2490 + 10 * 20 / 300)) < 1e-6
+
+
+def _right_foot(strikes_ms, rate_hz=100, stance_ms=600, skip=()):
+    """A right-foot force trace: 3000 counts in the air, 30000 in stance from each strike."""
+    n = int((strikes_ms[-1] + 2000) * rate_hz / 1000)
+    counts = np.full(n, 3000, dtype=np.int64)
+    for k, t in enumerate(strikes_ms):
+        if k in skip:
+            continue
+        a = int(t * rate_hz / 1000)
+        counts[a : a + stance_ms * rate_hz // 1000] = 30000
+    return counts
+
+
+def _ts(strides_ms, start_s):
+    ts = np.zeros((len(strides_ms), 4))
+    ts[0, 0] = start_s
+    ts[:, 2] = np.asarray(strides_ms) / 1000.0
+    return ts
+
+
+STRIKES = [1000.0]
+for _gap in (1100, 1050, 1150, 1000, 1120, 1080, 1130, 1060, 1110, 1090, 1040):
+    STRIKES.append(STRIKES[-1] + _gap)
+
+
+def test_ndd_right_reference_snaps_a_misreported_stride_to_the_rise():
+    # the authors' stride into strike 4 is 250 ms long and the next one 250 ms short:
+    # strike 4 is predicted on a loaded foot, and the rise a quarter stride before it
+    # is the strike
+    strides = [1100.0] + list(np.diff(STRIKES))
+    strides[4] += 250.0
+    strides[5] -= 250.0
+    ref = physionet.ndd_reference(_ts(strides, 0.95), "right", _right_foot(STRIKES), 100)
+    assert len(ref) == len(STRIKES)
+    np.testing.assert_allclose(ref, np.asarray(STRIKES) - 10.0, atol=10.0)
+
+
+def test_ndd_right_reference_keeps_the_prediction_where_no_rise_is_near():
+    strides = [1100.0] + list(np.diff(STRIKES))
+    counts = _right_foot(STRIKES, skip=(6,))
+    ref = physionet.ndd_reference(_ts(strides, 0.95), "right", counts, 100)
+    # no rise within a third of a stride of strike 6: the authors' stride places it
+    assert abs(ref[6] - (ref[5] + strides[6])) < 1e-6
+    others = np.delete(np.asarray(STRIKES), 6) - 10.0
+    np.testing.assert_allclose(np.delete(ref, 6), others, atol=10.0)
+
+
+def test_pdb_onsets_skip_a_one_sample_spike_in_the_air():
+    # swing at 0 N, a 28 N one-sample spike 300 ms before each stance of 600 N
+    x = np.zeros(600)
+    for start in (100, 250, 400):
+        x[start - 30] = 28.0
+        x[start : start + 60] = 600.0
+    onsets = physionet.pdb_onsets_ms(x, 100)
+    np.testing.assert_allclose(onsets, [(s - 1 + 20 / 600) * 10.0 for s in (100, 250, 400)])
+    # without the hold, each spike would be a contact of its own
+    assert len(physionet.pdb_onsets_ms(x, 100, hold_s=0.0)) == 6

@@ -112,9 +112,10 @@ def ndd_reference(ts: np.ndarray, side: str, counts: np.ndarray, rate_hz: int) -
     drifts. Instead each right strike is predicted from the previous one plus the
     authors' stride and placed on the signal's rising crossing of 15 % of its local
     range, 10 ms earlier (the relation column 1 has to the left signal), when one lies
-    within 100 ms of the prediction; otherwise the prediction stands, and after two such
-    misses the chain re-anchors on the nearest crossing. The authors' strides decide
-    which rises are strikes; the signal gives their times.
+    within 100 ms of the prediction, or is the next rise within a third of a stride of
+    it (a prediction that stood would sit on a loaded foot); otherwise the prediction
+    stands, and after two such misses the chain re-anchors on the nearest crossing. The
+    authors' strides decide which rises are strikes; the signal gives their times.
     """
     if side == "left":
         return ts[:, 0] * 1000.0
@@ -137,14 +138,21 @@ def ndd_reference(ts: np.ndarray, side: str, counts: np.ndarray, rate_hz: int) -
     return best
 
 
+SNAP_MS = 100.0  # a crossing this near the prediction is the strike
+SNAP_STRIDES = 0.35  # ... and so is the next crossing within this part of a stride
+
+
 def _chain_strides(
     rel: np.ndarray, crossings: np.ndarray, start: float, strides: np.ndarray
 ) -> tuple[np.ndarray, float]:
     """Chain the strides from the first crossing; snap each strike to a crossing near it.
 
-    Each strike is predicted from the previous one plus the authors' stride; a signal
-    crossing within 100 ms of the prediction gives its time, otherwise the prediction
-    stands. Returns the strikes and the mean distance of predictions to crossings.
+    Each strike is predicted from the previous one plus the authors' stride. The signal
+    crossing nearest the prediction gives its time when it lies within SNAP_MS, or
+    within SNAP_STRIDES of the median stride and after the previous strike (a third of a
+    stride cannot reach the strikes either side); otherwise the prediction stands, and
+    after two such misses the chain re-anchors on a crossing within half a stride.
+    Returns the strikes and the mean distance of predictions to crossings.
     """
 
     def nearest(t: float) -> float:
@@ -161,12 +169,14 @@ def _chain_strides(
     residuals: list[float] = []
     out[0] = prev
     misses = 0
-    half = 0.5 * float(np.median(strides))
+    stride = float(np.median(strides))
     for i in range(1, len(rel)):
         pred = prev + float(rel[i] - rel[i - 1])
         r = nearest(pred)
         residuals.append(min(abs(r), 300.0))
-        if abs(r) <= 100.0 or (misses >= 2 and abs(r) < half):
+        after_prev = pred + r > prev + 1.0  # never the crossing the last strike took
+        near = abs(r) <= SNAP_MS or (after_prev and abs(r) < SNAP_STRIDES * stride)
+        if near or (misses >= 2 and abs(r) < stride / 2):
             prev = pred + r  # a skipped stride is re-acquired after two misses
             misses = 0
         else:
@@ -226,7 +236,11 @@ def read_pdb(path: Path) -> np.ndarray:
 
 
 def pdb_onsets_ms(
-    total_n: np.ndarray, rate_hz: int, level_n: float = 20.0, floor_s: float = 2.0
+    total_n: np.ndarray,
+    rate_hz: int,
+    level_n: float = 20.0,
+    floor_s: float = 2.0,
+    hold_s: float = 0.1,
 ) -> np.ndarray:
     """Reference contacts: total force rising through ``level_n`` above a running swing floor.
 
@@ -235,8 +249,10 @@ def pdb_onsets_ms(
     does not merge steps, and a rise is judged against the swing that came before it.
     Until ``floor_s`` of history exist, the floor is the lowest force of the first
     ``floor_s`` (the walks start with quiet standing, whose sway is not a swing). A rise
-    counts after at least 100 ms below the level; its time is interpolated between the
-    two samples around it.
+    counts after at least 100 ms below the level, and only when the force then stays at
+    or above the level for ``hold_s``: a spell above it that is shorter (a one-sample
+    spike of one sensor in the air) is not a contact and counts as below. The time is
+    interpolated between the two samples around the rise.
     """
     x = np.asarray(total_n, dtype=float)
     span = max(1, int(floor_s * rate_hz))
@@ -244,6 +260,12 @@ def pdb_onsets_ms(
     floor = np.lib.stride_tricks.sliding_window_view(pad, span).min(axis=1)
     level = floor + level_n
     below = x < level
+    # a spell above the level shorter than hold_s is a spike: it counts as below
+    hold = max(1, int(round(hold_s * rate_hz)))
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], below.astype(np.int8), [1]])))
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        if b - a < hold:
+            below[a:b] = True
     out = []
     min_gap = max(1, rate_hz // 10)
     run = 0
