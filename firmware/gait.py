@@ -12,7 +12,10 @@
 #    single-sample jumps; noise) and then averaged over whole mains periods: one
 #    (_FILT_MS) on a clean signal, more (up to _LONG_MS) while the noise left after
 #    one period (the residual: change over one period, in which pickup cancels) is
-#    large against the span of any channel that walks. A faulty channel is left out at
+#    large against the span of any channel that walks. Where samples do not span whole
+#    periods (rates between multiples of 50 Hz) pickup stays in the residual although
+#    the filter removes it, so a channel's noise is the smaller of the residual and what
+#    the filter's output measurably leaves. A faulty channel is left out at
 #    once and learned afresh when it recovers; the codes are in `faults`.
 # 1. Each channel keeps a baseline (swing level: follows dips at once, follows drift
 #    while the foot is in the air, otherwise creeps up slowly), a peak envelope
@@ -130,6 +133,7 @@ _SWING = const(0)
 _STANCE = const(1)
 _FILT_MS = const(20)  # pre-filter: mean over one 50 Hz mains period
 _RING = const(20)  # pre-filter taps per channel at most (20 ms at 1000 Hz)
+_OUTS = const(60)  # the rings of filtered readings follow the three raw ones
 _LONG_MS = const(80)  # a noisy signal is averaged over up to this long
 _RESID_SPAN = const(12)  # a live span is at least this many filtered residual noise levels
 _FLOOR_K = const(16)  # a load counts against at least this many raw noise levels
@@ -241,7 +245,8 @@ _CORR = const(107)  # the last step summary's strike was moved there
 _SPELL = const(108)  # composite summed over the tentative swing so far
 _AIRL = const(109)  # swing level of the composite: its mean in the air, 1/16
 _ROUGH = const(110)  # the strongest live channel's raw noise rivals its span
-_NSTATE = const(111)
+_FRES = const(111)  # noise the filter leaves: median |filtered(t) - filtered(t - taps)|, 1/16
+_NSTATE = const(114)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -316,7 +321,7 @@ class GaitDetector:
         self.rate_hz = rate_hz
         self._st = array("i", [0] * _NSTATE)
         self._hist = array("i", [0] * _HIST)
-        self._ring = array("i", [0] * (3 * _RING))
+        self._ring = array("i", [0] * (6 * _RING))
         # public event fields
         self.contact_ms = 0
         self.contact_seq = 0
@@ -389,7 +394,7 @@ class GaitDetector:
         st[_MAXLEN] = min(_RING, max(taps, (_LONG_MS * rate // 1000) // taps * taps))
         st[_STUCKN] = _STUCK_MS * rate // 1000
         st[_SMALLN] = _SMALL_MS * rate // 1000
-        for i in range(3 * _RING):
+        for i in range(6 * _RING):
             self._ring[i] = 0
         for i in range(_HIST):
             self._hist[i] = 0
@@ -478,6 +483,7 @@ class GaitDetector:
                 k = 0
                 while k < _RING:
                     rg[ring0 + k] = raw
+                    rg[ring0 + _OUTS + k] = raw
                     k += 1
                 s[_RSUM + c] = raw * taps
                 s[_RAW + c] = raw
@@ -542,6 +548,28 @@ class GaitDetector:
                     rz = 0
             s[_RESID + c] = rz
             x = t // taps
+            # the noise the filter leaves, measured: change of its output over one
+            # filter length (independent windows), a running median
+            e = x - rg[ring0 + _OUTS + old_l]
+            rg[ring0 + _OUTS + ri] = x
+            if e < 0:
+                e = 0 - e
+            e16 = e << 4
+            fz = s[_FRES + c]
+            if e16 > fz:
+                fz += (fz >> sh_nz) + 16
+            elif e16 < fz:
+                fz -= (fz >> sh_nz) + 16
+                if fz < 0:
+                    fz = 0
+            s[_FRES + c] = fz
+            # Noise is at most the smaller of two estimates: the residual (it counts
+            # pickup the filter removes where samples do not span whole mains periods)
+            # and the filter's measured leftover x sqrt(taps) (it counts the gait's own
+            # slope, which the residual over one period barely sees).
+            fz = fz * root >> 4
+            if fz < rz:
+                rz = fz
             x16 = x << 4
             base = s[_BASE + c]
             peak = s[_PEAK + c]

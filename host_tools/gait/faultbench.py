@@ -28,7 +28,8 @@ import numpy as np
 from host_tools.gait import engine, evaluate, tracefile
 
 WALK = Path(__file__).resolve().parents[1] / "data" / "walk_left.csv"
-RATES = (50, 100, 150, 300, 1000)
+# multiples of 50 Hz, where the pre-filter spans whole mains periods, and rates between
+RATES = (50, 60, 75, 100, 120, 150, 300, 1000)
 LOOP_S = 480.0
 NOISE_SD = 2000.0
 MAINS_AMP = 4000.0
