@@ -63,7 +63,10 @@ except ImportError:  # CPython: the same code, interpreted
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
 
-    def ptr32(buf):  # viper's pointer cast; an array indexes the same way
+    def ptr32(buf):  # viper's pointer casts; an array indexes the same way
+        return buf
+
+    def ptr16(buf):
         return buf
 
 
@@ -320,8 +323,9 @@ class GaitDetector:
             raise ValueError("rate_hz must be 50..1000")
         self.rate_hz = rate_hz
         self._st = array("i", [0] * _NSTATE)
-        self._hist = array("i", [0] * _HIST)
-        self._ring = array("i", [0] * (6 * _RING))
+        # composite history and reading rings hold 0..65535: half-words
+        self._hist = array("H", [0] * _HIST)
+        self._ring = array("H", [0] * (6 * _RING))
         # public event fields
         self.contact_ms = 0
         self.contact_seq = 0
@@ -428,7 +432,7 @@ class GaitDetector:
         # no allocation; the rare transitions go to _slow().
         st = self._st
         s = ptr32(st)
-        hs = ptr32(self._hist)
+        hs = ptr16(self._hist)
         fresh = s[_SEEN] == 0
         if not fresh:
             frac = s[_FRAC] + s[_MSR]
@@ -443,7 +447,7 @@ class GaitDetector:
         if s[_SINCE] < _SAT:
             s[_SINCE] = s[_SINCE] + 1
         swing = s[_STATE] == _SWING
-        rg = ptr32(self._ring)
+        rg = ptr16(self._ring)
         taps = s[_FLEN]
         bt = s[_BTAPS]
         ri = s[_RIDX]
@@ -843,7 +847,7 @@ class GaitDetector:
     def _set_taps(self, n: int):
         # New filter length: rebuild each channel's running sum from its ring.
         s = ptr32(self._st)
-        rg = ptr32(self._ring)
+        rg = ptr16(self._ring)
         last = s[_RIDX] - 1
         c = 0
         while c < 3:
