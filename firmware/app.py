@@ -32,12 +32,12 @@ from pairing import PairingWindow
 
 CONFIG_PATH = "insole.json"
 BONDS_PATH = "insole_bonds.json"
-JOURNAL_NAME = "journal"  # files journal.DDDDD.PPP
 
 
 def journal_path(config_path):
-    """The journal's path prefix: in the config file's directory."""
-    return config_path[:config_path.rfind("/") + 1] + JOURNAL_NAME
+    """The journal's path prefix: in the config file's directory (files
+    journal.DDDDD.PPP)."""
+    return config_path[:config_path.rfind("/") + 1] + "journal"
 
 
 class Settings:

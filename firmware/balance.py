@@ -13,30 +13,34 @@ import struct
 from array import array
 
 from exbase import (
-    BAL_CONTACT,
-    BAL_END,
-    BAL_START,
-    BAL_SWAY,
-    END_COLLAPSE,
-    END_OTHER_FOOT,
-    END_VOID,
-    EV_CONTACT,
-    EV_HOLD_END,
-    EV_HOLD_START,
-    EV_SWAY,
-    EVENT_FORMAT,
-    KIND_BALANCE,
-    MS_MASK,
-    PKT,
-    RUNGS,
-    SEQ_MASK,
-    TOP_PEAK,
     Clock,
     Fsr,
     shift_for,
     since,
     u16,
 )
+
+# exbase.py's constants, private here: a const() another module imports is a
+# global (an interned name and a dictionary lookup per use); exercise.py has the
+# public copies (tests/test_budget.py checks that they agree)
+_BAL_CONTACT = const(0)  # KIND_BALANCE sub-events (byte 4)
+_BAL_END = const(2)
+_BAL_START = const(1)
+_BAL_SWAY = const(3)
+_END_COLLAPSE = const(2)  # this foot's load collapsed (stepped off, fell)
+_END_OTHER_FOOT = const(1)  # the other foot took weight back
+_END_VOID = const(3)  # no steady single-leg load after all: discard the started hold
+_EV_CONTACT = const(4)  # balance: this foot became loaded / unloaded
+_EV_HOLD_END = const(16)  # balance: stance ended (reason in end_reason)
+_EV_HOLD_START = const(8)  # balance: single-leg stance confirmed
+_EV_SWAY = const(32)  # balance: one second of sway while the foot is loaded
+_EVENT_FORMAT = const(1)
+_KIND_BALANCE = const(0x12)
+_MS_MASK = const(0x1FFFFFFF)  # ms clock wraps at 2**29 like gait.py
+_PKT = const(20)
+_RUNGS = const(8)  # load ladders for timing ramps (rung 0 unused)
+_SEQ_MASK = const(0xFFFF)
+_TOP_PEAK = const(0)  # Fsr top modes
 
 _COUNT_MAX = const(0x1FFFFFFF)  # exbase.COUNT_MAX
 
@@ -62,6 +66,39 @@ _HOLD = const(2)
 _END = const(3)
 
 
+# BalanceTimer's integer state: one array (self._v) in place of 28 attributes, whose
+# names MicroPython would intern for good; each method binds it to a local
+_V_COP = const(0)
+_V_COP_K = const(1)
+_V_DOWN_K = const(2)
+_V_END_N = const(3)
+_V_H_MAX = const(4)
+_V_H_MIN = const(5)
+_V_H_PATH = const(6)
+_V_MIN = const(7)
+_V_PEAK_K = const(8)
+_V_PEND = const(9)
+_V_PEND_N = const(10)
+_V_PREV = const(11)
+_V_QUIET_N = const(12)
+_V_REF = const(13)
+_V_RUN = const(14)
+_V_STATE = const(15)
+_V_STEADY = const(16)
+_V_SUM = const(17)
+_V_SUM_N = const(18)
+_V_TS = const(19)
+_V_TWO = const(20)
+_V_UPLVL_K = const(21)
+_V_W_MAX = const(22)
+_V_W_MIN = const(23)
+_V_W_N = const(24)
+_V_W_PATH = const(25)
+_V_W_SUM = const(26)
+_V_WINDOW_N = const(27)
+_V_N = const(28)
+
+
 class BalanceTimer:
     """Single-leg stance on this foot, from this insole alone: standing on both
     feet sets a level; a rise of 25 % above it held for two seconds is the other foot
@@ -70,48 +107,50 @@ class BalanceTimer:
     changes and one-second sway windows so a host can combine two insoles."""
 
     def __init__(self, rate_hz=100):
+        self._v = v = array("i", [0] * _V_N)
         c = self._clock = Clock(rate_hz)
         self._fsr = (Fsr(c), Fsr(c), Fsr(c))
-        self._quiet_n = c.samples(_BL_QUIET_MS)
-        self._end_n = c.samples(_BL_END_MS)
-        self._window_n = c.samples(_BL_WINDOW_MS)
-        self._down_k = shift_for(c.samples(_BL_DOWN_MS))
-        self._uplvl_k = shift_for(c.samples(_BL_UPLVL_MS))
-        self._peak_k = shift_for(c.samples(_BL_PEAK_MS))
-        self._cop_k = shift_for(c.samples(_BL_COP_MS))
+        v[_V_QUIET_N] = c.samples(_BL_QUIET_MS)
+        v[_V_END_N] = c.samples(_BL_END_MS)
+        v[_V_WINDOW_N] = c.samples(_BL_WINDOW_MS)
+        v[_V_DOWN_K] = shift_for(c.samples(_BL_DOWN_MS))
+        v[_V_UPLVL_K] = shift_for(c.samples(_BL_UPLVL_MS))
+        v[_V_PEAK_K] = shift_for(c.samples(_BL_PEAK_MS))
+        v[_V_COP_K] = shift_for(c.samples(_BL_COP_MS))
         # crossing times of the rungs two-feet level * (1 + k/8), rising and falling
-        self._t_up = array("i", [0] * RUNGS)
-        self._t_dn = array("i", [0] * RUNGS)
+        self._t_up = array("i", [0] * _RUNGS)
+        self._t_dn = array("i", [0] * _RUNGS)
         self.reset()
 
     def reset(self):
+        v = self._v
         self._clock.reset()
         for s in self._fsr:
             s.reset()
-        self._state = _IDLE
-        self._run = 0  # samples of the current condition
-        self._steady = 0  # samples standing still near the two-feet level
-        self._ts = 0  # smoothed total load, counts/4 * 16
-        self._prev = 0
-        self._ref = 0  # contact reference (peak total), counts/4
-        self._two = 0  # two-feet level, counts/4 * 16
-        for k in range(RUNGS):
+        v[_V_STATE] = _IDLE
+        v[_V_RUN] = 0  # samples of the current condition
+        v[_V_STEADY] = 0  # samples standing still near the two-feet level
+        v[_V_TS] = 0  # smoothed total load, counts/4 * 16
+        v[_V_PREV] = 0
+        v[_V_REF] = 0  # contact reference (peak total), counts/4
+        v[_V_TWO] = 0  # two-feet level, counts/4 * 16
+        for k in range(_RUNGS):
             self._t_up[k] = 0
             self._t_dn[k] = 0
-        self._min = 0
-        self._sum = 0  # hold load sum and samples; a dip's samples wait in _pend
-        self._sum_n = 0
-        self._pend = 0
-        self._pend_n = 0
-        self._cop = -1  # smoothed centre of load, per-mille * 16
-        self._w_n = 0  # sway window: samples, path, min, max, cop sum
-        self._w_path = 0
-        self._w_min = 0
-        self._w_max = 0
-        self._w_sum = 0
-        self._h_path = 0  # whole hold: path (per-mille), min, max
-        self._h_min = 0
-        self._h_max = 0
+        v[_V_MIN] = 0
+        v[_V_SUM] = 0  # hold load sum and samples; a dip's samples wait in _pend
+        v[_V_SUM_N] = 0
+        v[_V_PEND] = 0
+        v[_V_PEND_N] = 0
+        v[_V_COP] = -1  # smoothed centre of load, per-mille * 16
+        v[_V_W_N] = 0  # sway window: samples, path, min, max, cop sum
+        v[_V_W_PATH] = 0
+        v[_V_W_MIN] = 0
+        v[_V_W_MAX] = 0
+        v[_V_W_SUM] = 0
+        v[_V_H_PATH] = 0  # whole hold: path (per-mille), min, max
+        v[_V_H_MIN] = 0
+        v[_V_H_MAX] = 0
         self.contact = False
         self.contact_ms = 0
         self.total = 0  # counts/4 above the floors
@@ -128,44 +167,45 @@ class BalanceTimer:
         self.in_hold = False
 
     def feed(self, heel, arch, fore):
+        v = self._v
         clock = self._clock
         clock.tick()
         f = self._fsr
-        f[0].update(heel, TOP_PEAK)
-        f[1].update(arch, TOP_PEAK)
-        f[2].update(fore, TOP_PEAK)
+        f[0].update(heel, _TOP_PEAK)
+        f[1].update(arch, _TOP_PEAK)
+        f[2].update(fore, _TOP_PEAK)
         lh = f[0].load >> 2
         la = f[1].load >> 2
         lf = f[2].load >> 2
-        ts = self._ts + ((((lh + la + lf) << 4) - self._ts) >> clock.smooth_k)
-        self._ts = ts
+        ts = v[_V_TS] + ((((lh + la + lf) << 4) - v[_V_TS]) >> clock.smooth_k)
+        v[_V_TS] = ts
         tot = ts >> 4  # < 2**16
         self.total = tot
-        prev = self._prev
-        self._prev = tot
-        ref = self._ref
+        prev = v[_V_PREV]
+        v[_V_PREV] = tot
+        ref = v[_V_REF]
         if tot > ref:
             ref = tot
         else:
-            ref -= ref >> self._peak_k
-        self._ref = ref
+            ref -= ref >> v[_V_PEAK_K]
+        v[_V_REF] = ref
         ev = self._contact(prev, tot, ref)
         if not self.contact:
-            self._cop = -1
-            if self._state == _HOLD:
-                for k in range(RUNGS):
+            v[_V_COP] = -1
+            if v[_V_STATE] == _HOLD:
+                for k in range(_RUNGS):
                     self._t_dn[k] = self.contact_ms
-            if self._state == _HOLD or self._state == _END:
-                return ev | self._end(END_COLLAPSE)
-            self._state = _IDLE
-            self._run = 0
+            if v[_V_STATE] == _HOLD or v[_V_STATE] == _END:
+                return ev | self._end(_END_COLLAPSE)
+            v[_V_STATE] = _IDLE
+            v[_V_RUN] = 0
             return ev
         ev |= self._sway(lh, la, lf, tot)
-        st = self._state
+        st = v[_V_STATE]
         if st == _IDLE:
-            self._two = tot << 4
-            self._state = _QUIET
-            self._run = 0
+            v[_V_TWO] = tot << 4
+            v[_V_STATE] = _QUIET
+            v[_V_RUN] = 0
             return ev
         if st == _QUIET:
             return ev | self._quiet(prev, tot)
@@ -174,134 +214,138 @@ class BalanceTimer:
             return ev
         # _END: watch the drop for a while to tell why the hold ended
         if tot >= self.level + 2 * (self.level >> 3):
-            self._state = _HOLD
+            v[_V_STATE] = _HOLD
             return ev
-        if tot < self._min:
-            self._min = tot
-        self._run += 1
-        if self._run >= self._end_n:
-            reason = END_OTHER_FOOT
-            if self._min < (self._two >> 5):  # under half the two-feet level
-                reason = END_COLLAPSE
+        if tot < v[_V_MIN]:
+            v[_V_MIN] = tot
+        v[_V_RUN] += 1
+        if v[_V_RUN] >= v[_V_END_N]:
+            reason = _END_OTHER_FOOT
+            if v[_V_MIN] < (v[_V_TWO] >> 5):  # under half the two-feet level
+                reason = _END_COLLAPSE
             ev |= self._end(reason)
         return ev
 
-    def _contact(self, prev, tot, ref):
+    def _contact(self, prev, total, ref):
         on = ref >> 3
         if on < _BL_MIN_TOTAL:
             on = _BL_MIN_TOTAL
         off = on >> 1
-        if not self.contact and tot >= on:
+        if not self.contact and total >= on:
             self.contact = True
-            self.contact_ms = (self._clock.cross(prev, tot, on) - self._clock.lag_ms) & MS_MASK
-            return EV_CONTACT
-        if self.contact and tot < off:
+            self.contact_ms = (self._clock.cross(prev, total, on) - self._clock.lag_ms) & _MS_MASK
+            return _EV_CONTACT
+        if self.contact and total < off:
             self.contact = False
-            self.contact_ms = (self._clock.cross(prev, tot, off) - self._clock.lag_ms) & MS_MASK
-            return EV_CONTACT
+            self.contact_ms = (self._clock.cross(prev, total, off) - self._clock.lag_ms) & _MS_MASK
+            return _EV_CONTACT
         return 0
 
-    def _quiet(self, prev, tot):
+    def _quiet(self, prev, total):
         # Standing on both feet: learn that level, then watch for a lasting rise.
+        v = self._v
         clock = self._clock
-        two = self._two
-        t16 = tot << 4
-        if self._run < self._quiet_n:
+        two = v[_V_TWO]
+        t16 = total << 4
+        if v[_V_RUN] < v[_V_QUIET_N]:
             # settling after contact: follow the load both ways, no hold yet
-            self._run += 1
-            self._steady = 0
-            self._two = two + ((t16 - two) >> self._down_k)
-            for k in range(RUNGS):
+            v[_V_RUN] += 1
+            v[_V_STEADY] = 0
+            v[_V_TWO] = two + ((t16 - two) >> v[_V_DOWN_K])
+            for k in range(_RUNGS):
                 self._t_up[k] = clock.now_ms
             return 0
         lvl = two >> 4
         step = lvl >> 3
-        if prev < tot:
-            for k in range(1, RUNGS):
+        if prev < total:
+            for k in range(1, _RUNGS):
                 rung = lvl + k * step
-                if prev < rung <= tot:
-                    self._t_up[k] = clock.cross(prev, tot, rung)
-        if tot < lvl - step:
-            self._steady = 0  # not standing still: walking, shifting about
-        elif tot < lvl + step and self._steady < self._quiet_n:
-            self._steady += 1
-        if tot >= lvl + 2 * step:
+                if prev < rung <= total:
+                    self._t_up[k] = clock.cross(prev, total, rung)
+        if total < lvl - step:
+            v[_V_STEADY] = 0  # not standing still: walking, shifting about
+        elif total < lvl + step and v[_V_STEADY] < v[_V_QUIET_N]:
+            v[_V_STEADY] += 1
+        if total >= lvl + 2 * step:
             if (since(self._t_up[2], clock.now_ms) >= _BL_CONFIRM_MS
-                    and self._steady >= self._quiet_n):
+                    and v[_V_STEADY] >= v[_V_QUIET_N]):
                 self._begin(lvl)
-                return EV_HOLD_START
+                return _EV_HOLD_START
             return 0
         if t16 < two:
-            k = self._down_k
-        elif tot < lvl + step:
-            k = self._uplvl_k
+            k = v[_V_DOWN_K]
+        elif total < lvl + step:
+            k = v[_V_UPLVL_K]
         else:
-            k = self._uplvl_k + 2  # part-way up: barely move, a rise may be starting
-        self._two = two + ((t16 - two) >> k)
+            k = v[_V_UPLVL_K] + 2  # part-way up: barely move, a rise may be starting
+        v[_V_TWO] = two + ((t16 - two) >> k)
         return 0
 
-    def _hold(self, prev, tot):
+    def _hold(self, prev, total):
+        v = self._v
         lvl = self.level
-        if self._sum > 0x4000000:  # keep the sums below 2**27
-            self._sum >>= 1
-            self._sum_n >>= 1
-            self._pend >>= 1
-            self._pend_n >>= 1
+        if v[_V_SUM] > 0x4000000:  # keep the sums below 2**27
+            v[_V_SUM] >>= 1
+            v[_V_SUM_N] >>= 1
+            v[_V_PEND] >>= 1
+            v[_V_PEND_N] >>= 1
         # the hold level: mean load, leaving out a dip until it recovers (so the
         # final drop does not pull it down)
-        h = self._sum // self._sum_n if self._sum_n else tot
-        if tot < h - ((h - lvl) >> 3):
-            self._pend += tot
-            self._pend_n += 1
+        h = v[_V_SUM] // v[_V_SUM_N] if v[_V_SUM_N] else total
+        if total < h - ((h - lvl) >> 3):
+            v[_V_PEND] += total
+            v[_V_PEND_N] += 1
         else:
-            self._sum += self._pend + tot
-            self._sum_n += self._pend_n + 1
-            self._pend = 0
-            self._pend_n = 0
+            v[_V_SUM] += v[_V_PEND] + total
+            v[_V_SUM_N] += v[_V_PEND_N] + 1
+            v[_V_PEND] = 0
+            v[_V_PEND_N] = 0
         step = lvl >> 3
-        if prev > tot:
-            for k in range(1, RUNGS):
+        if prev > total:
+            for k in range(1, _RUNGS):
                 rung = lvl + k * step
-                if prev >= rung > tot:
-                    self._t_dn[k] = self._clock.cross(prev, tot, rung)
-        if tot < lvl + step:
-            self._state = _END
-            self._run = 0
-            self._min = tot
+                if prev >= rung > total:
+                    self._t_dn[k] = self._clock.cross(prev, total, rung)
+        if total < lvl + step:
+            v[_V_STATE] = _END
+            v[_V_RUN] = 0
+            v[_V_MIN] = total
 
-    def _begin(self, lvl):
-        self._state = _HOLD
-        self._sum = 0
-        self._sum_n = 0
-        self._pend = 0
-        self._pend_n = 0
-        self._h_path = 0
-        self._h_min = 0x7FFF
-        self._h_max = 0
+    def _begin(self, level):
+        v = self._v
+        v[_V_STATE] = _HOLD
+        v[_V_SUM] = 0
+        v[_V_SUM_N] = 0
+        v[_V_PEND] = 0
+        v[_V_PEND_N] = 0
+        v[_V_H_PATH] = 0
+        v[_V_H_MIN] = 0x7FFF
+        v[_V_H_MAX] = 0
         if self.holds < _COUNT_MAX:
             self.holds += 1
-        self.level = lvl
+        self.level = level
         self.start_ms = self._t_up[2]
         self.in_hold = True
 
     def _end(self, reason):
-        self._state = _QUIET
-        self._run = 0
+        v = self._v
+        v[_V_STATE] = _QUIET
+        v[_V_RUN] = 0
         self.in_hold = False
         self.end_reason = reason
         lvl = self.level
         step = lvl >> 3
         if step < 1:
             step = 1
-        h = self._sum // self._sum_n if self._sum_n else lvl + 2 * step
+        h = v[_V_SUM] // v[_V_SUM_N] if v[_V_SUM_N] else lvl + 2 * step
         # the two rungs nearest 20 % and 80 % of the way from the two-feet level
         # to the hold level; extrapolate the ramps through them out to h
         k_lo = ((h - lvl) // 5 + step - 1) // step
         k_hi = (h - lvl - (h - lvl) // 5) // step
         if k_lo < 1:
             k_lo = 1
-        if k_hi >= RUNGS:
-            k_hi = RUNGS - 1
+        if k_hi >= _RUNGS:
+            k_hi = _RUNGS - 1
         if k_hi <= k_lo:
             k_lo = 1
             k_hi = 2
@@ -315,83 +359,84 @@ class BalanceTimer:
             dn = _BL_MAX_RAMP_MS
         rise = r_hi - r_lo
         lag = self._clock.lag_ms
-        start = (self._t_up[k_lo] + up * (h - r_lo) // rise - lag) & MS_MASK  # < 4000 * 2**16
-        end = (self._t_dn[k_hi] - dn * (h - r_hi) // rise - lag) & MS_MASK
+        start = (self._t_up[k_lo] + up * (h - r_lo) // rise - lag) & _MS_MASK  # < 4000 * 2**16
+        end = (self._t_dn[k_hi] - dn * (h - r_hi) // rise - lag) & _MS_MASK
         dur = since(start, end)
         if dur > since(start, self._clock.now_ms) or since(start, self._clock.now_ms) > (
-                MS_MASK >> 1):
+                _MS_MASK >> 1):
             dur = 0  # the ramps overlap: no steady hold at all
         if dur == 0:
-            self.end_reason = END_VOID  # the start was a false alarm: not a hold
+            self.end_reason = _END_VOID  # the start was a false alarm: not a hold
         self.start_ms = start
         self.duration_ms = dur
-        self._two = lvl << 4
-        self.sway_range = self._h_max - self._h_min if self._h_max >= self._h_min else 0
-        self.sway_path = (self._h_path >> 4) * 1000 // dur if dur > 0 else 0
-        return EV_HOLD_END
+        v[_V_TWO] = lvl << 4
+        self.sway_range = v[_V_H_MAX] - v[_V_H_MIN] if v[_V_H_MAX] >= v[_V_H_MIN] else 0
+        self.sway_path = (v[_V_H_PATH] >> 4) * 1000 // dur if dur > 0 else 0
+        return _EV_HOLD_END
 
-    def _sway(self, lh, la, lf, tot):
+    def _sway(self, heel, arch, fore, total):
         # centre of load along the foot; path and range of its smoothed position
-        cop = (_POS_HEEL * lh + _POS_ARCH * la + _POS_FORE * lf) // tot  # < 2**27 / tot
+        v = self._v
+        cop = (_POS_HEEL * heel + _POS_ARCH * arch + _POS_FORE * fore) // total  # < 2**27 / total
         c16 = cop << 4
-        prev = self._cop
+        prev = v[_V_COP]
         if prev < 0:
             prev = c16
-        c = prev + ((c16 - prev) >> self._cop_k)
-        self._cop = c
+        c = prev + ((c16 - prev) >> v[_V_COP_K])
+        v[_V_COP] = c
         step = c - prev
         if step < 0:
             step = -step
         pos = c >> 4
-        if self._w_n == 0:
-            self._w_min = pos
-            self._w_max = pos
-            self._w_path = 0
-            self._w_sum = 0
-        self._w_n += 1
-        self._w_path += step
-        self._w_sum += pos
-        if pos < self._w_min:
-            self._w_min = pos
-        if pos > self._w_max:
-            self._w_max = pos
-        if self._state == _HOLD and self._h_path < _PATH_CAP:
-            self._h_path += step
-            if pos < self._h_min:
-                self._h_min = pos
-            if pos > self._h_max:
-                self._h_max = pos
-        if self._w_n < self._window_n:
+        if v[_V_W_N] == 0:
+            v[_V_W_MIN] = pos
+            v[_V_W_MAX] = pos
+            v[_V_W_PATH] = 0
+            v[_V_W_SUM] = 0
+        v[_V_W_N] += 1
+        v[_V_W_PATH] += step
+        v[_V_W_SUM] += pos
+        if pos < v[_V_W_MIN]:
+            v[_V_W_MIN] = pos
+        if pos > v[_V_W_MAX]:
+            v[_V_W_MAX] = pos
+        if v[_V_STATE] == _HOLD and v[_V_H_PATH] < _PATH_CAP:
+            v[_V_H_PATH] += step
+            if pos < v[_V_H_MIN]:
+                v[_V_H_MIN] = pos
+            if pos > v[_V_H_MAX]:
+                v[_V_H_MAX] = pos
+        if v[_V_W_N] < v[_V_WINDOW_N]:
             return 0
-        n = self._w_n
-        self._w_n = 0
+        n = v[_V_W_N]
+        v[_V_W_N] = 0
         self.window_ms = self._clock.now_ms
-        self.sway_path = (self._w_path >> 4) * self._clock.rate_hz // n
-        self.sway_range = self._w_max - self._w_min
-        self.cop = self._w_sum // n
-        self.in_hold = self._state == _HOLD or self._state == _END
+        self.sway_path = (v[_V_W_PATH] >> 4) * self._clock.rate_hz // n
+        self.sway_range = v[_V_W_MAX] - v[_V_W_MIN]
+        self.cop = v[_V_W_SUM] // n
+        self.in_hold = v[_V_STATE] == _HOLD or v[_V_STATE] == _END
         self.elapsed_ms = since(self.start_ms, self.window_ms) if self.in_hold else 0
-        return EV_SWAY
+        return _EV_SWAY
 
     def pack(self, ev, buf, seq):
         """One Step Event packet for one of EV_CONTACT, EV_HOLD_START, EV_HOLD_END,
         EV_SWAY (pass a single bit); returns its length."""
-        s = seq & SEQ_MASK
-        k = KIND_BALANCE
-        if ev & EV_CONTACT:
-            struct.pack_into("<BBHBBIHHHHH", buf, 0, EVENT_FORMAT, k, s, BAL_CONTACT,
+        s = seq & _SEQ_MASK
+        k = _KIND_BALANCE
+        if ev & _EV_CONTACT:
+            struct.pack_into("<BBHBBIHHHHH", buf, 0, _EVENT_FORMAT, k, s, _BAL_CONTACT,
                              1 if self.contact else 0, self.contact_ms, u16(self.total),
                              0, 0, 0, 0)
-        elif ev & EV_HOLD_START:
-            struct.pack_into("<BBHBBHIHHHH", buf, 0, EVENT_FORMAT, k, s, BAL_START, 0,
-                             self.holds & SEQ_MASK, self.start_ms, u16(self.level), 0, 0, 0)
-        elif ev & EV_HOLD_END:
-            struct.pack_into("<BBHBBHIIHH", buf, 0, EVENT_FORMAT, k, s, BAL_END,
-                             self.end_reason, self.holds & SEQ_MASK, self.start_ms,
+        elif ev & _EV_HOLD_START:
+            struct.pack_into("<BBHBBHIHHHH", buf, 0, _EVENT_FORMAT, k, s, _BAL_START, 0,
+                             self.holds & _SEQ_MASK, self.start_ms, u16(self.level), 0, 0, 0)
+        elif ev & _EV_HOLD_END:
+            struct.pack_into("<BBHBBHIIHH", buf, 0, _EVENT_FORMAT, k, s, _BAL_END,
+                             self.end_reason, self.holds & _SEQ_MASK, self.start_ms,
                              self.duration_ms, u16(self.sway_path), u16(self.sway_range))
         else:
-            struct.pack_into("<BBHBBIIHHH", buf, 0, EVENT_FORMAT, k, s, BAL_SWAY,
+            struct.pack_into("<BBHBBIIHHH", buf, 0, _EVENT_FORMAT, k, s, _BAL_SWAY,
                              1 if self.in_hold else 0, self.window_ms, self.elapsed_ms,
                              u16(self.sway_path), u16(self.sway_range), u16(self.cop))
-        return PKT
+        return _PKT
 

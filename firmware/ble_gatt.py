@@ -19,6 +19,9 @@ import binascii
 
 import protocol as P
 
+# protocol.py's constants, private here (no name, no lookup on the insole;
+# tests/test_firmware_units.py checks every copy against protocol.py's)
+
 _FLAG_READ = const(0x0002)
 _FLAG_WRITE = const(0x0008)
 _FLAG_NOTIFY = const(0x0010)
@@ -32,16 +35,13 @@ _APPEARANCE_ON_SHOE = const(0x0443)  # Running Walking Sensor: On-Shoe
 
 # Custom 128-bit UUIDs: base f1fe0000-e1fa-4b38-8a41-0e11dc80f5eb, 16 bits varied
 # (docs/PROTOCOL.md; host_tools/ble/protocol.py has them too)
-_UUID_SERVICE = "f1fe0001-e1fa-4b38-8a41-0e11dc80f5eb"
-_UUID_STEP_EVENT = "f1fe0002-e1fa-4b38-8a41-0e11dc80f5eb"
-_UUID_STATUS = "f1fe0003-e1fa-4b38-8a41-0e11dc80f5eb"
-_UUID_CONTROL = "f1fe0004-e1fa-4b38-8a41-0e11dc80f5eb"
-_UUID_RAW = "f1fe0005-e1fa-4b38-8a41-0e11dc80f5eb"
+_UUID_SERVICE = const("f1fe0001-e1fa-4b38-8a41-0e11dc80f5eb")
+_UUID_STEP_EVENT = const("f1fe0002-e1fa-4b38-8a41-0e11dc80f5eb")
+_UUID_STATUS = const("f1fe0003-e1fa-4b38-8a41-0e11dc80f5eb")
+_UUID_CONTROL = const("f1fe0004-e1fa-4b38-8a41-0e11dc80f5eb")
+_UUID_RAW = const("f1fe0005-e1fa-4b38-8a41-0e11dc80f5eb")
 _RSC_FEATURES = const(0x0007)  # stride length, total distance, walking/running status
 _RSC_LOCATION_IN_SHOE = const(2)
-
-MANUFACTURER = "Open Insole"
-MODEL = "Insole"
 
 
 def _services(UUID):
@@ -96,7 +96,7 @@ def register(ble, UUID, board_name):
     ) = ble.gatts_register_services(_services(UUID))
     ble.gatts_write(h_feature, bytes((_RSC_FEATURES & 0xFF, _RSC_FEATURES >> 8)))
     ble.gatts_write(h_location, bytes((_RSC_LOCATION_IN_SHOE,)))
-    for h, text in ((h_maker, MANUFACTURER), (h_model, MODEL), (h_board, board_name),
+    for h, text in ((h_maker, "Open Insole"), (h_model, "Insole"), (h_board, board_name),
                     (h_fw, P.VERSION)):
         ble.gatts_write(h, text.encode())
     return h_event, h_status, h_control, h_raw, h_rsc, h_battery, _scan_response()

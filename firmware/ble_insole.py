@@ -49,8 +49,13 @@ except ImportError:  # CPython
         return x
 
 
+from array import array
+
 import lazy
-import protocol as P
+
+# protocol.py's constants, private here (no name, no lookup on the insole;
+# tests/test_firmware_units.py checks every copy against protocol.py's)
+_ERR_BUSY = const(0x08)
 
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
@@ -79,13 +84,13 @@ _U16 = const(0xFFFF)
 _COUNT_MAX = const(0x1FFFFFFF)
 _PASSKEY_MAX = const(999999)
 
-MAX_LINKS = const(4)  # CONFIG_BT_NIMBLE_MAX_CONNECTIONS (ports/esp32/boards/sdkconfig.ble)
+_MAX_LINKS = const(4)  # CONFIG_BT_NIMBLE_MAX_CONNECTIONS (ports/esp32/boards/sdkconfig.ble)
 
 # notify() results
-SENT = const(0)
-NO_LINK = const(1)
-NO_MEMORY = const(2)  # OSError(ENOMEM): the stack is out of buffers, retry later
-FAILED = const(3)
+_SENT = const(0)
+_NO_LINK = const(1)
+_NO_MEMORY = const(2)  # OSError(ENOMEM): the stack is out of buffers, retry later
+_FAILED = const(3)
 
 
 def _u16(x):
@@ -114,42 +119,58 @@ def _store_key(addr_type, addr):
     return bytes((addr_type & 1, a[5], a[4], a[3], a[2], a[1], a[0]))
 
 
+# InsoleBLE's integer state: one array (self._v) in place of 6 attributes, whose
+# names MicroPython would intern for good; each method binds it to a local
+_SLOT_ENCRYPTED = const(1)  # InsoleBLE._slot_flags bits
+_SLOT_NOT_ENCRYPTED = const(0xFE)
+_SLOT_PASSKEY_GIVEN = const(2)
+_SLOT_TOLD_REPAIR = const(4)
+_V_ADV_DUE = const(0)
+_V_ADV_FAILING = const(1)
+_V_FAILURES_SEEN = const(2)
+_V_PASSKEY = const(3)
+_V_PRIMARY = const(4)
+_V_REFUSED_WRITES = const(5)
+_V_N = const(6)
+
+
 class InsoleBLE:
     def __init__(self, ble, UUID, log, board_name, bonds=None, passkey=None, window=None):
         """passkey: the six digits centrals must enter (None: nobody can bond);
         window: a pairing.PairingWindow (app.py opens it once the insole runs), or
         None: no new bond is ever taken."""
+        self._v = v = array("i", [0] * _V_N)
         self._ble = ble
         self._log = log
         self._bonds = bonds  # bonds.Bonds, or None: nothing survives a reboot
-        self._passkey = passkey if type(passkey) is int and 0 <= passkey <= _PASSKEY_MAX \
+        v[_V_PASSKEY] = passkey if type(passkey) is int and 0 <= passkey <= _PASSKEY_MAX \
             else -1
         self.window = window
         # one slot per connection the stack can hold
-        self.link_conn = [-1] * MAX_LINKS  # connection handle, -1 when free
-        self.link_auth = [False] * MAX_LINKS  # encrypted with an authenticated key
-        self.link_enc = [False] * MAX_LINKS
+        self.link_conn = [-1] * _MAX_LINKS  # connection handle, -1 when free
+        self.link_auth = [False] * _MAX_LINKS  # encrypted with an authenticated key
+        # per slot: _SLOT_ENCRYPTED (encrypted, with any key), _SLOT_PASSKEY_GIVEN (this
+        # pairing got the passkey), _SLOT_TOLD_REPAIR (the re-pair line was logged)
+        self._slot_flags = bytearray(_MAX_LINKS)
         # changes each time the slot's link becomes authenticated: a new event stream
-        self.link_gen = [0] * MAX_LINKS
-        self._peer = [None] * MAX_LINKS  # store key of the central's identity address
-        self._passkey_given = [False] * MAX_LINKS  # this pairing got the passkey
-        self._told_repair = [False] * MAX_LINKS
-        self._primary = -1  # slot of the newest authenticated link
+        self.link_gen = [0] * _MAX_LINKS
+        self._peer = [None] * _MAX_LINKS  # store key of the central's identity address
+        v[_V_PRIMARY] = -1  # slot of the newest authenticated link
         self.ready = 0  # bit per slot: connected with an authenticated key
         self.nomem = 0  # ENOMEM refusals seen
         self.irq_errors = 0  # exceptions caught in the IRQ handler (saturates)
         # moves at every IRQ (wraps): the main loop serves the radio only when it
         # moved, or when it has something of its own to send
         self.changes = 0
-        self.refused_writes = 0  # Control writes of links without an authenticated key
+        # v[_V_REFUSED_WRITES]: Control writes of links without an authenticated key
         self.failed_pairings = 0  # since boot (saturates)
-        self._failures_seen = 0  # ... of which the window has been told
+        v[_V_FAILURES_SEEN] = 0  # ... of which the window has been told
         self._commands = []  # (data, conn, slot) waiting for the sampling loop
         self._held = []  # (sec_type, key, value) of a pairing not yet authenticated
         self._undo = []  # (slot, sec_type, key, old value) deleted by a pairing
         self._adv = None
-        self._adv_due = False  # advertising must (re)start: the main loop retries
-        self._adv_failing = False
+        v[_V_ADV_DUE] = False  # advertising must (re)start: the main loop retries
+        v[_V_ADV_FAILING] = False
         self.h_event = self.h_status = self.h_control = self.h_raw = -1
         self.h_rsc = self.h_battery = -1
         ble.irq(self._irq)  # before active(True): see the top of this file
@@ -162,14 +183,16 @@ class InsoleBLE:
     @property
     def conn(self):
         """Connection handle of the primary link, -1 when there is none."""
-        i = self._primary
+        v = self._v
+        i = v[_V_PRIMARY]
         return self.link_conn[i] if i >= 0 else -1
 
     @property
     def encrypted(self):
         """The primary link is encrypted with an authenticated key (it always is:
         only such a link becomes the primary)."""
-        i = self._primary
+        v = self._v
+        i = v[_V_PRIMARY]
         return i >= 0 and self.link_auth[i]
 
     def link_count(self):
@@ -185,16 +208,18 @@ class InsoleBLE:
 
     def _pick_primary(self):
         # the authenticated link that became so most recently (highest generation)
+        v = self._v
         best = -1
-        for i in range(MAX_LINKS):
+        for i in range(_MAX_LINKS):
             if self.link_ready(i) and (best < 0 or self.link_gen[i] > self.link_gen[best]):
                 best = i
-        self._primary = best
+        v[_V_PRIMARY] = best
 
     # ---- advertising ---------------------------------------------------------
     def set_name(self, name):
         """Advertise as name from the next advertising on."""
-        again = self._adv is not None and not self._adv_due
+        v = self._v
+        again = self._adv is not None and not v[_V_ADV_DUE]
         # advertising data structures (length, type, data): flags (LE general
         # discoverable, no BR/EDR), the name, the RSC service's 16-bit UUID 0x1814
         raw = name.encode()
@@ -208,20 +233,21 @@ class InsoleBLE:
         """Start advertising; True when the stack took it. When it did not (ENOMEM
         with every connection slot taken, say), flush() tries again while a slot is
         free."""
+        v = self._v
         if self._adv is None:
             return False  # no name yet: set_name() comes first
-        self._adv_due = True
-        if self.link_count() >= MAX_LINKS:
+        v[_V_ADV_DUE] = True
+        if self.link_count() >= _MAX_LINKS:
             return False  # the stack would refuse: no connection left to offer
         try:
             self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv, resp_data=self._resp)
         except OSError as e:
-            if not self._adv_failing:  # one line per outage, not one per retry
-                self._adv_failing = True
+            if not v[_V_ADV_FAILING]:  # one line per outage, not one per retry
+                v[_V_ADV_FAILING] = True
                 self._log("ble", "advertise %s" % e)
             return False
-        self._adv_due = False
-        self._adv_failing = False
+        v[_V_ADV_DUE] = False
+        v[_V_ADV_FAILING] = False
         return True
 
     def flush(self):
@@ -229,16 +255,17 @@ class InsoleBLE:
         nothing is pending): writes changed bonds to flash, tells the pairing window
         about failed pairings and the time, restarts advertising while a
         connection slot is free."""
+        v = self._v
         bonds = self._bonds
         if bonds is not None and bonds.dirty:
             bonds.flush()
         window = self.window
         if window is not None:
-            while self._failures_seen != self.failed_pairings:
-                self._failures_seen = (self._failures_seen + 1) & _COUNT_MAX
+            while v[_V_FAILURES_SEEN] != self.failed_pairings:
+                v[_V_FAILURES_SEEN] = (v[_V_FAILURES_SEEN] + 1) & _COUNT_MAX
                 window.failed()
             window.update()
-        if self._adv_due:
+        if v[_V_ADV_DUE]:
             self.advertise()
 
     # ---- the wearer's gestures (main loop) ------------------------------------
@@ -252,9 +279,9 @@ class InsoleBLE:
         self._undo = []
         if self._bonds is not None:
             self._bonds.forget_all()
-        for i in range(MAX_LINKS):
+        for i in range(_MAX_LINKS):
             c = self.link_conn[i]
-            if c >= 0 and self.link_enc[i]:
+            if c >= 0 and self._slot_flags[i] & _SLOT_ENCRYPTED:
                 try:
                     self._ble.gap_disconnect(c)
                 except OSError:
@@ -282,7 +309,7 @@ class InsoleBLE:
         """The slot of connection handle conn, or -1."""
         if conn < 0:
             return -1
-        for i in range(MAX_LINKS):
+        for i in range(_MAX_LINKS):
             if self.link_conn[i] == conn:
                 return i
         return -1
@@ -331,20 +358,19 @@ class InsoleBLE:
         self.link_conn[slot] = conn
         self.link_auth[slot] = False
         self.ready &= ~(1 << slot)
-        self.link_enc[slot] = False
+        self._slot_flags[slot] = 0
         self._peer[slot] = _store_key(addr_type, addr)
-        self._passkey_given[slot] = False
-        self._told_repair[slot] = False
         self._log("ble", "connect %d" % conn)
         self.advertise()  # a connection ends advertising: on again while a slot is free
 
     def _slot_free(self):
-        for i in range(MAX_LINKS):
+        for i in range(_MAX_LINKS):
             if self.link_conn[i] < 0:
                 return i
         return -1
 
     def _disconnected(self, conn):
+        v = self._v
         slot = self._slot(conn)
         if conn < 0:
             return
@@ -355,9 +381,9 @@ class InsoleBLE:
         self.link_conn[slot] = -1
         self.link_auth[slot] = False
         self.ready &= ~(1 << slot)
-        self.link_enc[slot] = False
+        self._slot_flags[slot] &= _SLOT_NOT_ENCRYPTED
         self._peer[slot] = None
-        if slot == self._primary:
+        if slot == v[_V_PRIMARY]:
             self._pick_primary()
         self.advertise()
 
@@ -368,8 +394,8 @@ class InsoleBLE:
         if not self.link_auth[slot]:
             # the stack refuses such writes already (_FLAG_WRITE_AUTHENTICATED); one
             # that gets past it changes nothing and gets no answer
-            if self.refused_writes < _COUNT_MAX:
-                self.refused_writes += 1
+            if self._v[_V_REFUSED_WRITES] < _COUNT_MAX:
+                self._v[_V_REFUSED_WRITES] += 1
             self._log("ble", "control write of conn %d refused: not authenticated"
                       % self.link_conn[slot])
             return
@@ -377,7 +403,7 @@ class InsoleBLE:
             self._commands.append((bytes(value), self.link_conn[slot], slot))
         else:
             self.notify_link(slot, self.h_control,
-                             bytes((value[0] if value else 0, P.ERR_BUSY)))
+                             bytes((value[0] if value else 0, _ERR_BUSY)))
 
     def _read_request(self, conn, handle):
         if handle != self.h_status or conn == _NO_CONN:
@@ -388,14 +414,15 @@ class InsoleBLE:
         return 0
 
     def _passkey_action(self, conn, action):
+        v = self._v
         slot = self._slot(conn)
         ble = self._ble
-        if action == _PASSKEY_ACTION_DISPLAY and slot >= 0 and self._passkey >= 0 \
+        if action == _PASSKEY_ACTION_DISPLAY and slot >= 0 and v[_V_PASSKEY] >= 0 \
                 and self.window is not None and self.window.open:
             try:
                 # modbluetooth_nimble.c mp_bluetooth_gap_passkey -> ble_sm_inject_io
-                ble.gap_passkey(conn, action, self._passkey)
-                self._passkey_given[slot] = True  # the outcome is logged with it
+                ble.gap_passkey(conn, action, v[_V_PASSKEY])
+                self._slot_flags[slot] |= _SLOT_PASSKEY_GIVEN  # the outcome is logged with it
                 return
             except OSError as e:
                 self._log("pair", "passkey %s" % e)
@@ -412,12 +439,13 @@ class InsoleBLE:
             pass
 
     def _encryption(self, slot, encrypted, authenticated, bonded, key_size):
+        vs = self._v
         if slot < 0:
             return
         auth = encrypted and authenticated
         if self._held:
             # the end of a pairing: its keys were stored just before this IRQ
-            if auth and self._passkey_given[slot]:
+            if auth and self._slot_flags[slot] & _SLOT_PASSKEY_GIVEN:
                 for t, k, v in self._held:
                     self._keep(t, k, v)
                 self._held = []
@@ -434,23 +462,23 @@ class InsoleBLE:
             n = self.failed_pairings
             if n < _COUNT_MAX:
                 self.failed_pairings = n + 1
-        self._passkey_given[slot] = False
+        flags = self._slot_flags[slot] & _SLOT_TOLD_REPAIR  # passkey and encryption anew
+        self._slot_flags[slot] = flags | _SLOT_ENCRYPTED if encrypted else flags
         was = self.link_auth[slot]
-        self.link_enc[slot] = encrypted
         self.link_auth[slot] = auth
         if auth:
             self.ready |= 1 << slot
         else:
             self.ready &= ~(1 << slot)
         self._log("ble", "encrypted %d bonded %d auth %d" % (encrypted, bonded, auth))
-        if encrypted and not auth and bonded and not self._told_repair[slot]:
-            self._told_repair[slot] = True
+        if encrypted and not auth and bonded and not self._slot_flags[slot] & _SLOT_TOLD_REPAIR:
+            self._slot_flags[slot] |= _SLOT_TOLD_REPAIR
             self._log("pair", "conn %d: its bond has no passkey (made before passkey "
                       "pairing): re-pair once with the passkey" % self.link_conn[slot])
         if auth and not was:
             self.link_gen[slot] = (self.link_gen[slot] + 1) & _COUNT_MAX
-            self._primary = slot
-        elif was and not auth and slot == self._primary:
+            vs[_V_PRIMARY] = slot
+        elif was and not auth and slot == vs[_V_PRIMARY]:
             self._pick_primary()
 
     def _keep(self, sec_type, key, value):
@@ -514,7 +542,7 @@ class InsoleBLE:
         return bool(bonds.set(sec_type, key, value))
 
     def _slot_of_peer(self, key):
-        for i in range(MAX_LINKS):
+        for i in range(_MAX_LINKS):
             if self.link_conn[i] >= 0 and self._peer[i] == key:
                 return i
         return -1
@@ -535,17 +563,17 @@ class InsoleBLE:
         NO_LINK, NO_MEMORY or FAILED."""
         conn = self.link_conn[slot]
         if conn < 0 or not self.link_auth[slot]:
-            return NO_LINK
+            return _NO_LINK
         try:
             self._ble.gatts_notify(conn, handle, data)
         except OSError as e:
             if e.args[0] == _ENOMEM:
                 if self.nomem < _U16:
                     self.nomem += 1
-                return NO_MEMORY
+                return _NO_MEMORY
             self._log("ble", "notify %s" % e)
-            return FAILED
-        return SENT
+            return _FAILED
+        return _SENT
 
     def reply_link(self, slot, data):
         return self.notify_link(slot, self.h_control, data)
@@ -558,7 +586,7 @@ class InsoleBLE:
         try:
             if handle == self.h_status:
                 ble.gatts_write(handle, data)
-                for i in range(MAX_LINKS):
+                for i in range(_MAX_LINKS):
                     if self.link_conn[i] >= 0 and self.link_auth[i]:
                         self.notify_link(i, handle, data)
             else:

@@ -40,30 +40,30 @@ except ImportError:  # CPython
 
 import lazy
 
-SEC_OUR = const(1)  # BLE_STORE_OBJ_TYPE_OUR_SEC
-SEC_PEER = const(2)  # BLE_STORE_OBJ_TYPE_PEER_SEC
-SEC_OUR_IRK = const(10)  # SECRET_TYPE_OUR_IRK
-OUR_IRK_KEY = b"irk"
+_SEC_OUR = const(1)  # BLE_STORE_OBJ_TYPE_OUR_SEC
+_SEC_PEER = const(2)  # BLE_STORE_OBJ_TYPE_PEER_SEC
+_SEC_OUR_IRK = const(10)  # SECRET_TYPE_OUR_IRK
+_OUR_IRK_KEY = const(b"irk")
 
 _MAX_PEERS = const(4)
 _MAX_ENTRIES = const(2 * _MAX_PEERS + 1)  # our and the peer's keys per bond, and the IRK
-KEY_MAX = const(32)  # a ble_addr_t is 7 bytes; the virtual board's peer names ~20
-VALUE_MAX = const(768)  # ble_store_value_sec < 100 bytes; the virtual board's JSON ~700
+_KEY_MAX = const(32)  # a ble_addr_t is 7 bytes; the virtual board's peer names ~20
+_VALUE_MAX = const(768)  # ble_store_value_sec < 100 bytes; the virtual board's JSON ~700
 # a file row: [10, "<hex key>", "<hex value>"] and its separator
-_ROW_MAX = const(2 * (KEY_MAX + VALUE_MAX) + 16)
-FILE_MAX = const(_MAX_ENTRIES * _ROW_MAX + 2)
+_ROW_MAX = const(2 * (_KEY_MAX + _VALUE_MAX) + 16)
+_FILE_MAX = const(_MAX_ENTRIES * _ROW_MAX + 2)
 _BUFFERS = (bytes, bytearray, memoryview)  # what the binding passes as keys and values
 
 
 def is_own_irk(sec_type, key):
-    return sec_type == SEC_OUR_IRK and key == OUR_IRK_KEY
+    return sec_type == _SEC_OUR_IRK and key == _OUR_IRK_KEY
 
 
 def entry_ok(sec_type, key, value):
     """True for an entry the store keeps (key and value as bytes)."""
-    if not 0 < len(key) <= KEY_MAX or not 0 < len(value) <= VALUE_MAX:
+    if not 0 < len(key) <= _KEY_MAX or not 0 < len(value) <= _VALUE_MAX:
         return False
-    return sec_type in (SEC_OUR, SEC_PEER) or is_own_irk(sec_type, key)
+    return sec_type in (_SEC_OUR, _SEC_PEER) or is_own_irk(sec_type, key)
 
 
 def _peers(entries):

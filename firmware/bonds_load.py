@@ -1,11 +1,24 @@
 # The bond file (bonds.py): read at boot, written when the table changed. Imported
 # for that and dropped after (lazy.py), with config.py's file code under it, so none
 # of it stays in RAM while the insole runs. Main loop and boot only.
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]  # the stub's signature is generic
+        return x
+
+
 import binascii
 import json
 
-from bonds import FILE_MAX, KEY_MAX, VALUE_MAX, entry_ok, stored
+from bonds import entry_ok, stored
 from config import StateFile
+
+# bonds.py's constants, private here (tests/test_firmware_units.py checks the copies)
+_FILE_MAX = const(14546)  # bonds._FILE_MAX: every row of a full table
+_KEY_MAX = const(32)  # a ble_addr_t is 7 bytes; the virtual board's peer names ~20
+_VALUE_MAX = const(768)  # ble_store_value_sec < 100 bytes; the virtual board's JSON ~700
 
 
 def parse_rows(rows):
@@ -18,7 +31,7 @@ def parse_rows(rows):
         t, k, v = row
         if type(t) is not int or not isinstance(k, str) or not isinstance(v, str):
             return None, "wrong types"
-        if len(k) > 2 * KEY_MAX or len(v) > 2 * VALUE_MAX:
+        if len(k) > 2 * _KEY_MAX or len(v) > 2 * _VALUE_MAX:
             return None, "too long"
         try:
             key = binascii.unhexlify(k)
@@ -35,7 +48,7 @@ def load(bonds):
     """(table, dirty) from bonds' file: an empty table when there is none or it
     cannot be used (logged once, the file renamed aside); dirty when the table must
     be written back (trimmed, or found in the .tmp)."""
-    f = StateFile(bonds.path, FILE_MAX, bonds._fs, bonds._opener)
+    f = StateFile(bonds.path, _FILE_MAX, bonds._fs, bonds._opener)
     entries: list = []
     dirty = False
     rows = f.load(list)
@@ -55,4 +68,4 @@ def save(bonds, entries):
     """Write entries to bonds' file (raises OSError when the flash refuses)."""
     rows = [[t, binascii.hexlify(k).decode(), binascii.hexlify(v).decode()]
             for t, k, v in entries]
-    StateFile(bonds.path, FILE_MAX, bonds._fs, bonds._opener).save(json.dumps(rows))
+    StateFile(bonds.path, _FILE_MAX, bonds._fs, bonds._opener).save(json.dumps(rows))

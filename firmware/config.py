@@ -26,7 +26,14 @@ except ImportError:  # CPython
 
 
 from control_wire import name_ok
-from protocol import NAME_MAX, RATE_MAX, RATE_MIN, STRIDE_MAX, STRIDE_MIN
+
+# protocol.py's constants, private here (no name, no lookup on the insole;
+# tests/test_firmware_units.py checks every copy against protocol.py's)
+_NAME_MAX = const(12)
+_RATE_MAX = const(400)
+_RATE_MIN = const(50)
+_STRIDE_MAX = const(300)
+_STRIDE_MIN = const(30)
 
 # zero: the unloaded ADC levels (heel, arch, forefoot) from the last zero-calibrate,
 # or None before the first one. passkey: the six digits a central must enter to
@@ -34,12 +41,12 @@ from protocol import NAME_MAX, RATE_MAX, RATE_MIN, STRIDE_MAX, STRIDE_MIN
 DEFAULTS = {"side": "L", "name": "Insole", "rate_hz": 100, "stride_cm": 140, "zero": None,
             "passkey": None}
 # DEFAULTS' keys in a fixed order
-FIELDS = ("side", "name", "rate_hz", "stride_cm", "zero", "passkey")
+_FIELDS = const(("side", "name", "rate_hz", "stride_cm", "zero", "passkey"))
 _U16_MAX = const(65535)
-PASSKEY_MAX = const(999999)  # six decimal digits (NimBLE ble_sm_inject_io refuses more)
+_PASSKEY_MAX = const(999999)  # six decimal digits (NimBLE ble_sm_inject_io refuses more)
 _PASSKEY_BITS = const(0xFFFFF)  # 20 random bits per draw: 1048575 >= PASSKEY_MAX
 # A saved config is about 130 bytes; the rest is room for a hand-edited file.
-CONFIG_MAX = const(512)
+_CONFIG_MAX = const(512)
 _JSON_MAX = const(16384)  # read_json()'s cap for callers that give none
 
 # os.stat() st_mode file types, as MicroPython's VFS reports them
@@ -56,10 +63,10 @@ def valid(key, value):
         return value in ("L", "R")
     if key == "name":
         # printable ASCII only, as a Control write of a name (protocol.decode_command)
-        return (isinstance(value, str) and len(value) <= NAME_MAX
+        return (isinstance(value, str) and len(value) <= _NAME_MAX
                 and all(" " <= c <= "~" for c in value) and name_ok(value))
     if key == "passkey":
-        return value is None or (type(value) is int and 0 <= value <= PASSKEY_MAX)
+        return value is None or (type(value) is int and 0 <= value <= _PASSKEY_MAX)
     if key == "zero":
         if value is None:
             return True
@@ -69,9 +76,9 @@ def valid(key, value):
     if type(value) is not int:
         return False
     if key == "rate_hz":
-        return RATE_MIN <= value <= RATE_MAX
+        return _RATE_MIN <= value <= _RATE_MAX
     if key == "stride_cm":
-        return STRIDE_MIN <= value <= STRIDE_MAX
+        return _STRIDE_MIN <= value <= _STRIDE_MAX
     return False
 
 
@@ -84,7 +91,7 @@ def new_passkey(urandom=None):
     while True:
         b = rand(3)
         value = (b[0] | (b[1] << 8) | (b[2] << 16)) & _PASSKEY_BITS
-        if 0 < value <= PASSKEY_MAX:
+        if 0 < value <= _PASSKEY_MAX:
             return value
 
 
@@ -141,7 +148,7 @@ def read_state(path, limit, shape, fs=os, opener=open):
             return None, None
         return None, "stat error %d" % _errno(e)
     except Exception as e:
-        return None, "stat: %s" % type(e).__name__
+        return None, "%s: %s" % ("stat", type(e).__name__)
     try:
         kind = st[0] & _S_IFMT
         if kind == _S_IFDIR:
@@ -151,13 +158,13 @@ def read_state(path, limit, shape, fs=os, opener=open):
         if st[6] > limit:
             return None, "over %d bytes" % limit
     except Exception as e:
-        return None, "stat: %s" % type(e).__name__
+        return None, "%s: %s" % ("stat", type(e).__name__)
     try:
         f = opener(path, "rb")
     except OSError as e:
         return None, "open error %d" % _errno(e)
     except Exception as e:
-        return None, "open: %s" % type(e).__name__
+        return None, "%s: %s" % ("open", type(e).__name__)
     try:
         try:
             raw = f.read(limit + 1)  # one byte more tells a file that grew past stat's size
@@ -166,7 +173,7 @@ def read_state(path, limit, shape, fs=os, opener=open):
     except OSError as e:
         return None, "read error %d" % _errno(e)
     except Exception as e:
-        return None, "read: %s" % type(e).__name__
+        return None, "%s: %s" % ("read", type(e).__name__)
     try:
         if raw is None or len(raw) > limit:
             return None, "over %d bytes" % limit
@@ -240,7 +247,7 @@ class ConfigStore:
     def __init__(self, path, log, fs=os, opener=open):
         self.path = path
         self._log = log
-        self._file = StateFile(path, CONFIG_MAX, fs, opener)
+        self._file = StateFile(path, _CONFIG_MAX, fs, opener)
 
     def load(self):
         """A complete, valid config dict: defaults where the file is missing or
@@ -250,7 +257,7 @@ class ConfigStore:
             data = self._file.load(dict)
             bad = []
             if data is not None:
-                for key in FIELDS:
+                for key in _FIELDS:
                     if key in data:
                         if valid(key, data[key]):
                             cfg[key] = data[key]

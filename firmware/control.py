@@ -15,10 +15,31 @@ except ImportError:  # CPython
         return x
 
 
-import control_wire as W
+import control_wire
 import modes
-import protocol as P
 from device import MAX_RATE_HZ
+
+# protocol.py's constants, private here (no name, no lookup on the insole;
+# tests/test_firmware_units.py checks every copy against protocol.py's)
+_ERR_NOT_YET = const(0x09)  # backfill: the first event asked for has not been made yet
+_ERR_OK = const(0x00)
+_ERR_PARTIAL = const(0x07)  # backfill: the oldest wanted events are gone
+_ERR_STORAGE = const(0x06)
+_ERR_TOO_FAST = const(0x0A)  # SET_RATE, SET_MODE: the mode cannot hold that sample rate
+_OP_BACKFILL = const(0x08)  # u16 low bits, or u32 (29 bits), of the first event wanted
+_OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, name
+_OP_GET_JOURNAL = const(0x0B)  # reply data: head, oldest held, days dropped, journal bytes
+_OP_RAW_START = const(0x06)
+_OP_RAW_STOP = const(0x07)
+_OP_SET_MODE = const(0x09)  # u8 mode + mode arguments (exercise modes, reserved)
+_OP_SET_NAME = const(0x02)  # 1..NAME_MAX ASCII bytes: advertised name prefix
+_OP_SET_RATE = const(0x03)  # u16 sample rate, Hz
+_OP_SET_SIDE = const(0x01)  # u8 side (0 left, 1 right)
+_OP_SET_STRIDE = const(0x04)  # u16 stride length, cm
+_OP_ZERO = const(0x05)  # zero-calibrate (insole unloaded)
+_SEQ_MASK = const(0xFFFF)  # the packet carries the low 16 bits of the event sequence
+_SIDE_LEFT = const(0)
+_SIDE_RIGHT = const(1)
 
 _SEQ29 = const(0x1FFFFFFF)  # ring.SEQ_MASK: sequence numbers run on 2**29
 _HOLE_SCAN = const(128)  # numbers a BACKFILL looks past for its first event, at most
@@ -26,51 +47,51 @@ _HOLE_SCAN = const(128)  # numbers a BACKFILL looks past for its first event, at
 
 def command(dev, data):
     """Carry out one Control write of an authenticated link; returns the reply."""
-    op, err, value = W.parse_command(data)
-    if err != P.ERR_OK:
+    op, err, value = control_wire.parse_command(data)
+    if err != _ERR_OK:
         return bytes((op, err))
     buf = dev._reply_buf
-    if op == P.OP_BACKFILL:
+    if op == _OP_BACKFILL:
         return backfill(dev, value, len(data) == 5)
-    if op == P.OP_GET_JOURNAL:
+    if op == _OP_GET_JOURNAL:
         j = dev.journal
         dropped = size = 0
         if j is not None:
             dropped = j.dropped
             size = j.size_bytes
-        n = W.pack_journal_reply(buf, dev.ring.head, dev._oldest_held(), dropped, size)
+        n = control_wire.pack_journal_reply(buf, dev.ring.head, dev._oldest_held(), dropped, size)
         return bytes(buf[:n])
     cfg = dev.cfg
-    if op == P.OP_GET_CONFIG:
-        side = P.SIDE_RIGHT if cfg["side"] == "R" else P.SIDE_LEFT
-        n = W.pack_config_reply(buf, side, cfg["rate_hz"], cfg["stride_cm"], cfg["name"])
+    if op == _OP_GET_CONFIG:
+        side = _SIDE_RIGHT if cfg["side"] == "R" else _SIDE_LEFT
+        n = control_wire.pack_config_reply(buf, side, cfg["rate_hz"], cfg["stride_cm"], cfg["name"])
         return bytes(buf[:n])
-    if op == P.OP_SET_SIDE:
-        err = change(dev, "side", "R" if value == P.SIDE_RIGHT else "L")
-    elif op == P.OP_SET_NAME:
+    if op == _OP_SET_SIDE:
+        err = change(dev, "side", "R" if value == _SIDE_RIGHT else "L")
+    elif op == _OP_SET_NAME:
         err = change(dev, "name", value)
-    elif op == P.OP_SET_RATE:
+    elif op == _OP_SET_RATE:
         if value > MAX_RATE_HZ[dev.mode]:
-            err = P.ERR_TOO_FAST
+            err = _ERR_TOO_FAST
         else:
             err = change(dev, "rate_hz", value)
-        if err == P.ERR_OK:
+        if err == _ERR_OK:
             modes.restart_detector(dev)
-    elif op == P.OP_SET_STRIDE:
+    elif op == _OP_SET_STRIDE:
         err = change(dev, "stride_cm", value)
-    elif op == P.OP_ZERO:
+    elif op == _OP_ZERO:
         # kept in the config, so the zero survives a reboot and a re-flash
         dev.det.zero()
         err = change(dev, "zero", list(dev.det.zero_levels()))
-    elif op == P.OP_RAW_START:
+    elif op == _OP_RAW_START:
         dev._raw_start()
-    elif op == P.OP_RAW_STOP:
+    elif op == _OP_RAW_STOP:
         if dev._raw_link == dev._slot:
             dev.raw_on = False
             dev._raw_link = -1
-    elif op == P.OP_SET_MODE:
+    elif op == _OP_SET_MODE:
         if cfg["rate_hz"] > MAX_RATE_HZ[value[0]]:
-            err = P.ERR_TOO_FAST
+            err = _ERR_TOO_FAST
         else:
             err = modes.set_mode(dev, value)
     dev._log("cmd", "%d -> %d" % (op, err))
@@ -82,34 +103,35 @@ def change(dev, key, value):
     new = dict(dev.cfg)
     new[key] = value
     if not dev._store.save(new):
-        return P.ERR_STORAGE
+        return _ERR_STORAGE
     dev.cfg = new
     if key in ("side", "name"):
         dev.ble.set_name(dev.adv_name())  # advertised at once while advertising
-    return P.ERR_OK
+    return _ERR_OK
 
 
 def backfill(dev, first, wide=False):
-    """Replay from the event numbered first: its low 16 bits (see W.backfill_ahead
+    """Replay from the event numbered first: its low 16 bits (see control_wire.backfill_ahead
     for which values lie ahead of the head) or, wide, the whole 29-bit number.
     Returns the reply."""
     ring = dev.ring
     head = ring.head
     buf = dev._reply_buf
-    if W.backfill_ahead_29(first, head) if wide else W.backfill_ahead(first, head):
+    ahead = control_wire.backfill_ahead_29 if wide else control_wire.backfill_ahead
+    if ahead(first, head):
         # not made yet (a central that outran a reboot, or a wrong number): replay
         # nothing and tell the central where the insole is
-        n = W.pack_backfill_reply(buf, P.ERR_NOT_YET, head, 0, wide)
+        n = control_wire.pack_backfill_reply(buf, _ERR_NOT_YET, head, 0, wide)
         return bytes(buf[:n])
     if wide:
         back = (head - first) & _SEQ29
     else:
-        back = (head - first) & P.SEQ_MASK  # 0..32768 events behind the head
+        back = (head - first) & _SEQ_MASK  # 0..32768 events behind the head
     held = ring.behind(dev._oldest_held())
-    err = P.ERR_OK
+    err = _ERR_OK
     if back > held:
         back = held
-        err = P.ERR_PARTIAL
+        err = _ERR_PARTIAL
     first = (head - back) & _SEQ29
     if dev.journal is not None and back and not ring.held(first):
         start = first
@@ -118,9 +140,9 @@ def backfill(dev, first, wide=False):
             # the numbers asked for first hold nothing (skipped at a reboot, lost
             # in a power cut, refused by a failing flash): say they are gone
             back = ring.behind(first)
-            err = P.ERR_PARTIAL
+            err = _ERR_PARTIAL
     dev._tx_at[dev._slot] = first  # the asking central's stream
-    n = W.pack_backfill_reply(buf, err, first, back, wide)
+    n = control_wire.pack_backfill_reply(buf, err, first, back, wide)
     return bytes(buf[:n])
 
 

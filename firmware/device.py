@@ -40,18 +40,46 @@ from array import array
 
 import lazy
 import protocol as P
-from ble_insole import MAX_LINKS, NO_MEMORY, SENT
 from gait import EV_STEP, EV_STRIKE, GaitDetector
-from pairing import GESTURE_FORGET, GESTURE_PAIR, TapGesture
-from ring import SEQ_MASK as _SEQ29
+from pairing import TapGesture
 from ring import EventRing
 from sampler import Sampler
+
+# Other modules' constants, private copies here: a const() imported from a module is
+# a global, an interned name and a dictionary lookup per use; a private one is
+# neither (tests/test_firmware_units.py checks every copy against its module's)
+_ERR_NOT_ENCRYPTED = const(0x04)  # protocol.py
+_ERR_NO_MEMORY = const(0x0B)
+_EVENT_SIZE = const(20)
+_MODE_WALK = const(0)
+_RAW_SIZE = const(20)
+_REPLY_MAX = const(20)
+_RSC_SIZE = const(10)
+_SIDE_LEFT = const(0)
+_SIDE_RIGHT = const(1)
+_STATUS_SIZE = const(20)
+_MAX_LINKS = const(4)  # ble_insole.py: link slots
+_SENT = const(0)  # ... ble.notify_link() and reply_link() results
+_NO_MEMORY = const(2)
+_GESTURE_PAIR = const(1)  # pairing.py: TapGesture.feed() results
+_GESTURE_FORGET = const(2)
+_SEQ29 = const(0x1FFFFFFF)  # ring.py: sequence numbers run on 2**29
+_MAINS_UP_TO_HZ = const(60)  # mains.py: rates whose samples average four reads
 
 _BURST = const(4)  # notifications per sample at most, per queue
 _RAW_QUEUE = const(16)  # raw packets waiting for the radio (a power of two: masked)
 _RAW_PER_PACKET = const(3)  # protocol.RAW_PER_PACKET
 _GESTURE_N = const(0)  # Insole._counts: samples since the gesture was last fed
 _RAW_AT = const(1)  # ... where the next raw sample goes in its packet, in u16s
+_DIST_CM = const(2)  # ... the RSC total distance, cm (saturates)
+_LAST_STEP_MS = const(3)  # ... the detector's clock at the last step
+_DUE = const(4)  # ... service() has work waiting (1) or may be skipped (0)
+_BLE_SEEN = const(5)  # ... ble.changes at the last service()
+_STATUS_S = const(6)  # ... uptime_s of the last once-a-second work
+_GESTURE_STEP = const(7)  # ... the gesture is fed every this many samples
+_OWED = const(8)  # ... Control replies waiting for a buffer
+_J_CHECK = const(9)  # ... ask the journal whether its batch is due
+_J_OLDEST = const(10)  # ... journal.oldest_seq, read after each write (it loops)
 _RAW_LAST = const(1 + 3 * (_RAW_PER_PACKET - 1))  # a packet's last sample, in u16s
 _LITTLE_ENDIAN = sys.byteorder == "little"  # an array("H") holds the protocol's order
 _BATTERY_EVERY_S = const(10)
@@ -63,15 +91,19 @@ _MS_MASK = const(0x1FFFFFFF)  # detector ms clock
 _S_MASK = const(0x1FFFFFFF)  # sampler uptime_s wraps here
 _COUNT_MAX = const(0x1FFFFFFF)  # saturating counters stop here
 _BATT_MAX_MV = const(0xFFFF)
+_LOGGED_LOST = const(0)  # Insole._logged: the lost total last logged
+_LOGGED_RAW_LOST = const(1)  # ... the raw_lost total last logged
+_LOGGED_LOST_S = const(2)  # ... uptime of the last loss line
+_LOGGED_BATTERY_S = const(3)  # ... uptime of the last battery line
 _LOST_LOG_EVERY_S = const(10)  # "ring lost" line at most this often
 _BATTERY_LOG_EVERY_S = const(60)  # "battery failed" line at most this often
 _EV_LAST = const(64)  # the exercise counters' highest event bit (exbase.EV_COACH)
-RING_CAPACITY = const(1024)  # events held in RAM for delivery and BACKFILL, no journal
+_RING_CAPACITY = const(1024)  # events held in RAM for delivery and BACKFILL, no journal
 # With a journal on flash the ring only bridges the radio: events waiting for NimBLE
 # buffers and a reconnect's recent past without a flash read. 128 events are about 40 s
 # of walking (three events a step), past a supervision timeout and the reconnect after
 # it, in one 2.5 KB block; anything older comes from the journal.
-RING_CAPACITY_JOURNAL = const(128)
+_RING_CAPACITY_JOURNAL = const(128)
 _HALF29 = const(0x10000000)  # a sequence difference this large runs backwards
 # Status flags (docs/PROTOCOL.md, "Status"): bit 0 the right insole, then these
 _STATUS_RAW = const(0x02)  # raw streaming on
@@ -90,11 +122,19 @@ class Insole:
     def __init__(self, adcs, ble, store, cfg, log, clock, uid_suffix, board_name="",
                  battery_mv=None, led=None, wdt=None, finished=None,
                  ring_capacity=None, journal=None):
-        self._adc_h, self._adc_a, self._adc_f = adcs
+        # the device's integer state (_GESTURE_N ...), one array: a store to an
+        # attribute of a class with properties looks the name up in the class first
+        # (MicroPython's py/objtype.c mp_obj_instance_store_attr), an array store does
+        # not, and each attribute name is interned for good. The attribute table grows
+        # only when full (py/map.c mp_map_lookup, sizes 47, 59, 73): a full one makes
+        # every method call on self scan all of it, so the count stays well below one
+        # of those sizes (tests/test_budget.py checks it)
+        self._counts = array("i", [0, 1, 0, 0, 1, -1, -1, 1, 0, 0, 0])
+        self.adcs = adcs  # heel, arch, forefoot
         # bound once: a method looked up at every read costs the loop a third more
-        self._read_h = self._adc_h.read_u16
-        self._read_a = self._adc_a.read_u16
-        self._read_f = self._adc_f.read_u16
+        self._read_h = adcs[0].read_u16
+        self._read_a = adcs[1].read_u16
+        self._read_f = adcs[2].read_u16
         self.ble = ble
         self._store = store
         self.cfg = cfg
@@ -108,58 +148,51 @@ class Insole:
         self.wdt = wdt
         self._finished = finished
         self.sampler = Sampler(cfg["rate_hz"], clock)
+        if cfg["rate_hz"] <= _MAINS_UP_TO_HZ:
+            lazy.run("modes", "bind_reads", self)  # four reads over a mains period
         log.clock = self.sampler
         self.det = self._new_detector()
-        self.mode = P.MODE_WALK
-        self._mode_args = (P.MODE_WALK, 0, 0, 0)  # SET_MODE's parsed arguments
+        self.mode = _MODE_WALK
+        self._mode_args = (_MODE_WALK, 0, 0, 0)  # SET_MODE's parsed arguments
         self.ex = None  # the exercise counter while an exercise mode is on
-        self._counter_mode = P.MODE_WALK  # mode whose counter module is loaded
+        self._counter_mode = _MODE_WALK  # mode whose counter module is loaded
         self._counter_modules = []  # what importing it added to sys.modules
         self._step_base = 0  # steps of earlier detectors (rate changes)
         if ring_capacity is None:
             # a journal that could not open keeps nothing: the ring is the store again
             with_journal = journal is not None and journal.usable
-            ring_capacity = RING_CAPACITY_JOURNAL if with_journal else RING_CAPACITY
+            ring_capacity = _RING_CAPACITY_JOURNAL if with_journal else _RING_CAPACITY
         ring = self.ring = EventRing(ring_capacity)
         # the journal (journal.py, optional) keeps every event on flash: numbers carry
         # on from it, and an event the ring has dropped is read back from it
         self.journal = journal
         self._jbits = bytearray(ring_capacity // 8)  # per ring slot: journaled
-        self._j_oldest = 0  # journal.oldest_seq, read after each write (it loops)
-        self._j_check = False  # ask the journal whether its batch is due
         if journal is not None:
             ring.head = journal.next_seq
             self._step_base = journal.last_step
-            self._j_oldest = journal.oldest_seq
-        self._pkt = bytearray(P.EVENT_SIZE)  # event being built
-        self._tx = bytearray(P.EVENT_SIZE)  # event being notified
+            self._counts[_J_OLDEST] = journal.oldest_seq
+        self._pkt = bytearray(_EVENT_SIZE)  # event being built
+        self._tx = bytearray(_EVENT_SIZE)  # event being notified
         # per link slot: next event sequence number to notify (2**29 clock), and the
         # ble.link_gen it was set for (a new authenticated central: a new stream)
-        self._tx_at = array("i", [ring.head] * MAX_LINKS)
-        self._gen = array("i", [0] * MAX_LINKS)
+        self._tx_at = array("i", [ring.head] * _MAX_LINKS)
+        self._gen = array("i", [0] * _MAX_LINKS)
         self._slot = 0  # the slot whose command is being answered
         # sequence number after the newest delivered event, never older than the oldest
         # held one (ring or journal): the events from here to the head are undelivered
         self._delivered = ring.head
         self.lost = 0  # undelivered events no longer held anywhere (saturates)
-        self._lost_logged = 0
-        self._lost_log_s = -_LOST_LOG_EVERY_S  # uptime of the last loss lines
-        self._replies = [None] * MAX_LINKS  # per slot: a Control reply still to be sent
-        self._reply_buf = bytearray(P.REPLY_MAX)
-        # the wearer's pairing gesture, counted on every _gesture_step-th sample
+        # what the loss and battery lines last told, and when (uptime_s), in one
+        # array: fewer attribute names (each one interned for good)
+        self._logged = array("i", [0, 0, -_LOST_LOG_EVERY_S, -_BATTERY_LOG_EVERY_S])
+        self._replies = [None] * _MAX_LINKS  # per slot: a Control reply still to be sent
+        self._reply_buf = bytearray(_REPLY_MAX)
+        # the wearer's pairing gesture, counted on every _GESTURE_STEP-th sample
         # (about 50 Hz: taps last tens of ms, and this runs in the hot path)
-        self._gesture_step = 1
-        # the loop's per-sample counters, in an array: a store to an attribute of a
-        # class with properties looks the name up in the class first (MicroPython's
-        # py/objtype.c mp_obj_instance_store_attr), an array store does not
-        self._counts = array("i", [0, 1])  # _GESTURE_N, _RAW_AT
         self.gesture = TapGesture(self._gesture_rate(cfg["rate_hz"]))
-        self._owed = 0  # Control replies waiting for a buffer
-        # sample() calls service() only when something may be waiting for it: _due
+        # sample() calls service() only when something may be waiting for it: _DUE
         # (set by whatever leaves work behind: an event, a raw packet, a reply the
         # stack refused), a second gone, or ble.changes moved (the IRQ handler)
-        self._due = True
-        self._ble_seen = -1  # ble.changes at the last service()
         self.raw_on = False
         self._raw_link = -1  # the slot that started the raw stream
         self._raw: list = []  # the packet queue, made by the first RAW_START (_raw_start)
@@ -167,16 +200,11 @@ class Insole:
         self._raw_queued = 0  # complete packets waiting, 0.._RAW_QUEUE-1
         self._raw_fill = array("H")  # that packet (the queue's, from _raw_start)
         self.raw_lost = 0  # saturates at 0xFFFF
-        self._raw_lost_logged = 0
-        self._status = bytearray(P.STATUS_SIZE)
-        self._status_s = -1
+        self._status = bytearray(_STATUS_SIZE)
         self._battery_mv = 0  # the last good reading
         self._battery = bytearray(1)
         self.battery_errors = 0  # failed battery reads (saturates)
-        self._battery_log_s = -_BATTERY_LOG_EVERY_S
-        self._rsc = bytearray(P.RSC_SIZE)
-        self._dist_cm = 0
-        self._last_step_ms = 0
+        self._rsc = bytearray(_RSC_SIZE)
         self._moving = False
         self.ble.set_name(self.adv_name())
         if journal is not None:
@@ -252,7 +280,7 @@ class Insole:
         while clock.ticks_diff(end, clock.ticks_ms()) > 0:
             if self.wdt is not None:
                 self.wdt.feed()
-            self._j_check = self.journal is not None  # no sampling: no second ticks
+            self._counts[_J_CHECK] = self.journal is not None  # no sampling: no second ticks
             self.service()
             clock.sleep_ms(period_ms)
 
@@ -269,10 +297,15 @@ class Insole:
         else:
             ev = ex.feed(h, a, f)
             if ev:
-                self._exercise_events(ex, ev)
+                bit = 1
+                while bit <= _EV_LAST:
+                    if ev & bit:
+                        ex.pack(bit, self._pkt, self.ring.head)
+                        self._put(self._pkt)
+                    bit <<= 1
         counts = self._counts
         n = counts[_GESTURE_N] + 1
-        if n >= self._gesture_step:
+        if n >= counts[_GESTURE_STEP]:
             n = 0
             g = self.gesture.feed(h, a, f)
             if g:
@@ -299,23 +332,23 @@ class Insole:
                 self._raw_done()
         # most samples leave nothing to send and hear nothing from the radio: then
         # these three reads are all the service they need
-        if self._due or self.ble.changes != self._ble_seen \
-                or self.sampler.uptime_s != self._status_s:
+        if counts[_DUE] or self.ble.changes != counts[_BLE_SEEN] \
+                or self.sampler.uptime_s != counts[_STATUS_S]:
             self.service()
 
     def service(self):
         """Everything but sampling: link changes, commands, notifications, status."""
         ble = self.ble
         # read before the state it stands for: an IRQ from here on moves it again
-        self._ble_seen = ble.changes
-        self._due = False
+        self._counts[_BLE_SEEN] = ble.changes
+        self._counts[_DUE] = 0
         ble.flush()  # what the IRQ handler left for the main loop: bond file, advertising
         ready = ble.ready  # read once: bit per slot with an authenticated link
         waiting = False
-        if ready or self.raw_on or self._owed:
+        if ready or self.raw_on or self._counts[_OWED]:
             waiting = self._links(ready)
         if waiting:
-            self._due = True  # a reply still waits for a buffer: retried next sample
+            self._counts[_DUE] = 1  # a reply still waits for a buffer: retried next sample
         else:
             cmd = ble.next_link_command()
             if cmd is not None:
@@ -326,7 +359,7 @@ class Insole:
                     self._follow_link(slot)
                 self._slot = slot
                 self._command(cmd[0], True)
-                self._due = True  # another command may wait behind it
+                self._counts[_DUE] = 1  # another command may wait behind it
                 ready = ble.ready
         if ready:
             self._pump(ready)
@@ -338,21 +371,21 @@ class Insole:
         ble = self.ble
         replies = self._replies
         waiting = False
-        for i in range(MAX_LINKS):
+        for i in range(_MAX_LINKS):
             if not ready >> i & 1:
                 if self._raw_link == i:
                     self.raw_on = False
                     self._raw_link = -1
                 if replies[i] is not None:
                     replies[i] = None  # its central has gone
-                    self._owed -= 1
+                    self._counts[_OWED] -= 1
                 continue
             if ble.link_gen[i] != self._gen[i]:
                 self._follow_link(i)
             if replies[i] is not None:
-                if ble.reply_link(i, replies[i]) != NO_MEMORY:
+                if ble.reply_link(i, replies[i]) != _NO_MEMORY:
                     replies[i] = None
-                    self._owed -= 1
+                    self._counts[_OWED] -= 1
                 else:
                     waiting = True
         if self.raw_on and self._raw_link < 0:
@@ -369,24 +402,30 @@ class Insole:
                 if tx_at[i] != head:
                     self._pump_events(i)
                     if tx_at[i] != head:
-                        self._due = True  # a burst's worth sent, or no buffer: more later
+                        self._counts[_DUE] = 1  # a burst's worth sent, or no buffer: more later
                 if self._raw_link == i and self._raw_queued:
                     self._pump_raw(i)
                     if self._raw_queued:
-                        self._due = True
+                        self._counts[_DUE] = 1
             ready >>= 1
             i += 1
 
     def _after_links(self):
         j = self.journal
         if j is not None and j.reading:
-            if self._replay_done():
-                j.release()  # the replays have left the journal: its reading code goes too
+            # no stream of a link still reads from the journal: its reading code goes
+            ring = self.ring
+            head = ring.head
+            for i in range(_MAX_LINKS):
+                seq = self._tx_at[i]
+                if self.ble.link_conn[i] >= 0 and seq != head and not ring.held(seq):
+                    self._counts[_DUE] = 1  # looked at again on the next sample
+                    break
             else:
-                self._due = True  # looked at again on the next sample
-        if self._j_check:  # new events, a second gone, or idle(): the batch may be due
+                j.release()
+        if self._counts[_J_CHECK]:  # new events, a second gone, or idle(): the batch may be due
             self._journal_tick()
-        if self.sampler.uptime_s != self._status_s:
+        if self.sampler.uptime_s != self._counts[_STATUS_S]:
             self._second()
 
     def _follow_link(self, slot):
@@ -396,37 +435,27 @@ class Insole:
         self._tx_at[slot] = self.ring.head
         if self._replies[slot] is not None:
             self._replies[slot] = None
-            self._owed -= 1
+            self._counts[_OWED] -= 1
         if self._raw_link == slot:
             self.raw_on = False
             self._raw_link = -1
             self._raw_queued = 0
 
-    def _replay_done(self):
-        """No stream of a link still reads from the journal."""
-        ring = self.ring
-        head = ring.head
-        for i in range(MAX_LINKS):
-            seq = self._tx_at[i]
-            if self.ble.link_conn[i] >= 0 and seq != head and not ring.held(seq):
-                return False
-        return True
-
     def _gesture_rate(self, rate):
         # feed the gesture about 50 times a second, whatever the sample rate
         step = rate // 50
-        self._gesture_step = step if step > 0 else 1
+        self._counts[_GESTURE_STEP] = step if step > 0 else 1
         self._counts[_GESTURE_N] = 0
-        return rate // self._gesture_step
+        return rate // self._counts[_GESTURE_STEP]
 
-    def _gesture(self, g):
+    def _gesture(self, gesture):
         # the wearer's foot gesture (pairing.py): open the pairing window, or forget
         # every bond (which opens it too)
-        if g == GESTURE_PAIR:
+        if gesture == _GESTURE_PAIR:
             self.ble.open_window("gesture")
-        elif g == GESTURE_FORGET:
+        elif gesture == _GESTURE_FORGET:
             self.ble.forget_all()
-        self._due = True  # the bond file and the window: ble.flush()
+        self._counts[_DUE] = 1  # the bond file and the window: ble.flush()
 
     # ---- step events ----
     def _events(self, ev):
@@ -441,28 +470,34 @@ class Insole:
                         d.peak_fore, d.share_heel, d.share_arch, d.share_fore, d.strike_corrected)
             self._put(pkt)
             self._led_set(0)
-            self._rsc_step()
+            # Running Speed and Cadence
+            stride_cm = self.cfg["stride_cm"]
+            counts = self._counts
+            if counts[_DIST_CM] < _DIST_LIMIT_CM - stride_cm:
+                counts[_DIST_CM] += stride_cm
+            counts[_LAST_STEP_MS] = d.now_ms
+            stride = d.stride_ms
+            if stride > 0:
+                self._moving = True
+                cadence = min(255, 120000 // stride)  # two steps per stride of one foot
+                # running: the foot was in the air for more than half of the stride
+                # (swing_ms and stride_ms describe the same stride: previous strike to
+                # this one)
+                self._publish_rsc(d.swing_ms * 2 > stride, stride_cm * 2560 // stride,
+                                  cadence)
         if ev & EV_STRIKE:
             P.pack_strike(pkt, self.ring.head, self._total(d.contact_seq), d.contact_ms,
                           d.now_ms)
             self._put(pkt)
             self._led_set(1)
 
-    def _exercise_events(self, ex, ev):
-        bit = 1
-        while bit <= _EV_LAST:
-            if ev & bit:
-                ex.pack(bit, self._pkt, self.ring.head)
-                self._put(self._pkt)
-            bit <<= 1
-
     def _emit_start(self, skipped_seq=0, skipped_steps=0):
-        side = P.SIDE_RIGHT if self.cfg["side"] == "R" else P.SIDE_LEFT
+        side = _SIDE_RIGHT if self.cfg["side"] == "R" else _SIDE_LEFT
         P.pack_start(self._pkt, self.ring.head, self.steps, self.cfg["rate_hz"], side,
                      self.mode, skipped_seq, skipped_steps)
         self._put(self._pkt)
 
-    def _put(self, pkt):
+    def _put(self, packet):
         ring = self.ring
         seq = ring.head
         cap = ring.capacity
@@ -477,12 +512,12 @@ class Insole:
                     self._delivered = (seq - cap + 1) & _SEQ29
                 if self.lost < _COUNT_MAX:
                     self.lost += 1
-        ring.put(pkt)
-        self._due = True  # to every link's stream
+        ring.put(packet)
+        self._counts[_DUE] = 1  # to every link's stream
         j = self.journal
-        if j is not None and j.append(seq, pkt):
+        if j is not None and j.append(seq, packet):
             bits[slot >> 3] |= bit
-            self._j_check = True
+            self._counts[_J_CHECK] = 1
         else:
             bits[slot >> 3] &= ~bit & 0xFF
 
@@ -491,23 +526,19 @@ class Insole:
         ring = self.ring
         oldest = ring.oldest()
         if self.journal is not None:
-            back = ring.behind(self._j_oldest)
+            back = ring.behind(self._counts[_J_OLDEST])
             if ring.behind(oldest) < back < _HALF29:
-                return self._j_oldest
+                return self._counts[_J_OLDEST]
         return oldest
 
     def _journal_tick(self):
-        self._j_check = False
+        self._counts[_J_CHECK] = 0
         # the batch clock is ticks, which also run while idle() serves BLE
         ms = self._clock.ticks_ms() & _MS_MASK
-        if self.journal.due(ms):
-            self._journal_write(ms)
-
-    def _journal_write(self, ms):
         j = self.journal
-        if not j.flush(ms):
+        if not j.due(ms) or not j.flush(ms):
             return
-        self._j_oldest = j.oldest_seq
+        self._counts[_J_OLDEST] = j.oldest_seq
         oldest = self._oldest_held()
         ring = self.ring
         gone = ring.behind(self._delivered) - ring.behind(oldest)
@@ -546,7 +577,7 @@ class Insole:
                     # failing flash, or unreadable now): go on with the next one
                     self._advance_tx(slot, seq)
                     continue
-            if ble.notify_link(slot, ble.h_event, tx) != SENT:
+            if ble.notify_link(slot, ble.h_event, tx) != _SENT:
                 break  # no link (it may have dropped since service() looked) or no buffer
             self._advance_tx(slot, seq)
 
@@ -574,11 +605,11 @@ class Insole:
                 x = pkt[k]
                 pkt[k] = (x & 0xFF) << 8 | x >> 8
         link = self._raw_link
-        if not self._raw_queued and link >= 0 and self.ble.changes == self._ble_seen:
+        if not self._raw_queued and link >= 0 and self.ble.changes == self._counts[_BLE_SEEN]:
             ble = self.ble
-            if ble.notify_link(link, ble.h_raw, pkt) == SENT:
+            if ble.notify_link(link, ble.h_raw, pkt) == _SENT:
                 return  # its queue slot is free again (the stack copies the data)
-        self._due = True
+        self._counts[_DUE] = 1
         if self._raw_queued < _RAW_QUEUE - 1:
             self._raw_queued += 1
         else:
@@ -594,7 +625,7 @@ class Insole:
         sent = 0
         while self._raw_queued and sent < _BURST:
             tail = self._raw_tail
-            if ble.notify_link(slot, handle, raw[tail]) != SENT:
+            if ble.notify_link(slot, handle, raw[tail]) != _SENT:
                 return
             self._raw_tail = (tail + 1) % _RAW_QUEUE
             self._raw_queued -= 1
@@ -605,7 +636,7 @@ class Insole:
             # each packet an array of u16 (P.RAW_SIZE bytes: the index, then three
             # samples), sent as it is: the protocol's little-endian layout on the
             # ESP32 and the hosts the tests run on
-            self._raw = [array("H", [0] * (P.RAW_SIZE // 2)) for _ in range(_RAW_QUEUE)]
+            self._raw = [array("H", [0] * (_RAW_SIZE // 2)) for _ in range(_RAW_QUEUE)]
         self.raw_on = True
         self._raw_link = self._slot
         self._counts[_RAW_AT] = 1
@@ -613,44 +644,40 @@ class Insole:
 
     # ---- once a second ----
     def _second(self):
-        now = self._status_s = self.sampler.uptime_s
+        now = self._counts[_STATUS_S] = self.sampler.uptime_s
         if self.journal is not None:
             self._journal_tick()  # the batch's 5 s, checked once a second
+        logged = self._logged
         if self._battery_fn is not None and now % _BATTERY_EVERY_S == 0:
-            self._read_battery(now)
-        if self._moving and (self.det.now_ms - self._last_step_ms) & _MS_MASK > _RSC_IDLE_MS:
+            try:
+                # on an ESP32 ADC.read_uv() raises when the eFuse calibration fails
+                mv = max(0, min(int(self._battery_fn()), _BATT_MAX_MV))
+            except Exception as e:  # any failure: keep the last good value
+                if self.battery_errors < _COUNT_MAX:
+                    self.battery_errors += 1
+                if (now - logged[_LOGGED_BATTERY_S]) & _S_MASK >= _BATTERY_LOG_EVERY_S:
+                    logged[_LOGGED_BATTERY_S] = now
+                    self._log("batt", "read failed (%d): %r" % (self.battery_errors, e))
+            else:
+                self._battery_mv = mv
+                self._battery[0] = self.battery_percent()
+                self.ble.publish(self.ble.h_battery, self._battery)
+        if self._moving and (self.det.now_ms - self._counts[_LAST_STEP_MS]) & _MS_MASK \
+                > _RSC_IDLE_MS:
             self._moving = False
             self._publish_rsc(False, 0, 0)
-        if (now - self._lost_log_s) & _S_MASK >= _LOST_LOG_EVERY_S:
-            self._log_losses(now)
+        if (now - logged[_LOGGED_LOST_S]) & _S_MASK >= _LOST_LOG_EVERY_S:
+            # running totals, at most one line each per _LOST_LOG_EVERY_S: a link that
+            # cannot keep up loses something every few samples, and the log must not
+            if self.lost != logged[_LOGGED_LOST]:
+                logged[_LOGGED_LOST] = self.lost
+                logged[_LOGGED_LOST_S] = now
+                self._log("ring", "lost %d" % self.lost)
+            if self.raw_lost != logged[_LOGGED_RAW_LOST]:
+                logged[_LOGGED_RAW_LOST] = self.raw_lost
+                logged[_LOGGED_LOST_S] = now
+                self._log("raw", "lost %d" % self.raw_lost)
         self._update_status()
-
-    def _log_losses(self, now):
-        # running totals, at most one line each per _LOST_LOG_EVERY_S: a link that
-        # cannot keep up loses something every few samples, and the log must not
-        if self.lost != self._lost_logged:
-            self._lost_logged = self.lost
-            self._lost_log_s = now
-            self._log("ring", "lost %d" % self.lost)
-        if self.raw_lost != self._raw_lost_logged:
-            self._raw_lost_logged = self.raw_lost
-            self._lost_log_s = now
-            self._log("raw", "lost %d" % self.raw_lost)
-
-    def _read_battery(self, now):
-        try:
-            # on an ESP32 ADC.read_uv() raises when the eFuse calibration fails
-            mv = max(0, min(int(self._battery_fn()), _BATT_MAX_MV))
-        except Exception as e:  # any failure: keep the last good value
-            if self.battery_errors < _COUNT_MAX:
-                self.battery_errors += 1
-            if (now - self._battery_log_s) & _S_MASK >= _BATTERY_LOG_EVERY_S:
-                self._battery_log_s = now
-                self._log("batt", "read failed (%d): %r" % (self.battery_errors, e))
-            return
-        self._battery_mv = mv
-        self._battery[0] = self.battery_percent()
-        self.ble.publish(self.ble.h_battery, self._battery)
 
     def _update_status(self):
         flags = (1 if self.cfg["side"] == "R" else 0) | (self.mode << _STATUS_MODE_SHIFT)
@@ -672,25 +699,10 @@ class Insole:
         pct = (mv - _BATT_EMPTY_MV) * 100 // (_BATT_FULL_MV - _BATT_EMPTY_MV)
         return max(0, min(100, pct))
 
-    # ---- Running Speed and Cadence ----
-    def _rsc_step(self):
-        d = self.det
-        stride_cm = self.cfg["stride_cm"]
-        if self._dist_cm < _DIST_LIMIT_CM - stride_cm:
-            self._dist_cm += stride_cm
-        self._last_step_ms = d.now_ms
-        stride = d.stride_ms
-        if stride <= 0:
-            return
-        self._moving = True
-        cadence = min(255, 120000 // stride)  # two steps per stride of one foot
-        # running: the foot was in the air for more than half of the stride (swing_ms
-        # and stride_ms describe the same stride: previous strike to this one)
-        self._publish_rsc(d.swing_ms * 2 > stride, stride_cm * 2560 // stride, cadence)
-
+    # ---- Running Speed and Cadence (a step's part: _events) ----
     def _publish_rsc(self, running, speed_256, cadence):
         P.pack_rsc(self._rsc, running, min(speed_256, 0xFFFF), cadence, self.cfg["stride_cm"],
-                   self._dist_cm // 10)
+                   self._counts[_DIST_CM] // 10)
         self.ble.publish(self.ble.h_rsc, self._rsc)
 
     # ---- Control ----
@@ -699,13 +711,13 @@ class Insole:
         dropped after (lazy.py)."""
         op = data[0] if data else 0
         if not encrypted:
-            reply = bytes((op, P.ERR_NOT_ENCRYPTED))
+            reply = bytes((op, _ERR_NOT_ENCRYPTED))
         else:
             try:
                 reply = lazy.run("control", "command", self, data)
             except MemoryError:
                 # no room for the command's code now: the central may ask again
-                reply = bytes((op, P.ERR_NO_MEMORY))
+                reply = bytes((op, _ERR_NO_MEMORY))
         self._send_reply(reply)
 
     def _new_detector(self):
@@ -717,10 +729,10 @@ class Insole:
 
     def _send_reply(self, data):
         slot = self._slot
-        self._due = True  # what the command changed: status, the raw stream, retries
-        if self.ble.reply_link(slot, data) == NO_MEMORY:
+        self._counts[_DUE] = 1  # what the command changed: status, the raw stream, retries
+        if self.ble.reply_link(slot, data) == _NO_MEMORY:
             if self._replies[slot] is None:
-                self._owed += 1
+                self._counts[_OWED] += 1
             self._replies[slot] = data  # retried on the next samples while the link lasts
 
     def _led_set(self, on):

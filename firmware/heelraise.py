@@ -10,25 +10,30 @@ except ImportError:  # CPython
 
 
 import struct
+from array import array
 
 from exbase import (
-    EV_PARTIAL,
-    EV_REP,
-    EVENT_FORMAT,
-    FULL,
-    KIND_HEEL_RAISE,
-    MS_MASK,
-    PKT,
-    SEQ_MASK,
-    TOP_FROZEN,
-    TOP_MEAN,
-    TOP_PEAK,
     Clock,
     Fsr,
     RampFit,
     since,
     u16,
 )
+
+# exbase.py's constants, private here: a const() another module imports is a
+# global (an interned name and a dictionary lookup per use); exercise.py has the
+# public copies (tests/test_budget.py checks that they agree)
+_EV_PARTIAL = const(2)  # heel raise too shallow to count
+_EV_REP = const(1)  # heel raise or toe scrunch completed
+_EVENT_FORMAT = const(1)
+_FULL = const(1024)  # normalised load: 1024 = the sensor's loaded reference level
+_KIND_HEEL_RAISE = const(0x10)
+_MS_MASK = const(0x1FFFFFFF)  # ms clock wraps at 2**29 like gait.py
+_PKT = const(20)
+_SEQ_MASK = const(0xFFFF)
+_TOP_FROZEN = const(2)
+_TOP_MEAN = const(1)
+_TOP_PEAK = const(0)  # Fsr top modes
 
 # Heel raises (levels are fractions of the heel's standing load)
 _HR_DOWN = const(819)  # >= 80 %: heel down
@@ -49,51 +54,83 @@ _UP = const(3)
 _LOWERING = const(4)
 
 
+# HeelRaiseCounter's integer state: one array (self._v) in place of 25 attributes, whose
+# names MicroPython would intern for good; each method binds it to a local
+_V_C_N = const(0)
+_V_C_SUM = const(1)
+_V_CHUNK_N = const(2)
+_V_F0 = const(3)
+_V_FORE0 = const(4)
+_V_H_MIN = const(5)
+_V_H_N = const(6)
+_V_H_SUM = const(7)
+_V_HS = const(8)
+_V_MIN = const(9)
+_V_PREV = const(10)
+_V_RISE_DONE = const(11)
+_V_S_A = const(12)
+_V_S_B = const(13)
+_V_S_K = const(14)
+_V_S_N = const(15)
+_V_S_SUM = const(16)
+_V_SETTLE = const(17)
+_V_SETTLE_N = const(18)
+_V_STAND = const(19)
+_V_STAND_OK = const(20)
+_V_STATE = const(21)
+_V_T_DOWN20 = const(22)
+_V_T_DOWN80 = const(23)
+_V_T_UP20 = const(24)
+_V_N = const(25)
+
+
 class HeelRaiseCounter:
     """A rep: the heel unloads by at least 80 % while the forefoot stays loaded, then
     comes back down. Fields after EV_REP / EV_PARTIAL: count, partials, start_ms,
     rise_ms, hold_ms, lower_ms, depth_pct."""
 
     def __init__(self, rate_hz=100):
+        self._v = v = array("i", [0] * _V_N)
         self._clock = Clock(rate_hz)
         self._heel = Fsr(self._clock)
         self._heel.raise_floor = False  # a raise of 85 % is no sign of a raised floor
         self._fore = Fsr(self._clock)
-        self._settle_n = self._clock.samples(_HR_SETTLE_MS)
-        self._chunk_n = self._clock.samples(_HR_CHUNK_MS)
+        v[_V_SETTLE_N] = self._clock.samples(_HR_SETTLE_MS)
+        v[_V_CHUNK_N] = self._clock.samples(_HR_CHUNK_MS)
         self._rise = RampFit(self._clock)
         self._lower = RampFit(self._clock)
         self.reset()
 
     def reset(self):
+        v = self._v
         self._clock.reset()
         self._heel.reset()
         self._fore.reset()
-        self._state = _IDLE
-        self._settle = 0
-        self._prev = 0
-        self._min = FULL
-        self._t_down80 = 0
-        self._t_down20 = 0
-        self._t_up20 = 0
-        self._fore0 = 0  # forefoot load (counts) when the rise began
-        self._hs = FULL << 5  # smoothed heel load, 1/32 units
-        self._f0 = 0  # heel floor when the rep began
+        v[_V_STATE] = _IDLE
+        v[_V_SETTLE] = 0
+        v[_V_PREV] = 0
+        v[_V_MIN] = _FULL
+        v[_V_T_DOWN80] = 0
+        v[_V_T_DOWN20] = 0
+        v[_V_T_UP20] = 0
+        v[_V_FORE0] = 0  # forefoot load (counts) when the rise began
+        v[_V_HS] = _FULL << 5  # smoothed heel load, 1/32 units
+        v[_V_F0] = 0  # heel floor when the rep began
         self._rise.clear()
         self._lower.clear()
-        self._rise_done = False
-        self._s_sum = 0  # standing level: current chunk, the two before, their count
-        self._s_n = 0
-        self._s_a = 0
-        self._s_b = 0
-        self._s_k = 0
-        self._stand = _Y_FULL
-        self._stand_ok = False
-        self._c_sum = 0  # held-up level: current chunk, accepted chunks, lowest chunk
-        self._c_n = 0
-        self._h_sum = 0
-        self._h_n = 0
-        self._h_min = 0
+        v[_V_RISE_DONE] = False
+        v[_V_S_SUM] = 0  # standing level: current chunk, the two before, their count
+        v[_V_S_N] = 0
+        v[_V_S_A] = 0
+        v[_V_S_B] = 0
+        v[_V_S_K] = 0
+        v[_V_STAND] = _Y_FULL
+        v[_V_STAND_OK] = False
+        v[_V_C_SUM] = 0  # held-up level: current chunk, accepted chunks, lowest chunk
+        v[_V_C_N] = 0
+        v[_V_H_SUM] = 0
+        v[_V_H_N] = 0
+        v[_V_H_MIN] = 0
         self.count = 0
         self.partials = 0
         self.start_ms = 0
@@ -103,81 +140,83 @@ class HeelRaiseCounter:
         self.depth_pct = 0
 
     def feed(self, heel, arch, fore):
+        v = self._v
         clock = self._clock
         clock.tick()
-        st = self._state
-        mode = TOP_FROZEN
+        st = v[_V_STATE]
+        mode = _TOP_FROZEN
         if st == _IDLE:
-            mode = TOP_PEAK
+            mode = _TOP_PEAK
         elif st == _READY:
-            mode = TOP_MEAN
+            mode = _TOP_MEAN
         nh = self._heel.update(heel, mode)
-        nf = self._fore.update(fore, TOP_PEAK)
+        nf = self._fore.update(fore, _TOP_PEAK)
         if st <= _READY:
-            self._f0 = self._heel.floor  # kept through a rep: one scale for its ramps
+            v[_V_F0] = self._heel.floor  # kept through a rep: one scale for its ramps
         y = self._raw(heel) if nh >= 0 else 0
         if nh >= 0:
-            hs = self._hs + (((nh << 5) - self._hs) >> clock.smooth_k)
-            self._hs = hs
+            hs = v[_V_HS] + (((nh << 5) - v[_V_HS]) >> clock.smooth_k)
+            v[_V_HS] = hs
             nh = hs >> 5
-        prev = self._prev
-        self._prev = nh
+        prev = v[_V_PREV]
+        v[_V_PREV] = nh
         fl = self._fore.load
-        if st >= _RISING and fl < self._fore0 - ((self._fore.top - self._fore.floor) >> 7):
+        if st >= _RISING and fl < v[_V_FORE0] - ((self._fore.top - self._fore.floor) >> 7):
             nf = -1
         if nh < 0 or nf < _HR_FORE:
             # forefoot off the floor or losing load (a step: in a raise the forefoot
             # takes the weight the heel gives up), or no usable heel: no rep here
             self._idle()
             return 0
-        if nh < self._min:
-            self._min = nh
+        if nh < v[_V_MIN]:
+            v[_V_MIN] = nh
         self._track(st, nh, y)
         if st == _IDLE:
             if nh >= _HR_DOWN:
-                self._settle += 1
-                if self._settle >= self._settle_n:
-                    self._state = _READY
+                v[_V_SETTLE] += 1
+                if v[_V_SETTLE] >= v[_V_SETTLE_N]:
+                    v[_V_STATE] = _READY
             else:
-                self._settle = 0
+                v[_V_SETTLE] = 0
         elif st == _READY:
             if nh < _HR_DOWN:
-                self._state = _RISING
-                self._t_down80 = clock.cross(prev, nh, _HR_DOWN)
-                self._min = nh
-                self._fore0 = fl
-                self._rise_done = False
-                self._h_n = 0
-                self._c_n = 0
-                self._c_sum = 0
+                v[_V_STATE] = _RISING
+                v[_V_T_DOWN80] = clock.cross(prev, nh, _HR_DOWN)
+                v[_V_MIN] = nh
+                v[_V_FORE0] = fl
+                v[_V_RISE_DONE] = False
+                v[_V_H_N] = 0
+                v[_V_C_N] = 0
+                v[_V_C_SUM] = 0
         elif st == _RISING:
             if nh >= _HR_DOWN:
-                self._state = _READY
-                if self._min < _HR_TRY:
+                v[_V_STATE] = _READY
+                if v[_V_MIN] < _HR_TRY:
                     if self.partials < _COUNT_MAX:
                         self.partials += 1
                     self.depth_pct = self._depth()
-                    return EV_PARTIAL
+                    return _EV_PARTIAL
             elif nh < _HR_UP:
-                self._state = _UP
-                self._t_down20 = clock.cross(prev, nh, _HR_UP)
+                v[_V_STATE] = _UP
+                v[_V_T_DOWN20] = clock.cross(prev, nh, _HR_UP)
         elif st == _UP:
             if nh >= _HR_UP:
-                self._state = _LOWERING
-                self._t_up20 = clock.cross(prev, nh, _HR_UP)
+                v[_V_STATE] = _LOWERING
+                v[_V_T_UP20] = clock.cross(prev, nh, _HR_UP)
         elif nh < _HR_UP:  # _LOWERING, and the heel went up again
-            self._state = _UP
+            v[_V_STATE] = _UP
         elif nh >= _HR_DOWN:
-            self._state = _READY
+            v[_V_STATE] = _READY
             return self._rep(clock.cross(prev, nh, _HR_DOWN))
-        if st >= _RISING and since(self._t_down80, clock.now_ms) > _HR_MAX_MS:
+        if st >= _RISING and since(v[_V_T_DOWN80], clock.now_ms) > _HR_MAX_MS:
             self._idle()
         return 0
 
     def _idle(self):
-        self._state = _IDLE
-        self._settle = 0
-        self._stand_ok = False
+        v = self._v
+        v[_V_STATE] = _IDLE
+        v[_V_SETTLE] = 0
+        v[_V_STAND_OK] = False
         self._rise.open = False  # the next fit starts afresh
         self._lower.open = False
 
@@ -185,7 +224,8 @@ class HeelRaiseCounter:
         # The heel's load, unsmoothed and not clipped at the floor (so that noise
         # around an unloaded heel averages to zero), 1/16 units of FULL, above the
         # floor as it was when the rep began (the floor creeps while the heel is up).
-        f0 = self._f0
+        v = self._v
+        f0 = v[_V_F0]
         span = (self._heel.top - f0) >> 4
         if span < 1:
             return 0
@@ -194,40 +234,41 @@ class HeelRaiseCounter:
             d = -span
         elif d > 2 * span:
             d = 2 * span
-        return ((d * FULL // span) << 4) + ((d * FULL % span) << 4) // span  # d*FULL < 2**27
+        return ((d * _FULL // span) << 4) + ((d * _FULL % span) << 4) // span  # d*FULL < 2**27
 
     def _track(self, st, nh, y):
         # Feeds the ramp fits (the rise from the heel's fall under 95 % until it is
         # held up, the lowering from a tenth of the way back down) and the standing
         # and held-up levels the fitted lines are followed to.
+        v = self._v
         rise = self._rise
         if st == _READY:
             if nh < _HR_FIT_HI:
                 rise.add(y)
-                self._s_sum = 0
-                self._s_n = 0
-                self._s_k = 0
+                v[_V_S_SUM] = 0
+                v[_V_S_N] = 0
+                v[_V_S_K] = 0
             else:
                 rise.open = False
                 self._standing(y)
             self._lower.open = False
             return
-        self._s_sum = 0
-        self._s_n = 0
-        self._s_k = 0
-        if st == _UP and nh > self._min + (FULL >> 4):
-            self._rise_done = True  # on the way back down: the rise is over
-        if st == _RISING or (st == _UP and not self._rise_done):
+        v[_V_S_SUM] = 0
+        v[_V_S_N] = 0
+        v[_V_S_K] = 0
+        if st == _UP and nh > v[_V_MIN] + (_FULL >> 4):
+            v[_V_RISE_DONE] = True  # on the way back down: the rise is over
+        if st == _RISING or (st == _UP and not v[_V_RISE_DONE]):
             rise.add(y)
         if st < _UP:
             return
         if st == _UP:
-            self._c_sum += y
-            self._c_n += 1
-            if self._c_n >= self._chunk_n:
-                self._chunk(self._c_sum // self._c_n)
-                self._c_sum = 0
-                self._c_n = 0
+            v[_V_C_SUM] += y
+            v[_V_C_N] += 1
+            if v[_V_C_N] >= v[_V_CHUNK_N]:
+                self._chunk(v[_V_C_SUM] // v[_V_C_N])
+                v[_V_C_SUM] = 0
+                v[_V_C_N] = 0
         low = self._hold_level()
         gap = (_Y_FULL - low) // 10
         n16 = nh << 4
@@ -239,65 +280,70 @@ class HeelRaiseCounter:
     def _standing(self, y):
         # The standing level (1/16 units), from chunk means that differ little from
         # both neighbours: chunks on the ramps before and after a rep are left out.
-        self._s_sum += y
-        self._s_n += 1
-        if self._s_n < self._chunk_n:
+        v = self._v
+        v[_V_S_SUM] += y
+        v[_V_S_N] += 1
+        if v[_V_S_N] < v[_V_CHUNK_N]:
             return
-        c = self._s_sum // self._s_n
-        self._s_sum = 0
-        self._s_n = 0
-        a = self._s_a
-        b = self._s_b
-        self._s_a = b
-        self._s_b = c
-        self._s_k += 1
-        if self._s_k < 3 or not (-_HR_NEAR <= a - b <= _HR_NEAR
+        c = v[_V_S_SUM] // v[_V_S_N]
+        v[_V_S_SUM] = 0
+        v[_V_S_N] = 0
+        a = v[_V_S_A]
+        b = v[_V_S_B]
+        v[_V_S_A] = b
+        v[_V_S_B] = c
+        v[_V_S_K] += 1
+        if v[_V_S_K] < 3 or not (-_HR_NEAR <= a - b <= _HR_NEAR
                                  and -_HR_NEAR <= c - b <= _HR_NEAR):
             return
-        if self._stand_ok:
-            self._stand += (b - self._stand) >> 2
+        if v[_V_STAND_OK]:
+            v[_V_STAND] += (b - v[_V_STAND]) >> 2
         else:
-            self._stand = b
-            self._stand_ok = True
+            v[_V_STAND] = b
+            v[_V_STAND_OK] = True
 
     def _chunk(self, c):
         # The held-up level: mean of the chunks near the lowest one (those on the
         # ramps in and out are left out).
-        if self._h_n == 0 or c < self._h_min - _HR_NEAR:
-            self._h_sum = c
-            self._h_n = 1
-            self._h_min = c
+        v = self._v
+        if v[_V_H_N] == 0 or c < v[_V_H_MIN] - _HR_NEAR:
+            v[_V_H_SUM] = c
+            v[_V_H_N] = 1
+            v[_V_H_MIN] = c
             return
-        if c <= self._h_min + _HR_NEAR:
-            if self._h_sum > 0x1000000 or self._h_sum < -0x1000000:
-                self._h_sum >>= 1  # keep the sum small on very long holds
-                self._h_n >>= 1
-            self._h_sum += c
-            self._h_n += 1
-            if c < self._h_min:
-                self._h_min = c
-            if self._h_n >= 2:
-                self._rise_done = True  # two chunks at the bottom: the rise is over
+        if c <= v[_V_H_MIN] + _HR_NEAR:
+            if v[_V_H_SUM] > 0x1000000 or v[_V_H_SUM] < -0x1000000:
+                v[_V_H_SUM] >>= 1  # keep the sum small on very long holds
+                v[_V_H_N] >>= 1
+            v[_V_H_SUM] += c
+            v[_V_H_N] += 1
+            if c < v[_V_H_MIN]:
+                v[_V_H_MIN] = c
+            if v[_V_H_N] >= 2:
+                v[_V_RISE_DONE] = True  # two chunks at the bottom: the rise is over
 
     def _hold_level(self):
-        if self._h_n:
-            return self._h_sum // self._h_n
-        return self._min << 4
+        v = self._v
+        if v[_V_H_N]:
+            return v[_V_H_SUM] // v[_V_H_N]
+        return v[_V_MIN] << 4
 
     def _depth(self):
-        d = (FULL - self._min) * 100 // FULL
+        v = self._v
+        d = (_FULL - v[_V_MIN]) * 100 // _FULL
         return 0 if d < 0 else (100 if d > 100 else d)
 
     def _rep(self, t_up80):
-        d = FULL - self._min
+        v = self._v
+        d = _FULL - v[_V_MIN]
         if self.count < _COUNT_MAX:
             self.count += 1
-        self.depth_pct = d * 100 // FULL
+        self.depth_pct = d * 100 // _FULL
         # Straight lines through the raw samples of both ramps, followed out to the
         # standing level and the held-up level: where the heel left the floor, got
         # fully up, started down and was back.
         low = self._hold_level()
-        high = self._stand if self._stand_ok else _Y_FULL
+        high = v[_V_STAND] if v[_V_STAND_OK] else _Y_FULL
         gap = (high - low) // 10
         if (gap > 0 and self._rise.fit(low + (gap >> 1), high - (gap >> 1), True)
                 and self._lower.fit(low + gap, high - gap)):
@@ -309,28 +355,28 @@ class HeelRaiseCounter:
             self.rise_ms = since(start, up)
             self.lower_ms = since(down, self._lower.at(high))
             self.hold_ms = hold if hold < _HR_MAX_MS else 0  # else the ramps overlap
-            return EV_REP
+            return _EV_REP
         # No line (a ramp of a sample or two): from the threshold crossings. 80 % ->
         # 20 % is 60 % of the load change: a movement of depth d (1/FULL) lasts d/60 %
         # of that interval and began a third of it before the 80 % crossing
         # (likewise the lowering, mirrored).
-        rise = since(self._t_down80, self._t_down20)
-        lower = since(self._t_up20, t_up80)
-        top = since(self._t_down20, self._t_up20)
-        rise_full = rise * d * 5 // (3 * FULL)  # rise < 60000: product < 2**29
-        lower_full = lower * d * 5 // (3 * FULL)
+        rise = since(v[_V_T_DOWN80], v[_V_T_DOWN20])
+        lower = since(v[_V_T_UP20], t_up80)
+        top = since(v[_V_T_DOWN20], v[_V_T_UP20])
+        rise_full = rise * d * 5 // (3 * _FULL)  # rise < 60000: product < 2**29
+        lower_full = lower * d * 5 // (3 * _FULL)
         hold = top - (rise_full - rise - rise // 3) - (lower_full - lower - lower // 3)
-        self.start_ms = (self._t_down80 - rise // 3 - self._clock.lag_ms) & MS_MASK
+        self.start_ms = (v[_V_T_DOWN80] - rise // 3 - self._clock.lag_ms) & _MS_MASK
         self.rise_ms = rise_full
         self.lower_ms = lower_full
         self.hold_ms = hold if hold > 0 else 0
-        return EV_REP
+        return _EV_REP
 
     def pack(self, ev, buf, seq):
         """One Step Event packet for EV_REP or EV_PARTIAL; returns its length."""
-        struct.pack_into("<BBHBBHIHHHH", buf, 0, EVENT_FORMAT, KIND_HEEL_RAISE,
-                         seq & SEQ_MASK, 1 if ev & EV_PARTIAL else 0, self.depth_pct,
-                         self.count & SEQ_MASK, self.start_ms, u16(self.rise_ms),
+        struct.pack_into("<BBHBBHIHHHH", buf, 0, _EVENT_FORMAT, _KIND_HEEL_RAISE,
+                         seq & _SEQ_MASK, 1 if ev & _EV_PARTIAL else 0, self.depth_pct,
+                         self.count & _SEQ_MASK, self.start_ms, u16(self.rise_ms),
                          u16(self.hold_ms), u16(self.lower_ms), u16(self.partials))
-        return PKT
+        return _PKT
 

@@ -35,11 +35,11 @@ except ImportError:  # CPython
         return x
 
 
-FLUSH_MS = const(5000)  # a batch waits at most this long for its write
-DAY_MS = const(86400000)  # a journal day: 24 h of device time
-LIMIT_BYTES = const(1048576)  # default bound on the journal's files
-SEQ_SKIP = const(48)  # = _BATCH_EVENTS: sequence numbers skipped at boot
-STEP_SKIP = const(12)  # = _BATCH_STEPS: step numbers skipped at boot
+_FLUSH_MS = const(5000)  # a batch waits at most this long for its write
+_DAY_MS = const(86400000)  # a journal day: 24 h of device time
+_LIMIT_BYTES = const(1048576)  # default bound on the journal's files
+_SEQ_SKIP = const(48)  # = _BATCH_EVENTS: sequence numbers skipped at boot
+_STEP_SKIP = const(12)  # = _BATCH_STEPS: step numbers skipped at boot
 
 _MASK = const(0x1FFFFFFF)  # sequence numbers and ms clocks run on 2**29
 _HALF = const(0x10000000)  # a difference this large runs backwards
@@ -123,9 +123,9 @@ def _put32(b, i, v):
     b[i + 3] = (v >> 24) & 0xFF
 
 
-def _copy(dst, d, src, s, n):
+def _copy(out, d, src, s, n):
     for k in range(n):
-        dst[d + k] = src[s + k]
+        out[d + k] = src[s + k]
 
 
 def _sums(b, start, end, out):
@@ -181,7 +181,7 @@ class Journal:
     files in "rb", "ab" and "wb".
     """
 
-    def __init__(self, path_prefix, log, fs=os, opener=open, limit_bytes=LIMIT_BYTES,
+    def __init__(self, path_prefix, log, fs=os, opener=open, limit_bytes=_LIMIT_BYTES,
                  announce=True):
         self._log = log
         # the boot's one line: logged at once, or (announce False) kept in boot_line
@@ -341,11 +341,11 @@ class Journal:
         if self._since < 0:
             self._since = now
         if self._retry:  # a failing flash is not asked again on every sample
-            return (now - self._since) & _MASK >= FLUSH_MS
+            return (now - self._since) & _MASK >= _FLUSH_MS
         if (self._n >= _SOFT_BYTES or self._events >= _SOFT_EVENTS
                 or self._steps >= _SOFT_STEPS):
             return True
-        return (now - self._since) & _MASK >= FLUSH_MS
+        return (now - self._since) & _MASK >= _FLUSH_MS
 
     def flush(self, now_ms):
         """Write the batch as one frame; True when nothing is left in RAM."""

@@ -2,7 +2,7 @@
 # and for a drop, and dropped from sys.modules right after. Functions take the
 # Journal as jn.
 import journal_read as _R
-from journal import SEQ_SKIP, STEP_SKIP, _add29, _copy, _u29
+from journal import _add29, _copy, _u29
 
 try:
     from micropython import const
@@ -11,6 +11,10 @@ except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
 
+
+# journal.py's constants, private here (tests/test_firmware_units.py checks the copies)
+_SEQ_SKIP = const(48)  # = _BATCH_EVENTS: sequence numbers skipped at boot
+_STEP_SKIP = const(12)  # = _BATCH_STEPS: step numbers skipped at boot
 
 _MASK = const(0x1FFFFFFF)
 _HDR = const(19)
@@ -52,11 +56,11 @@ def boot(jn):
         if jn._first[i] < 0:
             bad += 1
     st = jn._es
-    jn.skipped_seq = SEQ_SKIP if found else 0
-    jn.skipped_steps = STEP_SKIP if found else 0
+    jn.skipped_seq = _SEQ_SKIP if found else 0
+    jn.skipped_steps = _STEP_SKIP if found else 0
     if found:
-        st[_SEQ] = _add29(st[_SEQ], SEQ_SKIP)
-        st[_STEP] = min(st[_STEP], _MASK - STEP_SKIP) + STEP_SKIP
+        st[_SEQ] = _add29(st[_SEQ], _SEQ_SKIP)
+        st[_STEP] = min(st[_STEP], _MASK - _STEP_SKIP) + _STEP_SKIP
     else:
         for k in range(6):
             st[k] = 0

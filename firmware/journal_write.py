@@ -11,7 +11,10 @@ except ImportError:  # CPython
         return x
 
 
-from journal import DAY_MS, _module, _put16, _put32, _sums, _u29
+from journal import _module, _put16, _put32, _sums, _u29
+
+# journal.py's constants, private here (tests/test_firmware_units.py checks the copies)
+_DAY_MS = const(86400000)  # a journal day: 24 h of device time
 
 _MAGIC = const(0x4A)  # journal.py's, as the constants below (a test checks they agree)
 _HDR = const(19)
@@ -29,7 +32,7 @@ def commit(jn):
         return False
     k = _seal(jn)
     new = not jn._writable or jn._nseg == 0
-    if not new and jn._age >= DAY_MS:
+    if not new and jn._age >= _DAY_MS:
         new = True
     if not new and jn._size[jn._nseg - 1] + k > jn._cap:
         new = True
@@ -94,7 +97,7 @@ def _new_part(jn):
         ident = 0
     else:
         ident = jn._top + 1
-        if jn._age >= DAY_MS or ident % _PARTS == 0:
+        if jn._age >= _DAY_MS or ident % _PARTS == 0:
             ident = (ident // _PARTS + (1 if ident % _PARTS else 0)) * _PARTS
         if ident >= _DAYS * _PARTS:
             ident = 0

@@ -11,7 +11,7 @@ except ImportError:  # CPython
         return x
 
 
-PER_SECOND = const(5)
+_PER_SECOND = const(5)
 _WINDOW_MS = const(1000)
 _MS_MASK = const(0x1FFFFFFF)
 _DROPPED_MAX = const(0x1FFFFFFF)
@@ -27,23 +27,17 @@ class Log:
         # device clock stands still (BLE served without sampling)
         self.dropped = 0
 
-    def _now(self):
-        return self.clock.ms if self.clock is not None else 0
-
     def __call__(self, tag, text=""):
-        now = self._now()
+        now = self.clock.ms if self.clock is not None else 0
         if (now - self._window) & _MS_MASK >= _WINDOW_MS:
             self._window = now
             self._lines = 0
             if self.dropped:
-                self._print(now, "log", "+%d" % self.dropped)
+                self._out("%d.%03d log +%d" % (now // 1000, now % 1000, self.dropped))
                 self.dropped = 0
-        if self._lines >= PER_SECOND:
+        if self._lines >= _PER_SECOND:
             if self.dropped < _DROPPED_MAX:
                 self.dropped += 1
             return
         self._lines += 1
-        self._print(now, tag, text)
-
-    def _print(self, now, tag, text):
         self._out("%d.%03d %s %s" % (now // 1000, now % 1000, tag, text))

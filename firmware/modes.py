@@ -8,29 +8,45 @@
 #
 # The functions take the device and reach into its state the way its own methods
 # would: this is the mode part of Insole, kept out of the resident module.
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]  # the stub's signature is generic
+        return x
+
+
 import gc
 import sys
 
-import protocol as P
+# protocol.py's constants, private here (no name, no lookup on the insole;
+# tests/test_firmware_units.py checks every copy against protocol.py's)
+_ERR_NO_MEMORY = const(0x0B)  # no room for a mode's counter (walk runs) or a command's code
+_ERR_OK = const(0x00)
+_MODE_SLOW_WALK = const(4)
+_MODE_WALK = const(0)
+_MAINS_UP_TO_HZ = const(60)  # mains.py: rates whose samples average four reads
+
 
 # SET_MODE mode -> (module, class) of its counter; walk mode has none
-_COUNTERS = (("", ""), ("heelraise", "HeelRaiseCounter"), ("toescrunch", "ToeScrunchCounter"),
-             ("balance", "BalanceTimer"), ("slowwalk", "SlowWalkCoach"))
+_COUNTERS = const((("", ""), ("heelraise", "HeelRaiseCounter"),
+                   ("toescrunch", "ToeScrunchCounter"), ("balance", "BalanceTimer"),
+                   ("slowwalk", "SlowWalkCoach")))
 
 
 def set_mode(dev, args):
     """SET_MODE with its parsed arguments; returns the error code of the reply."""
     dev.mode = args[0]
     dev._mode_args = args
-    err = P.ERR_OK
+    err = _ERR_OK
     try:
         new_exercise(dev)
     except MemoryError:
         # a heap too full or too fragmented for the counter: walk on
         unload_counter(dev)
-        dev.mode = P.MODE_WALK
-        dev._mode_args = (P.MODE_WALK, 0, 0, 0)
-        err = P.ERR_NO_MEMORY
+        dev.mode = _MODE_WALK
+        dev._mode_args = (_MODE_WALK, 0, 0, 0)
+        err = _ERR_NO_MEMORY
     dev._emit_start()
     return err
 
@@ -41,14 +57,14 @@ def new_exercise(dev):
     dev.ex = None
     if mode != dev._counter_mode:
         unload_counter(dev)
-        if mode != P.MODE_WALK:
+        if mode != _MODE_WALK:
             load_counter(dev, mode)
-    if mode == P.MODE_WALK:
+    if mode == _MODE_WALK:
         return
     name, cls_name = _COUNTERS[mode]
     counter = getattr(sys.modules[name], cls_name)
     rate = dev.cfg["rate_hz"]
-    if mode == P.MODE_SLOW_WALK:
+    if mode == _MODE_SLOW_WALK:
         dev.ex = counter(rate, target, tol, pattern)
     else:
         dev.ex = counter(rate)
@@ -59,11 +75,10 @@ def intern_counter_names(dev):
 
     What stays is the names the modules intern: MicroPython never frees them,
     and when a table of names is full the next one is twice its size (py/qstr.c
-    qstr_add). On the virtual board, whose shims intern 500 names first, the
-    counters' names need a 1280-entry table, one 14 KB block; made at the first
-    SET_MODE it was the largest block after boot and stayed when the mode ended.
-    An ESP32 without those names has room for them in the table boot makes
-    (`insole bench`, name_tables); either way no mode adds a table after boot."""
+    qstr_add). A table the counters' names needed, made at the first SET_MODE,
+    would be the largest block after boot (once a 14 KB one on the virtual
+    board) and would stay when the mode ended; interned at boot, they find room
+    in the tables boot makes, so no mode adds one (`insole bench`, name_tables)."""
     try:
         for mode in range(1, len(_COUNTERS)):
             load_counter(dev, mode)
@@ -90,7 +105,7 @@ def load_counter(dev, mode):
 def unload_counter(dev):
     """Forget the exercise counter and the modules its import added."""
     dev.ex = None
-    dev._counter_mode = P.MODE_WALK
+    dev._counter_mode = _MODE_WALK
     dropped = dev._counter_modules
     dev._counter_modules = []
     for name in dropped:
@@ -106,6 +121,31 @@ def restart_detector(dev):
     dev.det = dev._new_detector()
     new_exercise(dev)  # an exercise counter follows the new rate too
     dev.sampler.set_rate(rate)
+    bind_reads(dev)
     dev.gesture.set_rate(dev._gesture_rate(rate))
     dev._moving = False
     dev._emit_start()
+
+
+def bind_reads(dev):
+    """The sample's ADC reads at dev.cfg's rate: one read per channel, or at 60 Hz and
+    below the mean of four over one mains period (mains.py), whose module is dropped
+    from sys.modules at once (its code stays only while the reads use it)."""
+    adcs = dev.adcs
+    if dev.cfg["rate_hz"] > _MAINS_UP_TO_HZ:
+        dev._read_h = adcs[0].read_u16
+        dev._read_a = adcs[1].read_u16
+        dev._read_f = adcs[2].read_u16
+        return
+    before = list(sys.modules)
+    try:
+        __import__("mains")
+        avg = sys.modules["mains"].MainsAverage(
+            adcs[0].read_u16, adcs[1].read_u16, adcs[2].read_u16, dev._clock)
+    finally:
+        added = [m for m in sys.modules if m not in before]
+        for name in added:
+            sys.modules.pop(name, None)
+    dev._read_h = avg.heel
+    dev._read_a = avg.arch
+    dev._read_f = avg.fore

@@ -41,21 +41,21 @@ from array import array
 
 from gait import shift_for
 
-WINDOW_MS = const(120000)  # two minutes
-MAX_FAILURES = const(3)
+_WINDOW_MS = const(120000)  # two minutes
+_MAX_FAILURES = const(3)
 
-GESTURE_NONE = const(0)
-GESTURE_PAIR = const(1)  # open the pairing window
-GESTURE_FORGET = const(2)  # forget every bond (and open the window)
+_GESTURE_NONE = const(0)
+_GESTURE_PAIR = const(1)  # open the pairing window
+_GESTURE_FORGET = const(2)  # forget every bond (and open the window)
 
-PAIR_TAPS = const(6)
-FORGET_TAPS = const(12)
-TAP_MIN_MS = const(40)  # a shorter heel load is a bounce of the sensor
-TAP_MAX_MS = const(350)  # a longer one is standing on the heel, a step or a lowering
-GAP_MIN_MS = const(80)
-GAP_MAX_MS = const(700)
-LEAD_MS = const(300)  # heel up, forefoot loaded, before the first tap
-HOLD_MS = const(1000)  # ... and after the last one: the gesture is over
+_PAIR_TAPS = const(6)
+_FORGET_TAPS = const(12)
+_TAP_MIN_MS = const(40)  # a shorter heel load is a bounce of the sensor
+_TAP_MAX_MS = const(350)  # a longer one is standing on the heel, a step or a lowering
+_GAP_MIN_MS = const(80)
+_GAP_MAX_MS = const(700)
+_LEAD_MS = const(300)  # heel up, forefoot loaded, before the first tap
+_HOLD_MS = const(1000)  # ... and after the last one: the gesture is over
 _MIN_SPAN = const(2500)  # counts: a smaller loaded-minus-floor is not a live sensor
 _LOADED = const(512)  # of _FULL: above half the span is loaded
 _UNLOADED = const(256)  # below a quarter is unloaded (hysteresis)
@@ -118,12 +118,12 @@ class TapGesture:
     def set_rate(self, rate_hz):
         self.rate_hz = rate_hz
         st = self._st
-        st[_TAP_MIN] = self._samples(TAP_MIN_MS)
-        st[_TAP_MAX] = self._samples(TAP_MAX_MS)
-        st[_GAP_MIN] = self._samples(GAP_MIN_MS)
-        st[_GAP_MAX] = self._samples(GAP_MAX_MS)
-        st[_LEAD_N] = self._samples(LEAD_MS)
-        st[_HOLD_N] = self._samples(HOLD_MS)
+        st[_TAP_MIN] = self._samples(_TAP_MIN_MS)
+        st[_TAP_MAX] = self._samples(_TAP_MAX_MS)
+        st[_GAP_MIN] = self._samples(_GAP_MIN_MS)
+        st[_GAP_MAX] = self._samples(_GAP_MAX_MS)
+        st[_LEAD_N] = self._samples(_LEAD_MS)
+        st[_HOLD_N] = self._samples(_HOLD_MS)
         st[_DECAY_K] = shift_for(self._samples(_PEAK_DECAY_MS))
         st[_RISE_K] = shift_for(self._samples(_FLOOR_RISE_MS))
         self.reset()
@@ -195,7 +195,7 @@ class TapGesture:
             s[_STATE] = _IDLE
             s[_TAPS] = 0
             s[_N] = 0
-            return GESTURE_NONE
+            return _GESTURE_NONE
         n = s[_N]
         if n < _HUGE:
             n += 1
@@ -207,7 +207,7 @@ class TapGesture:
             if heel_up:
                 s[_STATE] = _LEAD
                 s[_N] = 1
-            return GESTURE_NONE
+            return _GESTURE_NONE
         if st == _LEAD:
             if heel_down:
                 if n > s[_LEAD_N]:
@@ -217,7 +217,7 @@ class TapGesture:
                     s[_STATE] = _IDLE
                     s[_TAPS] = 0
                     s[_N] = 0
-            return GESTURE_NONE
+            return _GESTURE_NONE
         if st == _TAP:
             if n > s[_TAP_MAX]:
                 # the heel stays down: standing, not tapping
@@ -233,30 +233,30 @@ class TapGesture:
                     s[_TAPS] = s[_TAPS] + 1
                     s[_STATE] = _GAP
                     s[_N] = 1
-            return GESTURE_NONE
+            return _GESTURE_NONE
         # _GAP: heel up after a tap
         taps = s[_TAPS]
         if heel_down:
-            if n < s[_GAP_MIN] or n > s[_GAP_MAX] or taps >= FORGET_TAPS:
+            if n < s[_GAP_MIN] or n > s[_GAP_MAX] or taps >= _FORGET_TAPS:
                 s[_STATE] = _IDLE
                 s[_TAPS] = 0
                 s[_N] = 0
             else:
                 s[_STATE] = _TAP
                 s[_N] = 1
-            return GESTURE_NONE
+            return _GESTURE_NONE
         if n < s[_HOLD_N]:
-            return GESTURE_NONE
+            return _GESTURE_NONE
         s[_STATE] = _LEAD  # still heel up: a new gesture may follow at once
         s[_TAPS] = 0
         s[_N] = n
-        if taps == PAIR_TAPS or taps == FORGET_TAPS:
+        if taps == _PAIR_TAPS or taps == _FORGET_TAPS:
             if s[_COUNT] < _HUGE:
                 s[_COUNT] = s[_COUNT] + 1
-            if taps == PAIR_TAPS:
-                return GESTURE_PAIR
-            return GESTURE_FORGET
-        return GESTURE_NONE
+            if taps == _PAIR_TAPS:
+                return _GESTURE_PAIR
+            return _GESTURE_FORGET
+        return _GESTURE_NONE
 
 
 class PairingWindow:
@@ -274,12 +274,12 @@ class PairingWindow:
     def start(self, why):
         """Open the window for WINDOW_MS from now (main loop)."""
         c = self._clock
-        self._until = c.ticks_add(c.ticks_ms(), WINDOW_MS)
+        self._until = c.ticks_add(c.ticks_ms(), _WINDOW_MS)
         self.failures = 0
         self.open = True
         if self.opened < _HUGE:
             self.opened += 1
-        self._log("pair", "window open %d s (%s)" % (WINDOW_MS // 1000, why))
+        self._log("pair", "window open %d s (%s)" % (_WINDOW_MS // 1000, why))
 
     def close(self, why):
         if self.open:
@@ -291,7 +291,7 @@ class PairingWindow:
         if not self.open:
             return
         self.failures += 1
-        if self.failures >= MAX_FAILURES:
+        if self.failures >= _MAX_FAILURES:
             self.close("%d failed pairings" % self.failures)
 
     def update(self):

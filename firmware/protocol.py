@@ -16,46 +16,46 @@ import struct
 
 VERSION = "0.1.0"  # also in Device Information > Firmware Revision (0x2A26)
 
-# Names only the firmware uses are private const()s, which take no RAM on the insole,
-# in the module that uses them (the host side: host_tools/ble/protocol.py): the
-# start-up banner in device.py, the service and characteristic UUIDs and the RSC
-# feature and location values in ble_gatt.py, the Status flags in device.py.
+# Every constant is a private const(), which takes no RAM and interns no name on the
+# insole; a module that needs one keeps its own private copy (a const() imported from
+# here would be a global there: a name and a lookup per use), and
+# tests/test_firmware_units.py checks each copy against this file and this file
+# against the host side (host_tools/ble/protocol.py). Names only one module uses live
+# there alone: the start-up banner in device.py, the service and characteristic UUIDs
+# and the RSC feature and location values in ble_gatt.py, the Status flags in
+# device.py.
 
 # ---- Step Event characteristic: every packet is exactly EVENT_SIZE bytes ----
-EVENT_SIZE = const(20)
-EVENT_FORMAT = const(1)  # byte 0 of every packet
-SEQ_MASK = const(0xFFFF)  # the packet carries the low 16 bits of the event sequence
+_EVENT_SIZE = const(20)
+_EVENT_FORMAT = const(1)  # byte 0 of every packet
+_SEQ_MASK = const(0xFFFF)  # the packet carries the low 16 bits of the event sequence
 
-KIND_STRIKE = const(0x01)  # heel strike (contact) confirmed
-KIND_STEP = const(0x02)  # step summary, timing half
-KIND_LOAD = const(0x03)  # step summary, load half (always follows its KIND_STEP)
+_KIND_STRIKE = const(0x01)  # heel strike (contact) confirmed
+_KIND_STEP = const(0x02)  # step summary, timing half
+_KIND_LOAD = const(0x03)  # step summary, load half (always follows its KIND_STEP)
 # LOAD byte 7: strike pattern in bits 0-1; bit 7: strike moved past a spike to the contact
 _LOAD_STRIKE_CORRECTED = const(0x80)
-KIND_START = const(0x04)  # detector (re)started: times restart at 0 from here
+_KIND_START = const(0x04)  # detector (re)started: times restart at 0 from here
 # 0x10..0x1F: exercise-mode events (payloads defined with each mode)
-KIND_EXERCISE_FIRST = const(0x10)
-KIND_HEEL_RAISE = const(0x10)
-KIND_TOE_SCRUNCH = const(0x11)
-KIND_BALANCE = const(0x12)
-KIND_COACHED_STEP = const(0x13)
-KIND_EXERCISE_LAST = const(0x1F)
+_KIND_EXERCISE_FIRST = const(0x10)
+_KIND_HEEL_RAISE = const(0x10)
+_KIND_TOE_SCRUNCH = const(0x11)
+_KIND_BALANCE = const(0x12)
+_KIND_COACHED_STEP = const(0x13)
+_KIND_EXERCISE_LAST = const(0x1F)
 
-_HDR = "<BBH"  # format, kind, seq
-_STRIKE = "<BBHIII"  # + step, contact_ms, detect_ms
-_STEP = "<BBHIIHHHH"  # + step, strike_ms, stance, swing, stride, heel_off - strike
-_LOAD = "<BBHHBBHHHHHH"  # + step (u24), pattern, peaks h/a/f, shares h/a/f
-_START = "<BBHIHBBHH"  # + total steps, rate_hz, side, mode, numbers skipped at boot
-
-
-def _clear(buf, start):
-    for i in range(start, EVENT_SIZE):
-        buf[i] = 0
+# Each packer's struct format is written where it is used (a module-level string
+# would be a global, one more interned name): "<BBH" format, kind, seq, then
+# STRIKE: step, contact_ms, detect_ms; STEP: step, strike_ms, stance, swing, stride,
+# heel_off - strike; LOAD: step (u24), pattern, peaks h/a/f, shares h/a/f; START:
+# total steps, rate_hz, side, mode, numbers skipped at boot
 
 
 def pack_strike(buf, seq, step, contact_ms, detect_ms):
-    struct.pack_into(_STRIKE, buf, 0, EVENT_FORMAT, KIND_STRIKE, seq & SEQ_MASK, step,
+    struct.pack_into("<BBHIII", buf, 0, _EVENT_FORMAT, _KIND_STRIKE, seq & _SEQ_MASK, step,
                      contact_ms, detect_ms)
-    _clear(buf, 16)
+    for i in range(16, _EVENT_SIZE):
+        buf[i] = 0
 
 
 def pack_step(buf, seq, step, strike_ms, stance_ms, swing_ms, stride_ms, heel_off_ms):
@@ -63,7 +63,7 @@ def pack_step(buf, seq, step, strike_ms, stance_ms, swing_ms, stride_ms, heel_of
     dt = (heel_off_ms - strike_ms) & 0x1FFFFFFF
     if dt > 0xFFFF:
         dt = 0xFFFF
-    struct.pack_into(_STEP, buf, 0, EVENT_FORMAT, KIND_STEP, seq & SEQ_MASK, step,
+    struct.pack_into("<BBHIIHHHH", buf, 0, _EVENT_FORMAT, _KIND_STEP, seq & _SEQ_MASK, step,
                      strike_ms, stance_ms, swing_ms, stride_ms, dt)
 
 
@@ -73,24 +73,25 @@ def pack_load(buf, seq, step, pattern, peak_heel, peak_arch, peak_fore, share_he
     # byte keeps the pattern in bits 0-1 and flags above it
     if strike_corrected:
         pattern |= _LOAD_STRIKE_CORRECTED
-    struct.pack_into(_LOAD, buf, 0, EVENT_FORMAT, KIND_LOAD, seq & SEQ_MASK, step & 0xFFFF,
-                     (step >> 16) & 0xFF, pattern, peak_heel, peak_arch, peak_fore, share_heel,
-                     share_arch, share_fore)
+    struct.pack_into("<BBHHBBHHHHHH", buf, 0, _EVENT_FORMAT, _KIND_LOAD, seq & _SEQ_MASK,
+                     step & 0xFFFF, (step >> 16) & 0xFF, pattern, peak_heel, peak_arch,
+                     peak_fore, share_heel, share_arch, share_fore)
 
 
 def pack_start(buf, seq, steps, rate_hz, side, mode, skipped_seq=0, skipped_steps=0):
     # skipped_*: sequence and step numbers a reboot left unused just before this START
     # (the journal skips past what a lost batch could have held); 0 otherwise
-    struct.pack_into(_START, buf, 0, EVENT_FORMAT, KIND_START, seq & SEQ_MASK, steps,
+    struct.pack_into("<BBHIHBBHH", buf, 0, _EVENT_FORMAT, _KIND_START, seq & _SEQ_MASK, steps,
                      rate_hz, side, mode, min(skipped_seq, 0xFFFF), min(skipped_steps, 0xFFFF))
-    _clear(buf, 16)
+    for i in range(16, _EVENT_SIZE):
+        buf[i] = 0
 
 
 # ---- Status characteristic (read + notify, 20 bytes: fits one notification at MTU 23) ----
-STATUS_SIZE = const(20)
+_STATUS_SIZE = const(20)
 _STATUS_FORMAT = const(2)
-SIDE_LEFT = const(0)
-SIDE_RIGHT = const(1)
+_SIDE_LEFT = const(0)
+_SIDE_RIGHT = const(1)
 # flags (device.py sets them): bit 0 right insole, bit 1 raw streaming on, bit 2 the
 # link is encrypted, bit 3 the journal dropped days (GET_JOURNAL), bits 4..7 the mode
 _STATUS_BATTERY_UNIT_MV = const(20)  # battery byte: nearest 20 mV, 255 = 5.1 V or more
@@ -106,14 +107,14 @@ def pack_status(buf, flags, rate_hz, steps, uptime_s, overruns, lost, faults, ba
 
 
 # ---- Raw Stream characteristic: sample index + RAW_PER_PACKET samples ----
-RAW_PER_PACKET = const(3)
-RAW_SIZE = const(20)
+_RAW_PER_PACKET = const(3)
+_RAW_SIZE = const(20)
 # device.py fills each packet as an array of u16 (little-endian on the ESP32) and
 # sends it as it is: no packer here
 
 
 # ---- Running Speed and Cadence measurement (0x2A53) ----
-RSC_SIZE = const(10)
+_RSC_SIZE = const(10)
 _RSC_STRIDE_PRESENT = const(0x01)
 _RSC_DISTANCE_PRESENT = const(0x02)
 _RSC_RUNNING = const(0x04)
@@ -127,45 +128,45 @@ def pack_rsc(buf, running, speed_256, cadence, stride_cm, distance_dm):
 
 
 # ---- Control characteristic: opcode byte + arguments; reply: opcode, error, data ----
-OP_SET_SIDE = const(0x01)  # u8 side (0 left, 1 right)
-OP_SET_NAME = const(0x02)  # 1..NAME_MAX ASCII bytes: advertised name prefix
-OP_SET_RATE = const(0x03)  # u16 sample rate, Hz
-OP_SET_STRIDE = const(0x04)  # u16 stride length, cm
-OP_ZERO = const(0x05)  # zero-calibrate (insole unloaded)
-OP_RAW_START = const(0x06)
-OP_RAW_STOP = const(0x07)
-OP_BACKFILL = const(0x08)  # u16 low bits, or u32 (29 bits), of the first event wanted
-OP_SET_MODE = const(0x09)  # u8 mode + mode arguments (exercise modes, reserved)
-OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, name
-OP_GET_JOURNAL = const(0x0B)  # reply data: head, oldest held, days dropped, journal bytes
+_OP_SET_SIDE = const(0x01)  # u8 side (0 left, 1 right)
+_OP_SET_NAME = const(0x02)  # 1..NAME_MAX ASCII bytes: advertised name prefix
+_OP_SET_RATE = const(0x03)  # u16 sample rate, Hz
+_OP_SET_STRIDE = const(0x04)  # u16 stride length, cm
+_OP_ZERO = const(0x05)  # zero-calibrate (insole unloaded)
+_OP_RAW_START = const(0x06)
+_OP_RAW_STOP = const(0x07)
+_OP_BACKFILL = const(0x08)  # u16 low bits, or u32 (29 bits), of the first event wanted
+_OP_SET_MODE = const(0x09)  # u8 mode + mode arguments (exercise modes, reserved)
+_OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, name
+_OP_GET_JOURNAL = const(0x0B)  # reply data: head, oldest held, days dropped, journal bytes
 
-ERR_OK = const(0x00)
-ERR_UNKNOWN_OP = const(0x01)
-ERR_BAD_LENGTH = const(0x02)
-ERR_OUT_OF_RANGE = const(0x03)
-ERR_NOT_ENCRYPTED = const(0x04)
-ERR_UNSUPPORTED = const(0x05)
-ERR_STORAGE = const(0x06)
-ERR_PARTIAL = const(0x07)  # backfill: the oldest wanted events are gone
-ERR_BUSY = const(0x08)
-ERR_NOT_YET = const(0x09)  # backfill: the first event asked for has not been made yet
-ERR_TOO_FAST = const(0x0A)  # SET_RATE, SET_MODE: the mode cannot hold that sample rate
-ERR_NO_MEMORY = const(0x0B)  # no room for a mode's counter (walk runs) or a command's code
+_ERR_OK = const(0x00)
+_ERR_UNKNOWN_OP = const(0x01)
+_ERR_BAD_LENGTH = const(0x02)
+_ERR_OUT_OF_RANGE = const(0x03)
+_ERR_NOT_ENCRYPTED = const(0x04)
+_ERR_UNSUPPORTED = const(0x05)
+_ERR_STORAGE = const(0x06)
+_ERR_PARTIAL = const(0x07)  # backfill: the oldest wanted events are gone
+_ERR_BUSY = const(0x08)
+_ERR_NOT_YET = const(0x09)  # backfill: the first event asked for has not been made yet
+_ERR_TOO_FAST = const(0x0A)  # SET_RATE, SET_MODE: the mode cannot hold that sample rate
+_ERR_NO_MEMORY = const(0x0B)  # no room for a mode's counter (walk runs) or a command's code
 
-RATE_MIN = const(50)
-RATE_MAX = const(400)
-STRIDE_MIN = const(30)
-STRIDE_MAX = const(300)
-NAME_MAX = const(12)
+_RATE_MIN = const(50)
+_RATE_MAX = const(400)
+_STRIDE_MIN = const(30)
+_STRIDE_MAX = const(300)
+_NAME_MAX = const(12)
 
-MODE_WALK = const(0)
-MODE_HEEL_RAISE = const(1)
-MODE_TOE_SCRUNCH = const(2)
-MODE_BALANCE = const(3)
-MODE_SLOW_WALK = const(4)
-MODE_LAST = const(4)
+_MODE_WALK = const(0)
+_MODE_HEEL_RAISE = const(1)
+_MODE_TOE_SCRUNCH = const(2)
+_MODE_BALANCE = const(3)
+_MODE_SLOW_WALK = const(4)
+_MODE_LAST = const(4)
 
-REPLY_MAX = const(20)
+_REPLY_MAX = const(20)
 
 # Checking a command and packing its reply: control_wire.py (loaded with each
 # command, so it takes no RAM between commands).

@@ -13,15 +13,15 @@ except ImportError:  # CPython
         return x
 
 
-SEQ_MASK = const(0x1FFFFFFF)
-CAPACITY = const(1024)
-CAPACITY_MIN = const(16)
-CAPACITY_MAX = const(32768)  # BACKFILL reaches at most 32768 events behind the head
+_SEQ_MASK = const(0x1FFFFFFF)
+_CAPACITY = const(1024)
+_CAPACITY_MIN = const(16)
+_CAPACITY_MAX = const(32768)  # BACKFILL reaches at most 32768 events behind the head
 
 
 class EventRing:
-    def __init__(self, capacity=CAPACITY, size=20):
-        if capacity & (capacity - 1) or not CAPACITY_MIN <= capacity <= CAPACITY_MAX:
+    def __init__(self, capacity=_CAPACITY, size=20):
+        if capacity & (capacity - 1) or not _CAPACITY_MIN <= capacity <= _CAPACITY_MAX:
             raise ValueError("capacity must be a power of two, 16..32768")
         self.capacity = capacity
         self.size = size
@@ -37,17 +37,17 @@ class EventRing:
         buf = self._buf
         for i in range(self.size):
             buf[off + i] = packet[i]
-        self.head = (seq + 1) & SEQ_MASK
+        self.head = (seq + 1) & _SEQ_MASK
         if self.count < self.capacity:
             self.count += 1
         return seq
 
     def oldest(self):
-        return (self.head - self.count) & SEQ_MASK
+        return (self.head - self.count) & _SEQ_MASK
 
     def behind(self, seq):
         """How many events lie from seq up to (not including) head."""
-        return (self.head - seq) & SEQ_MASK
+        return (self.head - seq) & _SEQ_MASK
 
     def held(self, seq):
         return 0 < self.behind(seq) <= self.count

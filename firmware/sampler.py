@@ -18,13 +18,28 @@ except ImportError:  # CPython
         return x
 
 
+from array import array
+
 _MASK = const(0x1FFFFFFF)
 _RESYNC = const(8)  # periods behind before the schedule restarts
 _SLEEP_MS_FROM = const(2000)  # us left: sleep_ms yields to the RTOS (BLE), sleep_us spins
 
 
+# Sampler's integer state: one array (self._v) in place of 7 attributes, whose
+# names MicroPython would intern for good; each method binds it to a local
+_V_Q = const(0)
+_V_R = const(1)
+_V_FRAC = const(2)
+_V_MS_Q = const(3)
+_V_MS_R = const(4)
+_V_MS_FRAC = const(5)
+_V_STARTED = const(6)
+_V_N = const(7)
+
+
 class Sampler:
     def __init__(self, rate_hz, clock):
+        self._v = array("i", [0] * _V_N)
         self._clock = clock  # the time module, or a test double with the same calls
         self.count = 0  # samples taken (wraps at 2**29)
         self.ms = 0  # device clock, ms since the first sample (wraps at 2**29)
@@ -34,26 +49,28 @@ class Sampler:
         self.set_rate(rate_hz)
 
     def set_rate(self, rate_hz):
+        v = self._v
         self.rate_hz = rate_hz
-        self._q = 1000000 // rate_hz
-        self._r = 1000000 % rate_hz
-        self._frac = 0
-        self._ms_q = 1000 // rate_hz
-        self._ms_r = 1000 % rate_hz
-        self._ms_frac = 0
-        self._started = False
+        v[_V_Q] = 1000000 // rate_hz
+        v[_V_R] = 1000000 % rate_hz
+        v[_V_FRAC] = 0
+        v[_V_MS_Q] = 1000 // rate_hz
+        v[_V_MS_R] = 1000 % rate_hz
+        v[_V_MS_FRAC] = 0
+        v[_V_STARTED] = False
 
     def wait(self):
         """Return when the next sample is due (call right before sampling)."""
+        v = self._v
         c = self._clock
-        if not self._started:
-            self._started = True
+        if not v[_V_STARTED]:
+            v[_V_STARTED] = True
             self._deadline = c.ticks_us()
         else:
-            d = c.ticks_add(self._deadline, self._q)
-            self._frac += self._r
-            if self._frac >= self.rate_hz:
-                self._frac -= self.rate_hz
+            d = c.ticks_add(self._deadline, v[_V_Q])
+            v[_V_FRAC] += v[_V_R]
+            if v[_V_FRAC] >= self.rate_hz:
+                v[_V_FRAC] -= self.rate_hz
                 d = c.ticks_add(d, 1)
             self._deadline = d
             while True:
@@ -65,20 +82,18 @@ class Sampler:
                 else:
                     c.sleep_us(left)
                     break
-            if -left >= self._q:
+            if -left >= v[_V_Q]:
                 if self.overruns < _MASK:
                     self.overruns += 1
-                if -left >= self._q * _RESYNC:
+                if -left >= v[_V_Q] * _RESYNC:
                     self._deadline = c.ticks_us()
-                    self._frac = 0
-        self._tick()
-
-    def _tick(self):
+                    v[_V_FRAC] = 0
+        # the device clock moves on by one sample
         self.count = (self.count + 1) & _MASK
-        step = self._ms_q
-        self._ms_frac += self._ms_r
-        if self._ms_frac >= self.rate_hz:
-            self._ms_frac -= self.rate_hz
+        step = v[_V_MS_Q]
+        v[_V_MS_FRAC] += v[_V_MS_R]
+        if v[_V_MS_FRAC] >= self.rate_hz:
+            v[_V_MS_FRAC] -= self.rate_hz
             step += 1
         self.ms = (self.ms + step) & _MASK
         self._ms_in_s += step

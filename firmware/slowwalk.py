@@ -12,20 +12,24 @@ except ImportError:  # CPython
 import struct
 
 from exbase import (
-    COACH_HEEL_STRIKE,
-    COACH_PATTERN_OK,
-    EV_COACH,
-    EVENT_FORMAT,
-    KIND_COACHED_STEP,
-    PACE_FAST,
-    PACE_ON_TARGET,
-    PACE_SLOW,
-    PACE_UNKNOWN,
-    PKT,
-    SEQ_MASK,
     u16,
 )
 from gait import EV_STEP, PATTERN_REAR, GaitDetector
+
+# exbase.py's constants, private here: a const() another module imports is a
+# global (an interned name and a dictionary lookup per use); exercise.py has the
+# public copies (tests/test_budget.py checks that they agree)
+_COACH_HEEL_STRIKE = const(4)  # flags bit 2
+_COACH_PATTERN_OK = const(8)  # flags bit 3
+_EV_COACH = const(64)  # slow walk: a coached step
+_EVENT_FORMAT = const(1)
+_KIND_COACHED_STEP = const(0x13)
+_PACE_FAST = const(3)
+_PACE_ON_TARGET = const(2)
+_PACE_SLOW = const(1)
+_PACE_UNKNOWN = const(0)
+_PKT = const(20)
+_SEQ_MASK = const(0xFFFF)
 
 _COUNT_MAX = const(0x1FFFFFFF)  # exbase.COUNT_MAX
 
@@ -64,25 +68,25 @@ class SlowWalkCoach:
         cad = 1200000 // d.stride_ms if d.stride_ms else 0
         self.cadence_x10 = cad
         if cad == 0:
-            flags = PACE_UNKNOWN
+            flags = _PACE_UNKNOWN
         elif cad < self._lo:
-            flags = PACE_SLOW
+            flags = _PACE_SLOW
         elif cad > self._hi:
-            flags = PACE_FAST
+            flags = _PACE_FAST
         else:
-            flags = PACE_ON_TARGET
+            flags = _PACE_ON_TARGET
         if d.pattern == PATTERN_REAR:
-            flags |= COACH_HEEL_STRIKE
+            flags |= _COACH_HEEL_STRIKE
         if self.want_pattern == 0 or d.pattern == self.want_pattern:
-            flags |= COACH_PATTERN_OK
+            flags |= _COACH_PATTERN_OK
         self.flags = flags
-        return EV_COACH
+        return _EV_COACH
 
     def pack(self, ev, buf, seq):
         """One Step Event packet for EV_COACH; returns its length."""
         d = self.detector
-        struct.pack_into("<BBHBBHIHHHH", buf, 0, EVENT_FORMAT, KIND_COACHED_STEP,
-                         seq & SEQ_MASK, self.flags, d.pattern, d.seq & SEQ_MASK,
+        struct.pack_into("<BBHBBHIHHHH", buf, 0, _EVENT_FORMAT, _KIND_COACHED_STEP,
+                         seq & _SEQ_MASK, self.flags, d.pattern, d.seq & _SEQ_MASK,
                          d.strike_ms, u16(d.stride_ms), u16(self.cadence_x10),
                          u16(d.stance_ms), u16(d.share_arch))
-        return PKT
+        return _PKT

@@ -84,23 +84,23 @@ class FakeInsole:
         return bytes(buf)
 
     def control(self, data: bytes) -> bytes:
-        if data[0] != FW.OP_BACKFILL or len(data) != 3:
-            return bytes([data[0], FW.ERR_UNSUPPORTED])
+        if data[0] != FW._OP_BACKFILL or len(data) != 3:
+            return bytes([data[0], FW._ERR_UNSUPPORTED])
         first16 = struct.unpack_from("<H", data, 1)[0]
         head = len(self.ring)
         if FWC.backfill_ahead(first16, head):
-            return struct.pack("<BBHH", FW.OP_BACKFILL, FW.ERR_NOT_YET, head & 0xFFFF, 0)
+            return struct.pack("<BBHH", FW._OP_BACKFILL, FW._ERR_NOT_YET, head & 0xFFFF, 0)
         first = head - ((head - first16) & 0xFFFF)
         oldest = max(0, len(self.ring) - self.ring_size)
-        err = FW.ERR_OK
+        err = FW._ERR_OK
         if first < oldest:
-            first, err = oldest, FW.ERR_PARTIAL
+            first, err = oldest, FW._ERR_PARTIAL
         self.backfills.append(first)
         count = max(0, len(self.ring) - first)
         if self.link is not None:
             for p in self.ring[first:]:
                 self.link.deliver(UUID_STEP_EVENT, p)
-        return struct.pack("<BBHH", FW.OP_BACKFILL, err, first & 0xFFFF, count)
+        return struct.pack("<BBHH", FW._OP_BACKFILL, err, first & 0xFFFF, count)
 
     async def walk(self, pace_s: float = 0.0, drop_at: set[int] | None = None,
                    drop_for_s: float = 0.3) -> None:

@@ -9,6 +9,10 @@
 import protocol as P
 
 MASK = 0x1FFFFFFF
+# protocol.py's private constants (tests/test_journal.py checks them)
+EVENT_FORMAT = 1
+KIND_EXERCISE_FIRST = 0x10
+MODE_WALK = 0
 
 
 class Rand:
@@ -43,7 +47,7 @@ class Walk:
         self.seq = (self.seq + 1) & MASK
 
     def start(self, out):
-        P.pack_start(self.buf, self.seq, self.step, self.rate_hz, 0, P.MODE_WALK)
+        P.pack_start(self.buf, self.seq, self.step, self.rate_hz, 0, MODE_WALK)
         self._out(out)
 
     def steps(self, n, out=None):
@@ -101,8 +105,8 @@ class Walk:
         elif k < 4:  # an exercise event
             for i in range(20):
                 b[i] = r.below(256)
-            b[0] = P.EVENT_FORMAT
-            b[1] = P.KIND_EXERCISE_FIRST + r.below(4)
+            b[0] = EVENT_FORMAT
+            b[1] = KIND_EXERCISE_FIRST + r.below(4)
             b[2] = self.seq & 0xFF
             b[3] = (self.seq >> 8) & 0xFF
             self._out(out)

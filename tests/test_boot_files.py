@@ -102,8 +102,8 @@ CONFIG_CASES = [
 _LONG = "ab" * (768 + 1)
 BOND_CASES = [
     _case("non_utf8", {BONDS: b"[[2, \"00\", \"\xff\"]]"}, "not UTF-8", [BONDS]),
-    _case("huge", {BONDS: b"[" + b" " * fw_bonds.FILE_MAX + b"]"},
-          f"over {fw_bonds.FILE_MAX} bytes", [BONDS]),
+    _case("huge", {BONDS: b"[" + b" " * fw_bonds._FILE_MAX + b"]"},
+          f"over {fw_bonds._FILE_MAX} bytes", [BONDS]),
     _case("truncated", {BONDS: GOOD_BONDS[:-9].encode()}, "not JSON", [BONDS]),
     _case("empty", {BONDS: b""}, "not JSON", [BONDS]),
     _case("deep_nesting", {BONDS: b"[" * 7000 + b"]" * 7000}, "(not JSON|not a row)", [BONDS]),
@@ -636,7 +636,7 @@ def test_bonds_trim_against_the_model(ops):
         else:
             assert b.set(*op) is model.set(*op)
         _same(b, model)
-        assert len(json.dumps(b.peers(), default=bytes.hex)) < fw_bonds.FILE_MAX
+        assert len(json.dumps(b.peers(), default=bytes.hex)) < fw_bonds._FILE_MAX
 
 
 def test_bonds_behave_alike_under_micropython(tmp_path):

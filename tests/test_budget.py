@@ -24,7 +24,6 @@ for p in (str(FIRMWARE), str(TESTS)):
         sys.path.insert(0, p)
 
 import device  # noqa: E402
-import exbase  # noqa: E402
 import fw_fakes as F  # noqa: E402
 import modes  # noqa: E402
 import protocol as FP  # noqa: E402
@@ -56,7 +55,7 @@ def _command(ble, dev, data: bytes) -> HP.Reply:
 
 
 def _set_mode(mode: int) -> bytes:
-    return bytes([FP.OP_SET_MODE, mode]) + (b"\x84\x03\x05\x01" if mode == 4 else b"")
+    return bytes([FP._OP_SET_MODE, mode]) + (b"\x84\x03\x05\x01" if mode == 4 else b"")
 
 
 # ---- load only what runs ----
@@ -84,7 +83,7 @@ def test_set_mode_without_memory_walks_on():
     with no_memory_for("heelraise"):
         r = _command(ble, dev, _set_mode(1))
     assert r.error == HP.ERR_NO_MEMORY and r.message.startswith("no memory")
-    assert dev.mode == FP.MODE_WALK and dev.ex is None and dev._counter_modules == []
+    assert dev.mode == FP._MODE_WALK and dev.ex is None and dev._counter_modules == []
     assert _command(ble, dev, _set_mode(1)).ok and dev.ex is not None
 
 
@@ -144,18 +143,18 @@ def test_heap_returns_after_each_mode_under_micropython():
 
 def test_max_rates_table():
     rates = device.MAX_RATE_HZ
-    assert len(rates) == FP.MODE_LAST + 1
-    assert all(FP.RATE_MIN <= r <= FP.RATE_MAX for r in rates)
-    assert rates[FP.MODE_WALK] == FP.RATE_MAX
+    assert len(rates) == FP._MODE_LAST + 1
+    assert all(FP._RATE_MIN <= r <= FP._RATE_MAX for r in rates)
+    assert rates[FP._MODE_WALK] == FP._RATE_MAX
     assert firmware_max_rates() == rates  # what the bench checks against its estimates
 
 
 def test_set_rate_above_the_mode_maximum_is_refused():
     dev, ble = _device()
-    assert _command(ble, dev, _set_mode(FP.MODE_HEEL_RAISE)).ok
-    top = device.MAX_RATE_HZ[FP.MODE_HEEL_RAISE]
+    assert _command(ble, dev, _set_mode(FP._MODE_HEEL_RAISE)).ok
+    top = device.MAX_RATE_HZ[FP._MODE_HEEL_RAISE]
     r = _command(ble, dev, HP.cmd_set_rate(top + 50))
-    assert r.error == HP.ERR_TOO_FAST == FP.ERR_TOO_FAST
+    assert r.error == HP.ERR_TOO_FAST == FP._ERR_TOO_FAST
     assert dev.sampler.rate_hz == 100 and dev.cfg["rate_hz"] == 100
     assert _command(ble, dev, HP.cmd_set_rate(top)).ok
     assert dev.sampler.rate_hz == top and dev.ex._clock.rate_hz == top
@@ -163,17 +162,17 @@ def test_set_rate_above_the_mode_maximum_is_refused():
 
 def test_set_mode_into_a_mode_that_cannot_hold_the_rate_is_refused():
     dev, ble = _device()
-    assert _command(ble, dev, HP.cmd_set_rate(FP.RATE_MAX)).ok
+    assert _command(ble, dev, HP.cmd_set_rate(FP._RATE_MAX)).ok
     for mode in MODE_MODULES:
         r = _command(ble, dev, _set_mode(mode))
-        if device.MAX_RATE_HZ[mode] < FP.RATE_MAX:
+        if device.MAX_RATE_HZ[mode] < FP._RATE_MAX:
             assert r.error == HP.ERR_TOO_FAST
-            assert dev.mode == FP.MODE_WALK and dev.ex is None
+            assert dev.mode == FP._MODE_WALK and dev.ex is None
         else:
             assert r.ok and dev.mode == mode
             assert _command(ble, dev, _set_mode(0)).ok
-    assert _command(ble, dev, HP.cmd_set_rate(device.MAX_RATE_HZ[FP.MODE_BALANCE])).ok
-    assert _command(ble, dev, _set_mode(FP.MODE_BALANCE)).ok and dev.mode == FP.MODE_BALANCE
+    assert _command(ble, dev, HP.cmd_set_rate(device.MAX_RATE_HZ[FP._MODE_BALANCE])).ok
+    assert _command(ble, dev, _set_mode(FP._MODE_BALANCE)).ok and dev.mode == FP._MODE_BALANCE
 
 
 # ---- counters saturate at 2**29 - 1 ----
@@ -206,14 +205,38 @@ def test_exercise_counts_saturate(cls, field, trace, args):
     assert getattr(c, field) == COUNT_MAX
 
 
+# py/map.c hash_allocation_sizes: an instance's attribute table takes the next size
+# only when it is full, and while it is nearly full every method looked up through
+# the instance (self.service(), self._put() ...) probes most of it before the class
+_MAP_SIZES = (0, 2, 4, 6, 8, 10, 12, 17, 23, 29, 37, 47, 59, 73, 97, 127, 167, 223)
+
+
+def test_the_insole_and_its_radio_keep_room_in_their_attribute_tables():
+    dev, _ble, _fs = F.build([0] * 30)
+    for obj in (dev, dev.ble):
+        n = len(vars(obj))
+        table = next(s for s in _MAP_SIZES if s >= n)
+        assert n <= 0.9 * table, (type(obj).__name__, n, table)
+
+
 def test_shared_constants_agree():
-    assert exbase.COUNT_MAX == COUNT_MAX
-    assert device._EV_LAST == exbase.EV_COACH
-    assert device._RAW_PER_PACKET == FP.RAW_PER_PACKET
+    import exercise
+
+    assert exercise.COUNT_MAX == COUNT_MAX
+    assert device._EV_LAST == exercise.EV_COACH
+    # the mode modules' private const() copies of the modes' public names
+    copies = 0
+    for name in ("exbase", *MODE_MODULES.values()):
+        for key, value in vars(__import__(name)).items():
+            if key.startswith("_") and hasattr(exercise, key[1:]):
+                assert value == getattr(exercise, key[1:]), (name, key)
+                copies += 1
+    assert copies >= 39 + 11 + 8 + 18 + 11, copies
+    assert device._RAW_PER_PACKET == FP._RAW_PER_PACKET
     for name in MODE_MODULES.values():
         assert vars(__import__(name))["_COUNT_MAX"] == COUNT_MAX
     for name in ("TOO_FAST", "NO_MEMORY"):
-        assert getattr(FP, "ERR_" + name) == getattr(HP, "ERR_" + name)
+        assert getattr(FP, "_ERR_" + name) == getattr(HP, "ERR_" + name)
 
 
 # ---- the bench's readers ----

@@ -84,17 +84,17 @@ class JournaledInsole(FakeInsole):
         if data == HP.cmd_get_journal():
             n = FWC.pack_journal_reply(buf, self.head, min(self.events), 0, 0)
             return bytes(buf[:n])
-        if data[0] != FW.OP_BACKFILL:
-            return bytes([data[0], FW.ERR_UNKNOWN_OP])
+        if data[0] != FW._OP_BACKFILL:
+            return bytes([data[0], FW._ERR_UNKNOWN_OP])
         op, err, first = FWC.parse_command(data)
         wide = len(data) == 5
         if not wide:
             first = self.head - ((self.head - first) & 0xFFFF)
         if first > self.head:
-            n = FWC.pack_backfill_reply(buf, FW.ERR_NOT_YET, self.head, 0, wide)
+            n = FWC.pack_backfill_reply(buf, FW._ERR_NOT_YET, self.head, 0, wide)
             return bytes(buf[:n])
         self.backfills.append(first)
-        n = FWC.pack_backfill_reply(buf, FW.ERR_OK, first, self.head - first, wide)
+        n = FWC.pack_backfill_reply(buf, FW._ERR_OK, first, self.head - first, wide)
         reply = bytes(buf[:n])
         self.link.deliver(HP.UUID_CONTROL, reply)  # the replay follows its reply
         for s in range(first, self.head):

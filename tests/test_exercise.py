@@ -312,14 +312,14 @@ def _one_rep():
 
 def test_kinds_and_modes_match_the_protocol_module():
     proto = exercises._load("protocol")
-    assert ex.KIND_HEEL_RAISE == proto.KIND_HEEL_RAISE
-    assert ex.KIND_TOE_SCRUNCH == proto.KIND_TOE_SCRUNCH
-    assert ex.KIND_BALANCE == proto.KIND_BALANCE
-    assert ex.KIND_COACHED_STEP == proto.KIND_COACHED_STEP
-    assert ex.EVENT_FORMAT == proto.EVENT_FORMAT
+    assert ex.KIND_HEEL_RAISE == proto._KIND_HEEL_RAISE
+    assert ex.KIND_TOE_SCRUNCH == proto._KIND_TOE_SCRUNCH
+    assert ex.KIND_BALANCE == proto._KIND_BALANCE
+    assert ex.KIND_COACHED_STEP == proto._KIND_COACHED_STEP
+    assert ex.EVENT_FORMAT == proto._EVENT_FORMAT
     for name in ("HEEL_RAISE", "TOE_SCRUNCH", "BALANCE", "SLOW_WALK"):
-        assert getattr(ex, "MODE_" + name) == getattr(proto, "MODE_" + name)
-    assert exercises.set_mode_command(4, 900, 5, 1) == bytes([proto.OP_SET_MODE, 4, 0x84, 3, 5, 1])
+        assert getattr(ex, "MODE_" + name) == getattr(proto, "_MODE_" + name)
+    assert exercises.set_mode_command(4, 900, 5, 1) == bytes([proto._OP_SET_MODE, 4, 0x84, 3, 5, 1])
 
 
 # ----------------------------------------------------------- 29-bit bounds

@@ -26,7 +26,8 @@ import control_wire as FW_CONTROL  # noqa: E402
 import fw_fakes as F  # noqa: E402
 import protocol as FP  # noqa: E402
 from log import Log  # noqa: E402
-from ring import SEQ_MASK, EventRing  # noqa: E402
+from ring import _SEQ_MASK as SEQ_MASK  # noqa: E402
+from ring import EventRing  # noqa: E402
 from sampler import Sampler  # noqa: E402
 
 from tests.mpy import run_micropython  # noqa: E402
@@ -107,10 +108,10 @@ def test_vectors_micropython():
 
 
 def test_packets_fit_default_mtu_and_seq_wraps():
-    b = bytearray(FP.EVENT_SIZE)
+    b = bytearray(FP._EVENT_SIZE)
     FP.pack_strike(b, 0x10005, 1, 2, 3)
     assert len(b) <= 20 and b[2] | b[3] << 8 == 5
-    assert FP.RAW_SIZE <= 20 and FP.STATUS_SIZE <= 20 and FP.RSC_SIZE <= 20
+    assert FP._RAW_SIZE <= 20 and FP._STATUS_SIZE <= 20 and FP._RSC_SIZE <= 20
     FP.pack_step(b, 1, 1, 100, 10, 0, 0, 99)  # heel-off before strike: marked unknown
     assert b[18:20] == b"\xff\xff"
 
@@ -136,13 +137,53 @@ def test_the_firmwares_private_wire_constants_match_the_host_decoder():
     assert s.mode == 3, s
 
 
+# modules that keep private const() copies of another module's constants (a const()
+# imported from a module would be a global: an interned name and a lookup per use)
+_CONST_COPIES = {
+    "protocol": ("device", "control", "control_wire", "modes", "config", "ble_insole"),
+    "ble_insole": ("device",),
+    "pairing": ("device",),
+    "bonds": ("bonds_load",),
+    "journal": ("journal_boot", "journal_write"),
+    "mains": ("device", "modes"),
+}
+
+
+def test_private_constant_copies_match_their_module():
+    import importlib
+
+    from host_tools.ble import protocol as HP
+
+    checked = 0
+    for source, users in _CONST_COPIES.items():
+        src = vars(importlib.import_module(source))
+        for user in users:
+            mine = vars(importlib.import_module(user))
+            shared = [k for k in mine if k[:2] != "__" and k[:1] == "_" and k[1:2].isupper()
+                      and k in src and type(src[k]) is int]
+            assert shared, (source, user)
+            for k in shared:
+                assert mine[k] == src[k], (user, k, source)
+                checked += 1
+    assert checked >= 80, checked
+    # and protocol.py's against the host decoder wherever it names the same thing
+    named = [k for k in vars(FP) if k[:1] == "_" and hasattr(HP, k[1:])]
+    assert len(named) >= 40, named
+    for k in named:
+        assert getattr(FP, k) == getattr(HP, k[1:]), k
+    import device
+    import ring
+
+    assert device._SEQ29 == ring._SEQ_MASK
+
+
 @given(st.binary(max_size=24))
 def test_parse_command_total(data):
     op, err, value = FW_CONTROL.parse_command(data)
     assert err in range(0, 9)
-    assert (err == FP.ERR_OK) or value is None
-    if err == FP.ERR_OK and op == FP.OP_SET_RATE:
-        assert FP.RATE_MIN <= value <= FP.RATE_MAX
+    assert (err == FP._ERR_OK) or value is None
+    if err == FP._ERR_OK and op == FP._OP_SET_RATE:
+        assert FP._RATE_MIN <= value <= FP._RATE_MAX
 
 
 def test_backfill_ahead_is_the_upper_half_window():

@@ -56,7 +56,7 @@ class Lines:
         self.lines.append(f"{tag} {text}")
 
 
-def open_j(fs, log=None, limit=J.LIMIT_BYTES, prefix="journal"):
+def open_j(fs, log=None, limit=J._LIMIT_BYTES, prefix="journal"):
     return J.Journal(prefix, log if log is not None else Lines(), fs=fs, opener=fs.open,
                      limit_bytes=limit)
 
@@ -106,13 +106,13 @@ def walk_events(n_steps, seed=1, seq=0, step=0, **kw):
 
 
 def test_kinds_and_skips_match_protocol_and_batch():
-    assert J._FORMAT == FP.EVENT_FORMAT
+    assert J._FORMAT == FP._EVENT_FORMAT
     assert (J._KIND_STRIKE, J._KIND_STEP, J._KIND_LOAD, J._KIND_START) == (
-        FP.KIND_STRIKE, FP.KIND_STEP, FP.KIND_LOAD, FP.KIND_START)
+        FP._KIND_STRIKE, FP._KIND_STEP, FP._KIND_LOAD, FP._KIND_START)
     # a reboot skips at least what an unwritten batch can hold
-    assert J.SEQ_SKIP >= J._BATCH_EVENTS and J.STEP_SKIP >= J._BATCH_STEPS
+    assert J._SEQ_SKIP >= J._BATCH_EVENTS and J._STEP_SKIP >= J._BATCH_STEPS
     assert J._SOFT_BYTES + 4 * 21 <= J._BATCH_BYTES
-    assert J.FLUSH_MS <= 10000 and J.DAY_MS < 1 << 29 and J.LIMIT_BYTES < 1 << 29
+    assert J._FLUSH_MS <= 10000 and J._DAY_MS < 1 << 29 and J._LIMIT_BYTES < 1 << 29
 
 
 def test_the_frame_writer_shares_the_journals_constants():
@@ -132,7 +132,7 @@ def test_a_write_without_memory_for_its_code_waits_in_ram():
     with no_memory_for("journal_write"):
         assert not j.flush(6000) and j.pending == 1
     assert not j.due(7000)  # a failed write waits FLUSH_MS before the next try
-    assert j.due(6000 + J.FLUSH_MS) and j.flush(6000 + J.FLUSH_MS) and j.pending == 0
+    assert j.due(6000 + J._FLUSH_MS) and j.flush(6000 + J._FLUSH_MS) and j.pending == 0
     assert "journal_write" not in sys.modules  # dropped after the write
 
 
@@ -145,7 +145,7 @@ def test_walk_round_trip_is_byte_exact_and_compact():
     assert j.flush(10**6)
     j2 = open_j(fs.reboot())
     assert mismatches(j2, events) == []
-    steps = sum(1 for _, p in events if p[1] == FP.KIND_STEP)
+    steps = sum(1 for _, p in events if p[1] == FP._KIND_STEP)
     per_step = (fs.total() - 23) / steps  # less the boot mark frame
     # three events in less than two raw packets' worth of flash
     assert per_step < 2 * 20, per_step
@@ -207,7 +207,7 @@ class Model:
         if pkt[0] == 1:
             kind = pkt[1]
             u = struct.unpack_from("<III", pkt, 4)
-            if kind == FP.KIND_STEP:
+            if kind == FP._KIND_STEP:
                 if u[0] < 1 << 29:
                     self.step = u[0]
                 if u[1] < 1 << 29:
@@ -215,9 +215,9 @@ class Model:
                     self.prev = (u[1], struct.unpack_from("<H", pkt, 12)[0])
                 else:
                     self.prev = None
-            elif kind == FP.KIND_STRIKE and u[1] < 1 << 29:
+            elif kind == FP._KIND_STRIKE and u[1] < 1 << 29:
                 self.t = u[1]
-            elif kind == FP.KIND_START:
+            elif kind == FP._KIND_START:
                 if u[0] < 1 << 29:
                     self.step = u[0]
                 self.t = 0
@@ -230,8 +230,8 @@ class Model:
 
     def rebooted(self, j):
         self.batch = {}
-        self.seq = (self.flushed_seq + J.SEQ_SKIP) & MASK
-        self.step = min(self.flushed_step, MASK - J.STEP_SKIP) + J.STEP_SKIP
+        self.seq = (self.flushed_seq + J._SEQ_SKIP) & MASK
+        self.step = min(self.flushed_step, MASK - J._STEP_SKIP) + J._STEP_SKIP
         self.t = 0
         self.prev = None
         assert j.next_seq == self.seq and j.last_step == self.step
@@ -263,7 +263,7 @@ def _draw_packet(data, m: Model, seq: int) -> bytes:
             swing = data.draw(st.sampled_from([0, stride, data.draw(st.integers(0, 0xFFFF))]))
             if data.draw(st.booleans()):
                 stride = swing = 0
-        struct.pack_into("<BBHIIHHHH", b, 0, 1, FP.KIND_STEP, seq & 0xFFFF, step & 0xFFFFFFFF,
+        struct.pack_into("<BBHIIHHHH", b, 0, 1, FP._KIND_STEP, seq & 0xFFFF, step & 0xFFFFFFFF,
                          t, stance, swing, stride, data.draw(st.integers(0, 0xFFFF)))
     elif kind == "load":
         lstep = m.step if follows else data.draw(U32)
@@ -303,7 +303,7 @@ def _check_reads(j, m: Model, fs, limit):
                                                                   HealthCheck.data_too_large])
 @given(st.data())
 def test_random_streams_come_back_exact(data):
-    limit = data.draw(st.sampled_from([4096, 8192, J.LIMIT_BYTES]))
+    limit = data.draw(st.sampled_from([4096, 8192, J._LIMIT_BYTES]))
     fs = JF.FlashFS()
     m = Model()
     if data.draw(st.booleans()):  # a journal whose numbers are about to wrap
@@ -428,7 +428,7 @@ def _expect(frames, writes, timeline, done_write, done_remove):
         if w[1] not in removed:
             held.update(evs)
     if found:
-        seq, step = (seq + J.SEQ_SKIP) & MASK, step + J.STEP_SKIP
+        seq, step = (seq + J._SEQ_SKIP) & MASK, step + J._STEP_SKIP
     return held, seq, step
 
 
@@ -450,7 +450,7 @@ def _check_cut(fs, events, held, seq, step):
     assert j.flush(10**6)
     j3 = open_j(fs2.reboot(), limit=LIMIT_SMALL)
     assert mismatches(j3, more) == []
-    assert j3.next_seq == (more[-1][0] + 1 + J.SEQ_SKIP) & MASK
+    assert j3.next_seq == (more[-1][0] + 1 + J._SEQ_SKIP) & MASK
     assert fs2.total() <= LIMIT_SMALL
 
 
@@ -514,8 +514,8 @@ def test_reboot_never_reuses_a_number_a_central_may_have_seen():
     for _ in range(3):  # power cut, reboot, power cut again before anything is written
         fs = fs.reboot()
         j = open_j(fs)
-        assert (j.next_seq - top_seq) & MASK in range(1, J.SEQ_SKIP + 1)
-        assert top_step < j.last_step <= top_step + J.STEP_SKIP
+        assert (j.next_seq - top_seq) & MASK in range(1, J._SEQ_SKIP + 1)
+        assert top_step < j.last_step <= top_step + J._STEP_SKIP
         top_seq, top_step = j.next_seq, j.last_step
     assert mismatches(j, events) == []
     out = bytearray(20)
@@ -606,7 +606,7 @@ def test_a_day_larger_than_the_bound_drops_its_own_oldest_parts():
 # ---- damaged journals ----
 
 
-def _good_journal(n_steps=400, limit=J.LIMIT_BYTES):
+def _good_journal(n_steps=400, limit=J._LIMIT_BYTES):
     fs = JF.FlashFS()
     j = open_j(fs, limit=limit)
     events = walk_events(n_steps, seed=8)
@@ -615,7 +615,7 @@ def _good_journal(n_steps=400, limit=J.LIMIT_BYTES):
     return fs, events
 
 
-def _open_damaged(fs, limit=J.LIMIT_BYTES):
+def _open_damaged(fs, limit=J._LIMIT_BYTES):
     log = Lines()
     j = open_j(fs, log, limit=limit)
     assert len(log.lines) == 1 and log.lines[0].startswith("jrn "), log.lines
@@ -632,7 +632,7 @@ def _valid_prefix(j, events):
     return n
 
 
-def _still_works(j, fs, limit=J.LIMIT_BYTES):
+def _still_works(j, fs, limit=J._LIMIT_BYTES):
     more = walk_events(20, seed=11, seq=j.next_seq, step=j.last_step)
     feed(j, more, Clock())
     assert j.flush(10**6)
@@ -670,7 +670,7 @@ def test_huge_garbage_part_costs_no_valid_history():
     j, line = _open_damaged(fs)
     assert mismatches(j, events) == []
     assert "journal.00000.007" not in fs.files  # dropped to meet the bound
-    assert fs.total() <= J.LIMIT_BYTES
+    assert fs.total() <= J._LIMIT_BYTES
     _still_works(j, fs)
 
 
@@ -834,7 +834,7 @@ def test_appends_the_journal_refuses():
     assert j.refused == 1
     # a batch holds at most _BATCH_STEPS steps
     taken = [e for e in events[10:] if j.append(*e)]
-    steps_in = sum(1 for e in events[:10] + taken if e[1][1] == FP.KIND_STEP)
+    steps_in = sum(1 for e in events[:10] + taken if e[1][1] == FP._KIND_STEP)
     assert steps_in == J._BATCH_STEPS and j.refused == 1 + len(events) - 10 - len(taken)
     assert j.flush(1000) and j.pending == 0
     assert mismatches(j, events[:10] + taken) == []
@@ -865,7 +865,7 @@ def test_many_parts_are_trimmed_at_boot_and_the_table_rolls():
     assert len(log.lines) == 1 and "dropped 13" in log.lines[0]
     # the newest 47 stay (room for one more part in the table of 48)
     assert len(fs.files) == 47 and "journal.00000.012" not in fs.files
-    assert j.next_seq == 59 * 100 + J.SEQ_SKIP and j.last_step == 59 + J.STEP_SKIP
+    assert j.next_seq == 59 * 100 + J._SEQ_SKIP and j.last_step == 59 + J._STEP_SKIP
     assert j.dropped == 1  # part of day 0 is gone
     events = walk_events(2700, seed=4, seq=j.next_seq, step=j.last_step)
     feed(j, events, Clock())  # two new parts: the second finds the table full
@@ -918,7 +918,7 @@ def test_every_value_in_the_journal_stays_within_2_29():
             check(arg, (frame.f_code.co_name, "return"))
         return tracer
 
-    start = MASK - 200 + J.SEQ_SKIP  # the sequence numbers wrap
+    start = MASK - 200 + J._SEQ_SKIP  # the sequence numbers wrap
     fs = JF.FlashFS({"journal.00000.000": mark_frame(MASK - 200, MASK - 20)})
     events = walk_events(150, seed=12, t0=MASK - 60000)  # and the ms clock
     rnd = random.Random(3)
@@ -980,8 +980,8 @@ def test_ten_hour_walk_with_no_central_reads_back_whole(tmp_path):
     j2 = J.Journal(prefix, lines)
     assert mismatches(j2, events) == []
     assert j2.dropped == 0 and j2.oldest_seq == 0
-    assert j2.last_step == 36000 + J.STEP_SKIP
-    assert size <= J.LIMIT_BYTES and writes * J.FLUSH_MS <= clock.ms
+    assert j2.last_step == 36000 + J._STEP_SKIP
+    assert size <= J._LIMIT_BYTES and writes * J._FLUSH_MS <= clock.ms
 
 
 # ---- the micropython binary ----
@@ -1284,7 +1284,7 @@ def test_killed_micropython_process_leaves_a_whole_journal(tmp_path):
         j = J.Journal(str(check / "journal"), lines)
         assert len(lines.lines) == 1 and "torn" not in lines.lines[0], lines.lines
         assert mismatches(j, held_before) == []  # earlier rounds are untouched
-        n_new = (j.next_seq - J.SEQ_SKIP - base_seq) & MASK
+        n_new = (j.next_seq - J._SEQ_SKIP - base_seq) & MASK
         ev = _expected_stream(round_ + 1, base_seq, base_step, n_new)
         assert len(ev) > 300 and mismatches(j, ev) == []
         out = bytearray(20)

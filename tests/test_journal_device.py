@@ -39,7 +39,8 @@ def build(samples, fs, limit=None, sink=None, clock=None):
     from ble_insole import InsoleBLE
     from config import ConfigStore
     from device import Insole
-    from journal import LIMIT_BYTES, Journal
+    from journal import _LIMIT_BYTES as LIMIT_BYTES
+    from journal import Journal
     from log import Log
     from pairing import PairingWindow
 

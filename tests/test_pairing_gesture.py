@@ -58,14 +58,14 @@ def gestures(trace, rate):
 @pytest.mark.parametrize("rate", [50, 100, 200, 400])
 def test_six_taps_open_the_window_and_twelve_forget(rate):
     got = gestures(gesture_trace(6, rate), rate)
-    assert [ev for _, ev in got] == [pairing.GESTURE_PAIR]
+    assert [ev for _, ev in got] == [pairing._GESTURE_PAIR]
     got = gestures(gesture_trace(12, rate, seed=2), rate)
-    assert [ev for _, ev in got] == [pairing.GESTURE_FORGET]
+    assert [ev for _, ev in got] == [pairing._GESTURE_FORGET]
     # the event comes once the heel has been held up for the hold after the last tap
     tr = gesture_trace(6, rate, hold_ms=1500, stand_s=3.0)
     (i, _), = gestures(tr, rate)
     taps_end = int(3.0 * rate) + int(0.8 * rate) + 6 * int(0.15 * rate) + 5 * int(0.25 * rate)
-    assert taps_end + pairing.HOLD_MS * rate // 1000 - 2 <= i <= taps_end + 1.1 * rate
+    assert taps_end + pairing._HOLD_MS * rate // 1000 - 2 <= i <= taps_end + 1.1 * rate
 
 
 @pytest.mark.parametrize("taps", [1, 3, 5, 7, 8, 10, 11, 13, 16])
@@ -81,7 +81,7 @@ def test_taps_must_be_quick_and_the_forefoot_loaded():
     assert gestures(gesture_trace(6, fore=12000), 100) == []  # forefoot barely loaded
     # two gestures in a row: two events
     both = np.concatenate([gesture_trace(6, seed=3), gesture_trace(6, seed=4)])
-    assert [ev for _, ev in gestures(both, 100)] == [pairing.GESTURE_PAIR] * 2
+    assert [ev for _, ev in gestures(both, 100)] == [pairing._GESTURE_PAIR] * 2
 
 
 def _recordings():
@@ -105,7 +105,7 @@ def test_no_recording_makes_the_gesture():
         for step in (rec.rate_hz // 50, 1):
             g = pairing.TapGesture(rec.rate_hz // step)
             for h, a, f in rec.trace[::step].tolist():
-                assert g.feed(h, a, f) == pairing.GESTURE_NONE, (rec.name, step)
+                assert g.feed(h, a, f) == pairing._GESTURE_NONE, (rec.name, step)
                 if g.taps > most:
                     most = g.taps
         checked += 1
@@ -213,7 +213,7 @@ def test_micropython_gives_the_same_events_and_allocates_nothing():
     stdin = f"100\n{len(tr)}\n{' '.join(str(v) for v in tr.ravel().tolist())}\n".encode()
     out = run_micropython(_MPY_RUN, stdin=stdin).strip()
     want = gestures(tr, 100)
-    assert [ev for _, ev in want] == [pairing.GESTURE_PAIR, pairing.GESTURE_FORGET]
+    assert [ev for _, ev in want] == [pairing._GESTURE_PAIR, pairing._GESTURE_FORGET]
     assert out == str(want)
 
 
@@ -238,7 +238,7 @@ def test_the_window_closes_on_time_and_after_three_failures():
     w = pairing.PairingWindow(clock, lambda tag, text: lines.append(f"{tag} {text}"))
     assert not w.open
     w.start("power-on")
-    clock.ms = clock.ticks_add(clock.ms, pairing.WINDOW_MS - 1)
+    clock.ms = clock.ticks_add(clock.ms, pairing._WINDOW_MS - 1)
     w.update()
     assert w.open
     clock.ms = clock.ticks_add(clock.ms, 1)

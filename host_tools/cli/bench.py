@@ -167,10 +167,11 @@ def name_table_bytes(names: int, first: int = ESP32_FIRST_NAME_TABLE,
 
 def firmware_names(binary: str, build: Path) -> int:
     """Every name the firmware's modules intern, imported without the shims (app.py,
-    which needs them, is left out: a dozen names)."""
+    which needs them, is left out: a dozen names; so is exercise.py, the modes' public
+    namespace for the host tools, which the device never imports)."""
     import os
 
-    mods = sorted(p.stem for p in build.glob("*.mpy") if p.stem != "app")
+    mods = sorted(p.stem for p in build.glob("*.mpy") if p.stem not in ("app", "exercise"))
     code = ("import sys, micropython as u\nprint('@@QSTR start'); u.qstr_info()\n"
             "for m in sys.argv[1:]: __import__(m)\nprint('@@QSTR all'); u.qstr_info()\n")
     env = dict(os.environ)

@@ -10,6 +10,10 @@ resampled to each rate, and run clean and with one disturbance at a time:
 - ``heel-saturated`` / ``heel-stuck`` / ``heel-dead``: half-way through, the heel reads
   full scale, holds the value it had, or reads 0 for the rest of the walk.
 
+The insole's acquisition is modelled: each ADC read is clipped to 0..65535, and at
+60 Hz and below a sample is the mean of four reads 5 ms apart (firmware/mains.py), each
+read with its own noise and the pickup at its own time.
+
 Each disturbed run is matched one-to-one against the clean run's heel strikes (60 ms).
 Targets: >= 98 % of the clean run's steps found and <= 2 % extra; for noise the matched
 strikes within 60 ms; for a faulty heel (which cannot date the contact it no longer
@@ -42,8 +46,15 @@ EXTRA_MAX = 2.0
 FAULT_CODES = {"heel-saturated": 2, "heel-stuck": 3, "heel-dead": 1}
 
 
-def looped_walk(rate_hz: int, seconds: float = LOOP_S) -> np.ndarray:
-    """The bundled walk repeated to `seconds`, linearly resampled to rate_hz."""
+# firmware/mains.py: rates at or below this average reads over one mains period
+AVERAGE_UP_TO_HZ = 60
+AVERAGE_READS = 4
+READ_GAP_S = 0.005
+
+
+def looped_walk(rate_hz: int, seconds: float = LOOP_S, offset_s: float = 0.0) -> np.ndarray:
+    """The bundled walk repeated to `seconds`, linearly resampled to rate_hz (each
+    sample offset_s after its tick)."""
     trace = tracefile.read_trace(WALK)
     src = np.asarray(trace.samples, dtype=float)
     src_rate = trace.rate_hz or tracefile.DEFAULT_RATE_HZ
@@ -51,18 +62,24 @@ def looped_walk(rate_hz: int, seconds: float = LOOP_S) -> np.ndarray:
     whole = np.concatenate([src] * reps)
     t_src = np.arange(len(whole)) / src_rate
     t = np.arange(0, min(seconds, t_src[-1]), 1.0 / rate_hz)
-    cols = [np.interp(t, t_src, whole[:, k]) for k in range(3)]
+    cols = [np.interp(t + offset_s, t_src, whole[:, k]) for k in range(3)]
     return np.round(np.stack(cols, axis=1)).astype(np.int64)
 
 
-def disturb(clean: np.ndarray, rate_hz: int, case: str, seed: int = 0) -> np.ndarray:
+def disturb(
+    clean: np.ndarray, rate_hz: int, case: str, seed: int = 0, read: int = 0
+) -> np.ndarray:
+    """One ADC read per sample of `clean` under `case`; read k of a sample is taken
+    k x READ_GAP_S after its tick (its own noise, the pickup at its own time)."""
     rng = np.random.default_rng(seed)
     x = clean.astype(float)
     half = len(x) // 2
     if case == "noise":
+        if read:
+            rng = np.random.default_rng([seed, read])
         x = x + rng.normal(0.0, NOISE_SD, x.shape)
     elif case == "mains":
-        t = np.arange(len(x)) / rate_hz
+        t = np.arange(len(x)) / rate_hz + read * READ_GAP_S
         phase = rng.uniform(0, 2 * np.pi, 3)
         x = x + MAINS_AMP * np.sin(2 * np.pi * MAINS_HZ * t[:, None] + phase[None, :])
     elif case == "heel-saturated":
@@ -74,6 +91,18 @@ def disturb(clean: np.ndarray, rate_hz: int, case: str, seed: int = 0) -> np.nda
     elif case != "clean":
         raise ValueError(case)
     return np.clip(np.round(x), 0, 65535).astype(np.int64)
+
+
+def acquired(rate_hz: int, case: str, seed: int = 0, seconds: float = LOOP_S) -> np.ndarray:
+    """The samples the insole takes of the looped walk under `case`."""
+    reads = AVERAGE_READS if rate_hz <= AVERAGE_UP_TO_HZ else 1
+    total = None
+    for k in range(reads):
+        clean = looped_walk(rate_hz, seconds, offset_s=k * READ_GAP_S)
+        one = disturb(clean, rate_hz, case, seed, read=k)
+        total = one if total is None else total + one
+    assert total is not None
+    return total // reads
 
 
 @dataclass
@@ -107,10 +136,10 @@ def _strikes_and_faults(samples: np.ndarray, rate_hz: int) -> tuple[list[float],
 
 
 def run_case(rate_hz: int, case: str, clean_strikes: list[float] | None = None) -> CaseResult:
-    clean = looped_walk(rate_hz)
+    clean = acquired(rate_hz, "clean")
     if clean_strikes is None:
         clean_strikes, _ = _strikes_and_faults(clean, rate_hz)
-    found, faults = _strikes_and_faults(disturb(clean, rate_hz, case), rate_hz)
+    found, faults = _strikes_and_faults(acquired(rate_hz, case), rate_hz)
     ref = np.asarray(clean_strikes)
     det = np.asarray(found)
     pairs = evaluate.match(det, ref, FAULT_MATCH_MS if case in FAULT_CODES else MATCH_MS)
@@ -142,7 +171,7 @@ CASES = ("noise", "mains", "heel-saturated", "heel-stuck", "heel-dead")
 
 def _one(args: tuple[int, tuple[str, ...]]) -> list[CaseResult]:
     rate, cases = args
-    clean = looped_walk(rate)
+    clean = acquired(rate, "clean")
     strikes, _ = _strikes_and_faults(clean, rate)
     return [run_case(rate, case, strikes) for case in cases]
 

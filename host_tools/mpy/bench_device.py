@@ -186,7 +186,7 @@ def cpu(tracedir):
     for mode in (0,) + _MODES:
         samples = load(tracedir + ("/walk.bin" if mode == 0 else "/mode%d.bin" % mode))
         dev, ble, _fs = F.build(samples)
-        adcs = (dev._adc_h, dev._adc_a, dev._adc_f)
+        adcs = dev.adcs
         ble.record = False
         ble.connect()
         ble.pair()

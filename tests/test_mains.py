@@ -1,0 +1,194 @@
+"""firmware/mains.py: four reads over one mains period per sample at 60 Hz and below."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+
+import pytest
+
+from host_tools.gait import faultbench
+from host_tools.gait.engine import FIRMWARE
+from tests.fw_fakes import FakeClock
+from tests.mpy import ROOT, run_micropython
+
+sys.path.insert(0, str(FIRMWARE))
+import mains  # noqa: E402
+
+PICKUP = 4000
+MAINS_HZ = 50.0
+
+
+class PickupADC:
+    """One channel: a level plus 50 Hz pickup at the clock's time, clipped as an ADC."""
+
+    def __init__(self, clock, level, phase):
+        self.clock, self.level, self.phase = clock, level, phase
+        self.times: list[int] = []
+
+    def read_u16(self):
+        t = self.clock.ticks_us()
+        self.times.append(t)
+        v = self.level + PICKUP * math.sin(2 * math.pi * MAINS_HZ * t / 1e6 + self.phase)
+        return min(65535, max(0, round(v)))
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.7, 1.9, 3.3, 5.1])
+def test_pickup_on_a_loaded_channel_cancels(phase):
+    clock = FakeClock()
+    chans = [PickupADC(clock, level, phase + k) for k, level in enumerate((20000, 9000, 30000))]
+    avg = mains.MainsAverage(*(c.read_u16 for c in chans), clock)
+    h = avg.heel()
+    assert abs(h - 20000) <= 1 and abs(avg.arch() - 9000) <= 1 and abs(avg.fore() - 30000) <= 1
+    # four reads per channel, 5 ms apart, 15 ms in all
+    for c in chans:
+        assert [clock.ticks_diff(t, c.times[0]) for t in c.times] == [0, 5000, 10000, 15000]
+
+
+def test_clipped_pickup_on_an_unloaded_channel_is_steady():
+    # an FSR at 0 V: the ADC keeps only the positive half of the pickup; over a whole
+    # period it averages to between A/4 and A*sqrt(2)/4 whatever the phase
+    got = []
+    for i in range(40):
+        clock = FakeClock()
+        chans = [PickupADC(clock, 0, 2 * math.pi * i / 40) for _ in range(3)]
+        got.append(mains.MainsAverage(*(c.read_u16 for c in chans), clock).heel())
+    assert PICKUP // 4 - 1 <= min(got) and max(got) <= PICKUP * math.sqrt(2) / 4 + 1
+
+
+def test_reads_keep_their_spacing_when_a_read_is_slow():
+    clock = FakeClock()
+
+    def slow_read():
+        clock.work(1200)  # each read takes 1.2 ms: the waits shorten, the grid stays
+        return 1000
+
+    times = []
+
+    def timed_read():
+        times.append(clock.ticks_us())
+        return slow_read()
+
+    mains.MainsAverage(timed_read, slow_read, slow_read, clock).heel()
+    assert [clock.ticks_diff(t, times[0]) for t in times] == [0, 5000, 10000, 15000]
+
+
+def test_the_bench_models_the_same_acquisition():
+    src = (FIRMWARE / "mains.py").read_text()
+
+    def const(name):
+        return int(re.search(rf"^{name} = const\((\d+)\)", src, re.M).group(1))
+
+    assert faultbench.AVERAGE_UP_TO_HZ == const("_MAINS_UP_TO_HZ")
+    assert faultbench.AVERAGE_READS == const("_READS") == 1 << const("_SHIFT")
+    assert faultbench.READ_GAP_S * 1e6 == const("_GAP_US")
+    assert const("_READS") * const("_GAP_US") == 20000  # one 50 Hz mains period
+
+
+_HEAP = """
+import gc, micropython
+import fw_fakes as F
+from mains import MainsAverage
+clock = F.FakeClock()
+adcs = [F.FakeADC([1000 + k] * 400) for k in range(3)]
+avg = MainsAverage(adcs[0].read_u16, adcs[1].read_u16, adcs[2].read_u16, clock)
+
+
+def samples(avg, n):
+    h = 0
+    while n > 0:
+        h = avg.heel() + avg.arch() + avg.fore()
+        n -= 1
+    return h
+
+
+h = samples(avg, 1)  # every global exists before the lock
+gc.collect()
+micropython.heap_lock()
+try:
+    h = samples(avg, 90)
+except MemoryError:
+    h = -1
+micropython.heap_unlock()
+print("ok" if h >= 0 else "ALLOCATED", h)
+"""
+
+
+def test_reads_allocate_nothing_under_heap_lock():
+    out = run_micropython(_HEAP, path=[str(FIRMWARE), str(ROOT / "tests")])
+    assert out.split() == ["ok", str(1000 + 1001 + 1002)]
+
+
+def _device_at(rate, samples):
+    import lazy
+
+    from tests import fw_fakes as F
+
+    dev, ble, fs = F.build(samples)
+    dev.cfg["rate_hz"] = rate
+    lazy.run("modes", "restart_detector", dev)
+    return dev
+
+
+def test_the_device_reads_four_times_per_sample_at_50_hz():
+    from array import array
+
+    # read k of channel c returns 1000 c + 10 k: the sample must be their mean
+    n = 40
+    samples = array("H", [0] * (3 * n))
+    for k in range(n):
+        for c in range(3):
+            samples[3 * k + c] = 1000 * (c + 1) + 10 * k
+    dev = _device_at(50, samples)
+    seen = []
+    dev.det.feed = lambda h, a, f: seen.append((h, a, f)) or 0
+    t0 = dev._clock.ticks_us()
+    dev.sample()
+    assert dev._clock.ticks_diff(dev._clock.ticks_us(), t0) >= 15000
+    dev.sample()
+    assert seen == [(1015, 2015, 3015), (1055, 2055, 3055)]
+    assert type(dev._read_h.__self__).__name__ == "MainsAverage"
+
+
+def test_the_device_reads_once_per_sample_above_60_hz():
+    from array import array
+
+    samples = array("H", [1000, 2000, 3000, 1010, 2010, 3010] * 4)
+    dev = _device_at(61, samples)
+    seen = []
+    dev.det.feed = lambda h, a, f: seen.append((h, a, f)) or 0
+    dev.sample()
+    dev.sample()
+    assert seen == [(1000, 2000, 3000), (1010, 2010, 3010)]
+    assert dev._read_h == dev.adcs[0].read_u16
+
+
+_DEVICE_HEAP = """
+import gc, micropython, lazy
+from array import array
+import fw_fakes as F
+samples = array("H", [2000, 2500, 1800] * 12000)
+dev, ble, fs = F.build(samples)
+dev.cfg["rate_hz"] = 50
+lazy.run("modes", "restart_detector", dev)
+ble.connect(); ble.pair()
+for h in (dev.ble.h_event, dev.ble.h_status, dev.ble.h_rsc, dev.ble.h_raw):
+    ble.subscribe(h)
+ble.record = False
+dev.run(600)
+taken = 0
+gc.collect()
+micropython.heap_lock()
+try:
+    taken = dev.loop(1500)
+except MemoryError:
+    taken = -1
+micropython.heap_unlock()
+print(taken)
+"""
+
+
+def test_the_50_hz_loop_allocates_nothing_under_heap_lock():
+    out = run_micropython(_DEVICE_HEAP, path=[str(FIRMWARE), str(ROOT / "tests")])
+    assert out.split() == ["1500"]
