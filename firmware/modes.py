@@ -19,6 +19,8 @@ except ImportError:  # CPython
 import gc
 import sys
 
+import lazy
+
 # protocol.py's constants, private here (no name, no lookup on the insole;
 # tests/test_firmware_units.py checks every copy against protocol.py's)
 _ERR_NO_MEMORY = const(0x0B)  # no room for a mode's counter (walk runs) or a command's code
@@ -137,15 +139,12 @@ def bind_reads(dev):
         dev._read_a = adcs[1].read_u16
         dev._read_f = adcs[2].read_u16
         return
-    before = list(sys.modules)
+    mod, added = lazy.load("mains")
     try:
-        __import__("mains")
-        avg = sys.modules["mains"].MainsAverage(
-            adcs[0].read_u16, adcs[1].read_u16, adcs[2].read_u16, dev._clock)
+        avg = mod.MainsAverage(adcs[0].read_u16, adcs[1].read_u16, adcs[2].read_u16, dev._clock)
     finally:
-        added = [m for m in sys.modules if m not in before]
-        for name in added:
-            sys.modules.pop(name, None)
+        mod = None
+        lazy.drop(added)
     dev._read_h = avg.heel
     dev._read_a = avg.arch
     dev._read_f = avg.fore

@@ -96,12 +96,10 @@ def disturb(
 def acquired(rate_hz: int, case: str, seed: int = 0, seconds: float = LOOP_S) -> np.ndarray:
     """The samples the insole takes of the looped walk under `case`."""
     reads = AVERAGE_READS if rate_hz <= AVERAGE_UP_TO_HZ else 1
-    total = None
-    for k in range(reads):
-        clean = looped_walk(rate_hz, seconds, offset_s=k * READ_GAP_S)
-        one = disturb(clean, rate_hz, case, seed, read=k)
-        total = one if total is None else total + one
-    assert total is not None
+    total = sum(
+        disturb(looped_walk(rate_hz, seconds, offset_s=k * READ_GAP_S), rate_hz, case, seed, read=k)
+        for k in range(reads)
+    )
     return total // reads
 
 
