@@ -18,7 +18,8 @@
 #    the filter's output measurably leaves. A faulty channel is left out at
 #    once and learned afresh when it recovers; the codes are in `faults`.
 # 1. Each channel keeps a baseline (swing level: follows dips at once, follows drift
-#    while the foot is in the air, otherwise creeps up slowly), a peak envelope
+#    while the foot is in the air, otherwise creeps up slowly, and slower still
+#    within a stance, which must not lift the swing level), a peak envelope
 #    (follows rises at once, decays towards the baseline over seconds) and a roughness
 #    estimate (mean sample-to-sample change). A channel whose span is below _MIN_SPAN
 #    counts, or whose roughness or noise level (running median of |change|) is a large
@@ -108,9 +109,9 @@ _STRIDE_NUM = const(3)
 _STRIDE_DEN = const(40)  # since < 3/5 of (stride x 8) <=> since x 40 < stride x 3
 _HEEL_GAP_MS = const(400)  # longest heel-off-to-forefoot gap taken as one stance
 # A foot in the air reads its swing level: an unloaded spell whose mean composite
-# stays a quarter of the unload line or more above that level never got there (noise crossed
+# stays 5/16 of the unload line or more above that level never got there (noise crossed
 # the line in a shallow mid-stance dip) and is part of the stance.
-_SPELL_MEAN = const(32)
+_SPELL_MEAN = const(40)
 _CONFIRM_MS = const(20)  # contact must hold this long before it is reported
 # A confirmed contact whose load is gone again within _SPIKE_MS of its strike, for at
 # least _MIN_SWING_MS, and which bore under 1/_SPIKE_SHARE of the stance's peak load was
@@ -122,6 +123,9 @@ _MAX_STANCE_MS = const(4000)  # longer contacts are standing, not steps
 _MAX_STRIDE_MS = const(4000)  # longer gaps restart stride/swing timing
 _BASE_UP_MS = const(400)  # baseline time constant while unloaded
 _BASE_CREEP_MS = const(8000)  # time for the baseline to creep up a whole span
+# ... four times slower within a stance (up to _MAX_STANCE_MS): a baseline that crept
+# up under a long stance would make its mid-stance dip look like a swing
+_STANCE_CREEP_SHIFT = const(2)
 _PEAK_DECAY_MS = const(4000)  # peak envelope decay time constant
 _ROUGH_MS = const(1000)  # roughness averaging time constant
 _HIST = const(64)  # composite history for back-dating (power of two)
@@ -249,7 +253,8 @@ _SPELL = const(108)  # composite summed over the tentative swing so far
 _AIRL = const(109)  # swing level of the composite: its mean in the air, 1/16
 _ROUGH = const(110)  # the strongest live channel's raw noise rivals its span
 _FRES = const(111)  # noise the filter leaves: median |filtered(t) - filtered(t - taps)|, 1/16
-_NSTATE = const(114)
+_STANCEN = const(114)  # _MAX_STANCE_MS in samples
+_NSTATE = const(115)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -398,6 +403,7 @@ class GaitDetector:
         st[_MAXLEN] = min(_RING, max(taps, (_LONG_MS * rate // 1000) // taps * taps))
         st[_STUCKN] = _STUCK_MS * rate // 1000
         st[_SMALLN] = _SMALL_MS * rate // 1000
+        st[_STANCEN] = _MAX_STANCE_MS * rate // 1000
         for i in range(6 * _RING):
             self._ring[i] = 0
         for i in range(_HIST):
@@ -464,6 +470,8 @@ class GaitDetector:
         sh_nz = s[_SH_NZ]
         sh_up = s[_SH_UP]
         sh_creep = s[_SH_CREEP]
+        if not swing and s[_SINCE] < s[_STANCEN]:
+            sh_creep += _STANCE_CREEP_SHIFT
         sh_decay = s[_SH_DECAY]
         root = s[_ROOT]
         in_air = swing and s[_RUN] >= s[_MINSW]
