@@ -33,17 +33,18 @@
 #    instead, at most the strongest span: pickup on a weak region is not weight.
 # 3. Contact needs the composite above _ON for _CONFIRM_MS after at least
 #    _MIN_SWING_MS below _OFF; its onset is back-dated to where the composite history
-#    crossed _ONSET, less _LEAD_MS. An unloaded spell is part of the same stance,
-#    not a swing, when it is shorter than _MIN_SWING_MS (a sagging FSR), when the
+#    first crossed _ONSET in the rise that led to it (a shelf on the way up does not
+#    delay it), less _LEAD_MS. An unloaded spell is part of the same stance, not a
+#    swing, when it is shorter than _MIN_SWING_MS (a sagging FSR), when the
 #    forefoot has not loaded yet in this stance (the heel came off before the
 #    forefoot went down) or, once the walker's rhythm is known, when it is short
 #    for their swings and comes early in the stride: a mid-stance dip is never a
-#    second step. Where raw noise or pickup rivals the span, one sample below _OFF
-#    says little: the spell's mean composite must also come down to near what the
-#    composite reads in the air. A contact that collapses at once and stays unloaded
-#    as long as a swing before the foot loads again was a spike, when it bore little
-#    of the stance's load: the step summary dates the strike to the contact after it
-#    and says so (strike_corrected).
+#    second step. One sample below _OFF is not enough either: the spell's mean
+#    composite must also come down to near what the composite reads in the air
+#    (nearer where raw noise or pickup rivals the span). A contact that collapses at
+#    once and stays unloaded as long as a swing before the foot loads again was a
+#    spike, when it bore little of the stance's load: the step summary dates the
+#    strike to the contact after it and says so (strike_corrected).
 #
 # The per-sample work is feed(), one viper method over a preallocated int32 state
 # array; the rare transitions (contact, toe-off, step summary) run as plain methods.
@@ -109,8 +110,10 @@ _STRIDE_NUM = const(3)
 _STRIDE_DEN = const(40)  # since < 3/5 of (stride x 8) <=> since x 40 < stride x 3
 _HEEL_GAP_MS = const(400)  # longest heel-off-to-forefoot gap taken as one stance
 # A foot in the air reads its swing level: an unloaded spell whose mean composite
-# stays 5/16 of the unload line or more above that level never got there (noise crossed
-# the line in a shallow mid-stance dip) and is part of the stance.
+# stays half the unload line or more above that level never got there (a foot that
+# turns or shuffles on the ground) and is part of the stance; where noise or pickup
+# rivals the span (it crosses the line in a shallow mid-stance dip), 5/16 of it.
+_AIR_MEAN = const(64)
 _SPELL_MEAN = const(40)
 _CONFIRM_MS = const(20)  # contact must hold this long before it is reported
 # A confirmed contact whose load is gone again within _SPIKE_MS of its strike, for at
@@ -792,14 +795,17 @@ class GaitDetector:
             s[_RUN] = s[_RUN] + 1
         todo = 0
         if s[_PENDING]:
-            # under noise or pickup that rivals the span, one sample below the unload
-            # line says little: the spell's mean must have come down to the swing level
-            shallow = 0
+            # one sample below the unload line is no swing when the spell's mean never
+            # came down near the swing level: within _AIR_MEAN of it, or _SPELL_MEAN
+            # under noise or pickup that rivals the span (a shallow dip it carried down)
+            if s[_RUN] < _SAT and lc < _ON:
+                s[_SPELL] = s[_SPELL] + lc
+            lift = _AIR_MEAN
             if s[_ROUGH]:
-                if s[_RUN] < _SAT and lc < _ON:
-                    s[_SPELL] = s[_SPELL] + lc
-                if s[_SPELL] >= s[_RUN] * ((s[_AIRL] >> 4) + _SPELL_MEAN):
-                    shallow = 1
+                lift = _SPELL_MEAN
+            shallow = 0
+            if s[_SPELL] >= s[_RUN] * ((s[_AIRL] >> 4) + lift):
+                shallow = 1
             if lc >= _ON:
                 run = s[_RUN]
                 # Loaded again soon after unloading. Too short to be any swing, or short
@@ -889,24 +895,26 @@ class GaitDetector:
         return events
 
     def _onset_ms(self):
-        # Walk the history back to the last sample below _ONSET; interpolate.
+        # The contact's rise began after the last sample below _OFF: date it where
+        # that rise first crossed _ONSET (a shelf on the way up does not delay the
+        # strike), interpolated, less _LEAD_MS.
         st = self._st
         hist = self._hist
         h = st[_HIDX]
-        steps = 0
-        cur = hist[h]
+        k = 1
+        while k < _HIST - 1 and hist[(h - k) & _HIST_MASK] >= _OFF:
+            k += 1
+        j = k - 1
+        while j > 0 and hist[(h - j) & _HIST_MASK] < _ONSET:
+            j -= 1
+        cur = hist[(h - j) & _HIST_MASK]
+        prev = hist[(h - j - 1) & _HIST_MASK]
         back = (_HIST - 1) * _SUB
-        while steps < _HIST - 1:
-            prev = hist[(h - 1) & _HIST_MASK]
-            if prev < _ONSET:
-                frac = _SUB
-                if cur != prev:
-                    frac = (_ONSET - prev) * _SUB // (cur - prev)
-                back = (steps + 1) * _SUB - frac
-                break
-            h = (h - 1) & _HIST_MASK
-            cur = prev
-            steps += 1
+        if prev < _ONSET:
+            frac = _SUB
+            if cur != prev:
+                frac = (_ONSET - prev) * _SUB // (cur - prev)
+            back = (j + 1) * _SUB - frac
         back_ms = (back + st[_DELAY]) * 1000 // (_SUB * self.rate_hz) + _LEAD_MS
         return (st[_NOW] - back_ms) & _MS_MASK
 
