@@ -73,8 +73,12 @@ def build(log=None):
                     passkey=cfg["passkey"], window=PairingWindow(time, log))
     _feed(wdt)
     # its boot line follows the banner (Insole.run logs it)
-    journal = Journal(getattr(board, "JOURNAL_PATH", journal_path(config_path)), log,
-                      announce=False)
+    try:
+        journal = Journal(getattr(board, "JOURNAL_PATH", journal_path(config_path)), log,
+                          announce=False)
+    except MemoryError:  # no room for its boot code: the ring keeps the events
+        journal = None
+        log("jrn", "no memory to open, not written")
     _feed(wdt)
     return Insole(board.fsr_adcs(), ble, Settings(config_path, log), cfg, log, time, suffix,
                   board.NAME, battery_mv=board.battery_mv, led=board.status_led(), wdt=wdt,

@@ -43,13 +43,12 @@
 # bonded phone with a private address is a stranger after a reboot.
 try:
     from micropython import const
-except ImportError:  # CPython
+except ImportError:  # CPython: it evaluates the class's annotations, MicroPython never
+    from typing import Any
 
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
 
-
-from array import array
 
 import lazy
 
@@ -76,9 +75,6 @@ _ATT_INSUFFICIENT_AUTHEN = const(0x05)
 _NO_CONN = const(0xFFFF)  # a read with no connection (gatts_notify without data)
 _ENOMEM = const(12)
 _ADV_INTERVAL_US = const(100000)
-_ADV_FLAGS = const(0x01)
-_ADV_UUID16 = const(0x03)
-_ADV_NAME = const(0x09)
 _MAX_COMMANDS = const(4)
 _U16 = const(0xFFFF)
 _COUNT_MAX = const(0x1FFFFFFF)
@@ -110,15 +106,6 @@ def _bytes(x):
     return None
 
 
-def _store_key(addr_type, addr):
-    """NimBLE's store key (a ble_addr_t: type, then the address LSB first) for the
-    address _IRQ_CENTRAL_CONNECT gives (most significant byte first)."""
-    a = _bytes(addr)
-    if a is None or len(a) != 6 or _small(addr_type) < 0:
-        return None
-    return bytes((addr_type & 1, a[5], a[4], a[3], a[2], a[1], a[0]))
-
-
 # InsoleBLE's integer state: one array (self._v) in place of 6 attributes, whose
 # names MicroPython would intern for good; each method binds it to a local
 _SLOT_ENCRYPTED = const(1)  # InsoleBLE._slot_flags bits
@@ -135,49 +122,41 @@ _V_N = const(6)
 
 
 class InsoleBLE:
+    # The radio's state, set up by ble_gatt.setup() (boot-only code, dropped after:
+    # its comments say what each is). Annotations compile to nothing on MicroPython.
+    link_conn: list
+    link_auth: list
+    link_gen: list
+    window: Any
+    ready: int
+    nomem: int
+    irq_errors: int
+    changes: int
+    failed_pairings: int
+    h_event: int
+    h_status: int
+    h_control: int
+    h_raw: int
+    h_rsc: int
+    h_battery: int
+    _v: Any  # an array("i")
+    _slot_flags: bytearray
+    _ble: Any
+    _log: Any
+    _bonds: Any
+    _peer: list
+    _commands: list
+    _held: list
+    _undo: list
+    _adv: Any
+    _resp: Any
+
     def __init__(self, ble, UUID, log, board_name, bonds=None, passkey=None, window=None):
         """passkey: the six digits centrals must enter (None: nobody can bond);
         window: a pairing.PairingWindow (app.py opens it once the insole runs), or
-        None: no new bond is ever taken."""
-        self._v = v = array("i", [0] * _V_N)
-        self._ble = ble
-        self._log = log
-        self._bonds = bonds  # bonds.Bonds, or None: nothing survives a reboot
-        v[_V_PASSKEY] = passkey if type(passkey) is int and 0 <= passkey <= _PASSKEY_MAX \
-            else -1
-        self.window = window
-        # one slot per connection the stack can hold
-        self.link_conn = [-1] * _MAX_LINKS  # connection handle, -1 when free
-        self.link_auth = [False] * _MAX_LINKS  # encrypted with an authenticated key
-        # per slot: _SLOT_ENCRYPTED (encrypted, with any key), _SLOT_PASSKEY_GIVEN (this
-        # pairing got the passkey), _SLOT_TOLD_REPAIR (the re-pair line was logged)
-        self._slot_flags = bytearray(_MAX_LINKS)
-        # changes each time the slot's link becomes authenticated: a new event stream
-        self.link_gen = [0] * _MAX_LINKS
-        self._peer = [None] * _MAX_LINKS  # store key of the central's identity address
-        v[_V_PRIMARY] = -1  # slot of the newest authenticated link
-        self.ready = 0  # bit per slot: connected with an authenticated key
-        self.nomem = 0  # ENOMEM refusals seen
-        self.irq_errors = 0  # exceptions caught in the IRQ handler (saturates)
-        # moves at every IRQ (wraps): the main loop serves the radio only when it
-        # moved, or when it has something of its own to send
-        self.changes = 0
-        # v[_V_REFUSED_WRITES]: Control writes of links without an authenticated key
-        self.failed_pairings = 0  # since boot (saturates)
-        v[_V_FAILURES_SEEN] = 0  # ... of which the window has been told
-        self._commands = []  # (data, conn, slot) waiting for the sampling loop
-        self._held = []  # (sec_type, key, value) of a pairing not yet authenticated
-        self._undo = []  # (slot, sec_type, key, old value) deleted by a pairing
-        self._adv = None
-        v[_V_ADV_DUE] = False  # advertising must (re)start: the main loop retries
-        v[_V_ADV_FAILING] = False
-        self.h_event = self.h_status = self.h_control = self.h_raw = -1
-        self.h_rsc = self.h_battery = -1
-        ble.irq(self._irq)  # before active(True): see the top of this file
-        ble.active(True)  # the ESP32 gives up after 2 s (OSError): app.py's WDT resets
-        # the pairing rules and the GATT table: boot-only code (ble_gatt.py)
-        (self.h_event, self.h_status, self.h_control, self.h_raw, self.h_rsc,
-         self.h_battery, self._resp) = lazy.run("ble_gatt", "register", ble, UUID, board_name)
+        None: no new bond is ever taken. Boot-only code (ble_gatt.py) sets it up."""
+        lazy.run("ble_gatt", "setup", self, ble, UUID, log, board_name, bonds, passkey,
+                 window)
 
     # ---- the primary link: the newest authenticated central ------------------
     @property
@@ -195,13 +174,6 @@ class InsoleBLE:
         i = v[_V_PRIMARY]
         return i >= 0 and self.link_auth[i]
 
-    def link_count(self):
-        n = 0
-        for c in self.link_conn:
-            if c >= 0:
-                n += 1
-        return n
-
     def link_ready(self, slot):
         """True when slot holds a link with an authenticated key."""
         return self.link_conn[slot] >= 0 and self.link_auth[slot]
@@ -216,28 +188,15 @@ class InsoleBLE:
         v[_V_PRIMARY] = best
 
     # ---- advertising ---------------------------------------------------------
-    def set_name(self, name):
-        """Advertise as name from the next advertising on."""
-        v = self._v
-        again = self._adv is not None and not v[_V_ADV_DUE]
-        # advertising data structures (length, type, data): flags (LE general
-        # discoverable, no BR/EDR), the name, the RSC service's 16-bit UUID 0x1814
-        raw = name.encode()
-        self._adv = (bytes((2, _ADV_FLAGS, 0x06, len(raw) + 1, _ADV_NAME)) + raw
-                     + bytes((3, _ADV_UUID16, 0x14, 0x18)))
-        self._ble.config(gap_name=name)
-        if again:
-            self.advertise()  # advertising already: the new name goes out now
-
     def advertise(self):
         """Start advertising; True when the stack took it. When it did not (ENOMEM
         with every connection slot taken, say), flush() tries again while a slot is
         free."""
         v = self._v
         if self._adv is None:
-            return False  # no name yet: set_name() comes first
+            return False  # no name yet: ble_gatt.set_name() comes first
         v[_V_ADV_DUE] = True
-        if self.link_count() >= _MAX_LINKS:
+        if -1 not in self.link_conn:
             return False  # the stack would refuse: no connection left to offer
         try:
             self._ble.gap_advertise(_ADV_INTERVAL_US, adv_data=self._adv, resp_data=self._resp)
@@ -273,27 +232,89 @@ class InsoleBLE:
         if self.window is not None:
             self.window.start(why)
 
-    def forget_all(self):
-        """Drop every bond, end the links that used one, open the pairing window."""
-        self._held = []
-        self._undo = []
-        if self._bonds is not None:
-            self._bonds.forget_all()
-        for i in range(_MAX_LINKS):
-            c = self.link_conn[i]
-            if c >= 0 and self._slot_flags[i] & _SLOT_ENCRYPTED:
-                try:
-                    self._ble.gap_disconnect(c)
-                except OSError:
-                    pass
-        self._log("pair", "all bonds forgotten")
-        self.open_window("forget")
-
     # ---- the IRQ handler ----------------------------------------------------
     def _irq(self, event, data):
         self.changes = (self.changes + 1) & _COUNT_MAX
         try:
-            return self._on_irq(event, data)
+            if type(data) is not tuple:
+                return None
+            n = len(data)
+            if event == _IRQ_CENTRAL_CONNECT:
+                if n == 3:
+                    self._connected(_u16(data[0]), data[1], data[2])
+            elif event == _IRQ_CENTRAL_DISCONNECT:
+                if n == 3:
+                    self._disconnected(_u16(data[0]))
+            elif event == _IRQ_GATTS_WRITE:
+                slot = self._slot(_u16(data[0])) if n == 2 and data[1] == self.h_control \
+                    else -1
+                if slot >= 0:  # a Control write of a link: queued for the sampling loop
+                    value = self._ble.gatts_read(self.h_control)
+                    if not self.link_auth[slot]:
+                        # the stack refuses such writes already
+                        # (_FLAG_WRITE_AUTHENTICATED); one that gets past it changes
+                        # nothing and gets no answer
+                        if self._v[_V_REFUSED_WRITES] < _COUNT_MAX:
+                            self._v[_V_REFUSED_WRITES] += 1
+                        self._log("ble", "control write of conn %d refused: not "
+                                  "authenticated" % self.link_conn[slot])
+                    elif len(self._commands) < _MAX_COMMANDS:
+                        self._commands.append((bytes(value), self.link_conn[slot], slot))
+                    else:
+                        self.notify_link(slot, self.h_control,
+                                         bytes((value[0] if value else 0, _ERR_BUSY)))
+            elif event == _IRQ_GATTS_READ_REQUEST:
+                if n == 2:
+                    # Status is for authenticated links; the rest is open, and a read with
+                    # no connection is the insole's own
+                    conn = _u16(data[0])
+                    if data[1] == self.h_status and conn != _NO_CONN:
+                        slot = self._slot(conn)
+                        if slot < 0 or not self.link_auth[slot]:
+                            return _ATT_INSUFFICIENT_AUTHEN
+                    return 0
+            elif event == _IRQ_ENCRYPTION_UPDATE:
+                if n == 5:
+                    self._encryption(self._slot(_u16(data[0])), _small(data[1]) > 0,
+                                     _small(data[2]) > 0, _small(data[3]) > 0, _small(data[4]))
+            elif event == _IRQ_PASSKEY_ACTION:
+                if n == 3:
+                    conn = _u16(data[0])
+                    action = _small(data[1])
+                    v = self._v
+                    slot = self._slot(conn)
+                    ble = self._ble
+                    if action == _PASSKEY_ACTION_DISPLAY and slot >= 0 and v[_V_PASSKEY] >= 0 \
+                            and self.window is not None and self.window.open:
+                        try:
+                            # modbluetooth_nimble.c mp_bluetooth_gap_passkey ->
+                            # ble_sm_inject_io; the outcome is logged with the encryption
+                            ble.gap_passkey(conn, action, v[_V_PASSKEY])
+                            self._slot_flags[slot] |= _SLOT_PASSKEY_GIVEN
+                            return None
+                        except OSError as e:
+                            self._log("pair", "passkey %s" % e)
+                    elif action == _PASSKEY_ACTION_NUMCMP:
+                        try:
+                            ble.gap_passkey(conn, action, 0)  # no screen to compare: refused
+                        except OSError:
+                            pass
+                    self._log("pair", "pairing of conn %d refused: window %s" % (
+                        conn, "open" if self.window is not None and self.window.open
+                        else "closed"))
+                    try:
+                        ble.gap_disconnect(conn)
+                    except OSError:
+                        pass
+            elif event == _IRQ_CONNECTION_UPDATE:
+                if n == 5:
+                    self._log("ble", "interval %d" % _small(data[1]))
+            elif event == _IRQ_GET_SECRET:
+                if n == 3:
+                    return self._get_secret(data[0], data[1], data[2])
+            elif event == _IRQ_SET_SECRET:
+                return n == 3 and self._set_secret(data[0], data[1], data[2])
+            return None
         except Exception as e:  # a raise would disable the handler for good
             n = self.irq_errors
             if n < _COUNT_MAX:
@@ -314,60 +335,28 @@ class InsoleBLE:
                 return i
         return -1
 
-    def _on_irq(self, event, data):
-        if type(data) is not tuple:
-            return None
-        n = len(data)
-        if event == _IRQ_CENTRAL_CONNECT:
-            if n == 3:
-                self._connected(_u16(data[0]), data[1], data[2])
-        elif event == _IRQ_CENTRAL_DISCONNECT:
-            if n == 3:
-                self._disconnected(_u16(data[0]))
-        elif event == _IRQ_GATTS_WRITE:
-            if n == 2 and data[1] == self.h_control:
-                self._control_write(self._slot(_u16(data[0])))
-        elif event == _IRQ_GATTS_READ_REQUEST:
-            if n == 2:
-                return self._read_request(_u16(data[0]), data[1])
-        elif event == _IRQ_ENCRYPTION_UPDATE:
-            if n == 5:
-                self._encryption(self._slot(_u16(data[0])), _small(data[1]) > 0,
-                                 _small(data[2]) > 0, _small(data[3]) > 0, _small(data[4]))
-        elif event == _IRQ_PASSKEY_ACTION:
-            if n == 3:
-                self._passkey_action(_u16(data[0]), _small(data[1]))
-        elif event == _IRQ_CONNECTION_UPDATE:
-            if n == 5:
-                self._log("ble", "interval %d" % _small(data[1]))
-        elif event == _IRQ_GET_SECRET:
-            if n == 3:
-                return self._get_secret(data[0], data[1], data[2])
-        elif event == _IRQ_SET_SECRET:
-            return n == 3 and self._set_secret(data[0], data[1], data[2])
-        return None
-
     def _connected(self, conn, addr_type, addr):
         if conn < 0:
             return
         slot = self._slot(conn)
-        if slot < 0:
-            slot = self._slot_free()
+        if slot < 0:  # a free slot
+            for i in range(_MAX_LINKS):
+                if self.link_conn[i] < 0:
+                    slot = i
+                    break
         if slot < 0:
             return  # more links than the stack holds: cannot happen
         self.link_conn[slot] = conn
         self.link_auth[slot] = False
         self.ready &= ~(1 << slot)
         self._slot_flags[slot] = 0
-        self._peer[slot] = _store_key(addr_type, addr)
+        # NimBLE's store key (a ble_addr_t: type, then the address LSB first) for the
+        # address _IRQ_CENTRAL_CONNECT gives (most significant byte first)
+        a = _bytes(addr)
+        self._peer[slot] = None if a is None or len(a) != 6 or _small(addr_type) < 0 \
+            else bytes((addr_type & 1, a[5], a[4], a[3], a[2], a[1], a[0]))
         self._log("ble", "connect %d" % conn)
         self.advertise()  # a connection ends advertising: on again while a slot is free
-
-    def _slot_free(self):
-        for i in range(_MAX_LINKS):
-            if self.link_conn[i] < 0:
-                return i
-        return -1
 
     def _disconnected(self, conn):
         v = self._v
@@ -387,57 +376,6 @@ class InsoleBLE:
             self._pick_primary()
         self.advertise()
 
-    def _control_write(self, slot):
-        if slot < 0:
-            return
-        value = self._ble.gatts_read(self.h_control)
-        if not self.link_auth[slot]:
-            # the stack refuses such writes already (_FLAG_WRITE_AUTHENTICATED); one
-            # that gets past it changes nothing and gets no answer
-            if self._v[_V_REFUSED_WRITES] < _COUNT_MAX:
-                self._v[_V_REFUSED_WRITES] += 1
-            self._log("ble", "control write of conn %d refused: not authenticated"
-                      % self.link_conn[slot])
-            return
-        if len(self._commands) < _MAX_COMMANDS:
-            self._commands.append((bytes(value), self.link_conn[slot], slot))
-        else:
-            self.notify_link(slot, self.h_control,
-                             bytes((value[0] if value else 0, _ERR_BUSY)))
-
-    def _read_request(self, conn, handle):
-        if handle != self.h_status or conn == _NO_CONN:
-            return 0  # open, or the insole's own read
-        slot = self._slot(conn)
-        if slot < 0 or not self.link_auth[slot]:
-            return _ATT_INSUFFICIENT_AUTHEN
-        return 0
-
-    def _passkey_action(self, conn, action):
-        v = self._v
-        slot = self._slot(conn)
-        ble = self._ble
-        if action == _PASSKEY_ACTION_DISPLAY and slot >= 0 and v[_V_PASSKEY] >= 0 \
-                and self.window is not None and self.window.open:
-            try:
-                # modbluetooth_nimble.c mp_bluetooth_gap_passkey -> ble_sm_inject_io
-                ble.gap_passkey(conn, action, v[_V_PASSKEY])
-                self._slot_flags[slot] |= _SLOT_PASSKEY_GIVEN  # the outcome is logged with it
-                return
-            except OSError as e:
-                self._log("pair", "passkey %s" % e)
-        elif action == _PASSKEY_ACTION_NUMCMP:
-            try:
-                ble.gap_passkey(conn, action, 0)  # no screen to compare: refused
-            except OSError:
-                pass
-        self._log("pair", "pairing of conn %d refused: window %s" % (
-            conn, "open" if self.window is not None and self.window.open else "closed"))
-        try:
-            ble.gap_disconnect(conn)
-        except OSError:
-            pass
-
     def _encryption(self, slot, encrypted, authenticated, bonded, key_size):
         vs = self._v
         if slot < 0:
@@ -449,7 +387,7 @@ class InsoleBLE:
                 for t, k, v in self._held:
                     self._keep(t, k, v)
                 self._held = []
-                self._undo = [u for u in self._undo if u[0] != slot]
+                self._restore(slot, False)  # what it replaced is gone for good
             else:
                 self._held = []
                 self._restore(slot)
@@ -485,14 +423,31 @@ class InsoleBLE:
         if self._bonds is not None:
             self._bonds.set(sec_type, key, value)
 
-    def _restore(self, slot):
-        """Put back what a pairing on slot deleted."""
-        back = [u for u in self._undo if u[0] == slot]
+    def _restore(self, slot, put_back=True):
+        """Put back what a pairing on slot deleted (put_back False: forget it)."""
+        # loops, not comprehensions, here and below: each comprehension is code of
+        # its own in RAM
+        back = []
+        rest = []
+        for u in self._undo:
+            if u[0] == slot:
+                back.append(u)
+            else:
+                rest.append(u)
         if not back:
             return
-        self._undo = [u for u in self._undo if u[0] != slot]
-        for _, t, k, v in back:
-            self._keep(t, k, v)
+        self._undo = rest
+        if put_back:
+            for _, t, k, v in back:
+                self._keep(t, k, v)
+
+    def _held_without(self, sec_type, key):
+        """The held keys but the one of (sec_type, key)."""
+        rest = []
+        for h in self._held:
+            if h[0] != sec_type or h[1] != key:
+                rest.append(h)
+        return rest
 
     def _get_secret(self, sec_type, index, key):
         bonds = self._bonds
@@ -521,14 +476,18 @@ class InsoleBLE:
         peer_key = sec_type == _SEC_OUR or sec_type == _SEC_PEER
         if value is None:
             old = bonds.get(sec_type, 0, key)
-            held = [h for h in self._held if h[0] == sec_type and h[1] == key]
-            if held:
-                self._held = [h for h in self._held if h not in held]
+            rest = self._held_without(sec_type, key)
+            if len(rest) != len(self._held):
+                self._held = rest
                 if old is None:
                     return True
             if old is None:
                 return False
-            slot = self._slot_of_peer(key) if peer_key else -1
+            slot = -1  # the link of the peer whose key this is
+            for i in range(_MAX_LINKS if peer_key else 0):
+                if self.link_conn[i] >= 0 and self._peer[i] == key:
+                    slot = i
+                    break
             if slot >= 0:
                 self._undo.append((slot, sec_type, key, old))
             return bool(bonds.set(sec_type, key, None))
@@ -536,16 +495,10 @@ class InsoleBLE:
         if value is None:
             return False
         if peer_key:
-            self._held = [h for h in self._held if not (h[0] == sec_type and h[1] == key)]
+            self._held = self._held_without(sec_type, key)
             self._held.append((sec_type, key, value))
             return True
         return bool(bonds.set(sec_type, key, value))
-
-    def _slot_of_peer(self, key):
-        for i in range(_MAX_LINKS):
-            if self.link_conn[i] >= 0 and self._peer[i] == key:
-                return i
-        return -1
 
     # ---- the main loop's side -----------------------------------------------
     def next_link_command(self):

@@ -79,23 +79,33 @@ def stored(entries, sec_type, key, value):
     """entries (oldest first, each bond's entries together) with (sec_type, key)
     set to value, or removed when value is None; a written bond becomes the
     newest, and the oldest bonds go while there are more than _MAX_PEERS."""
-    if value is None:
-        return [e for e in entries if not (e[0] == sec_type and e[1] == key)]
-    if is_own_irk(sec_type, key):
-        return [e for e in entries if not is_own_irk(e[0], e[1])] + [(sec_type, key, value)]
+    # loops, not comprehensions: each comprehension is code of its own in RAM
+    irk = is_own_irk(sec_type, key)
     rest = []
     bond = []
     for e in entries:
-        if e[1] != key or is_own_irk(e[0], e[1]):
+        if value is None:
+            if e[0] != sec_type or e[1] != key:
+                rest.append(e)
+        elif irk:
+            if not is_own_irk(e[0], e[1]):
+                rest.append(e)
+        elif e[1] != key or is_own_irk(e[0], e[1]):
             rest.append(e)
         elif e[0] != sec_type:
             bond.append(e)
+    if value is None:
+        return rest
     out = rest + bond
     out.append((sec_type, key, value))
-    peers = _peers(out)
+    peers = [] if irk else _peers(out)
     if len(peers) > _MAX_PEERS:
         gone = peers[: len(peers) - _MAX_PEERS]
-        out = [e for e in out if is_own_irk(e[0], e[1]) or e[1] not in gone]
+        keep = []
+        for e in out:
+            if is_own_irk(e[0], e[1]) or e[1] not in gone:
+                keep.append(e)
+        out = keep
     return out
 
 
@@ -176,7 +186,10 @@ class Bonds:
         """Drop every bond, keep the device's own IRK (main loop)."""
         while True:
             old = self._entries
-            keep = [e for e in old if is_own_irk(e[0], e[1])]
+            keep = []
+            for e in old:
+                if is_own_irk(e[0], e[1]):
+                    keep.append(e)
             if self._entries is old:  # no set() from the IRQ handler meanwhile
                 self._entries = keep
                 break

@@ -15,7 +15,10 @@ except ImportError:  # CPython
         return x
 
 
+from array import array
+
 import control_wire
+import lazy
 import modes
 from device import MAX_RATE_HZ
 
@@ -41,7 +44,11 @@ _SEQ_MASK = const(0xFFFF)  # the packet carries the low 16 bits of the event seq
 _SIDE_LEFT = const(0)
 _SIDE_RIGHT = const(1)
 
+_RAW_SIZE = const(20)
+
 _SEQ29 = const(0x1FFFFFFF)  # ring.SEQ_MASK: sequence numbers run on 2**29
+_RAW_QUEUE = const(16)  # device.py: raw packets waiting for the radio
+_RAW_AT = const(1)  # ... Insole._counts: where the next raw sample goes in its packet
 _HOLE_SCAN = const(128)  # numbers a BACKFILL looks past for its first event, at most
 
 
@@ -84,7 +91,15 @@ def command(dev, data):
         dev.det.zero()
         err = change(dev, "zero", list(dev.det.zero_levels()))
     elif op == _OP_RAW_START:
-        dev._raw_start()
+        if not dev._raw:  # kept from here on: a raw stream may come back
+            # each packet an array of u16 (RAW_SIZE bytes: the index, then three
+            # samples), sent as it is: the protocol's little-endian layout on the
+            # ESP32 and the hosts the tests run on
+            dev._raw = [array("H", [0] * (_RAW_SIZE // 2)) for _ in range(_RAW_QUEUE)]
+        dev.raw_on = True
+        dev._raw_link = dev._slot
+        dev._counts[_RAW_AT] = 1
+        dev._raw_tail = dev._raw_queued = 0
     elif op == _OP_RAW_STOP:
         if dev._raw_link == dev._slot:
             dev.raw_on = False
@@ -106,7 +121,8 @@ def change(dev, key, value):
         return _ERR_STORAGE
     dev.cfg = new
     if key in ("side", "name"):
-        dev.ble.set_name(dev.adv_name())  # advertised at once while advertising
+        # advertised at once while advertising
+        lazy.run("ble_gatt", "set_name", dev.ble, dev.adv_name())
     return _ERR_OK
 
 

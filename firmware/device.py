@@ -23,48 +23,40 @@
 # counter module (and exbase.py under it) is imported when SET_MODE selects the
 # mode and dropped from sys.modules when the mode ends, so its code and tables
 # leave the heap with it; that code (modes.py) is loaded only for SET_MODE and
-# SET_RATE. The Control commands (control.py) are loaded for each command and
-# dropped after in the same way (lazy.py). Each mode has a highest
+# SET_RATE, and at boot, where it sets the device up (Insole.__init__). The Control
+# commands (control.py) are loaded for each command and dropped after in the same
+# way (lazy.py). Each mode has a highest
 # sample rate it can hold on a 240 MHz ESP32 (MAX_RATE_HZ, from `make bench`;
 # docs/HARDWARE.md): SET_RATE and SET_MODE refuse a combination above it.
 try:
     from micropython import const
-except ImportError:  # CPython
+except ImportError:  # CPython: it evaluates the class's annotations, MicroPython never
+    from typing import Any
 
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
 
 
 import sys
-from array import array
 
 import lazy
 import protocol as P
-from gait import EV_STEP, EV_STRIKE, GaitDetector
-from pairing import TapGesture
-from ring import EventRing
-from sampler import Sampler
+from gait import EV_STEP, EV_STRIKE
+from pairing import TapGesture  # noqa: F401  # resident: modes.setup() makes the
+from ring import EventRing  # noqa: F401  # gesture, the ring and the sampler
+from sampler import Sampler  # noqa: F401
 
 # Other modules' constants, private copies here: a const() imported from a module is
 # a global, an interned name and a dictionary lookup per use; a private one is
 # neither (tests/test_firmware_units.py checks every copy against its module's)
 _ERR_NOT_ENCRYPTED = const(0x04)  # protocol.py
 _ERR_NO_MEMORY = const(0x0B)
-_EVENT_SIZE = const(20)
-_MODE_WALK = const(0)
-_RAW_SIZE = const(20)
-_REPLY_MAX = const(20)
-_RSC_SIZE = const(10)
-_SIDE_LEFT = const(0)
-_SIDE_RIGHT = const(1)
-_STATUS_SIZE = const(20)
 _MAX_LINKS = const(4)  # ble_insole.py: link slots
 _SENT = const(0)  # ... ble.notify_link() and reply_link() results
 _NO_MEMORY = const(2)
 _GESTURE_PAIR = const(1)  # pairing.py: TapGesture.feed() results
 _GESTURE_FORGET = const(2)
 _SEQ29 = const(0x1FFFFFFF)  # ring.py: sequence numbers run on 2**29
-_MAINS_UP_TO_HZ = const(60)  # mains.py: rates whose samples average four reads
 
 _BURST = const(4)  # notifications per sample at most, per queue
 _RAW_QUEUE = const(16)  # raw packets waiting for the radio (a power of two: masked)
@@ -98,12 +90,6 @@ _LOGGED_BATTERY_S = const(3)  # ... uptime of the last battery line
 _LOST_LOG_EVERY_S = const(10)  # "ring lost" line at most this often
 _BATTERY_LOG_EVERY_S = const(60)  # "battery failed" line at most this often
 _EV_LAST = const(64)  # the exercise counters' highest event bit (exbase.EV_COACH)
-_RING_CAPACITY = const(1024)  # events held in RAM for delivery and BACKFILL, no journal
-# With a journal on flash the ring only bridges the radio: events waiting for NimBLE
-# buffers and a reconnect's recent past without a flash read. 128 events are about 40 s
-# of walking (three events a step), past a supervision timeout and the reconnect after
-# it, in one 2.5 KB block; anything older comes from the journal.
-_RING_CAPACITY_JOURNAL = const(128)
 _HALF29 = const(0x10000000)  # a sequence difference this large runs backwards
 # Status flags (docs/PROTOCOL.md, "Status"): bit 0 the right insole, then these
 _STATUS_RAW = const(0x02)  # raw streaming on
@@ -119,105 +105,67 @@ MAX_RATE_HZ = (400, 300, 400, 300, 400)
 
 
 class Insole:
+    # The device's state, set up by modes.setup() (boot-only code, dropped after: its
+    # comments say what each is). Annotations compile to nothing on MicroPython.
+    adcs: list
+    ble: Any
+    cfg: dict
+    sampler: Any
+    det: Any
+    ex: Any
+    ring: Any
+    journal: Any
+    gesture: Any
+    wdt: Any
+    board_name: str
+    mode: int
+    lost: int
+    raw_lost: int
+    battery_errors: int
+    raw_on: bool
+    _counts: Any  # the arrays are array("i"), _raw_fill array("H")
+    _tx_at: Any
+    _gen: Any
+    _logged: Any
+    _raw_fill: Any
+    _jbits: bytearray
+    _pkt: bytearray
+    _tx: bytearray
+    _reply_buf: bytearray
+    _status: bytearray
+    _battery: bytearray
+    _rsc: bytearray
+    _read_h: Any
+    _read_a: Any
+    _read_f: Any
+    _store: Any
+    _log: Any
+    _clock: Any
+    _battery_fn: Any
+    _led: Any
+    _finished: Any
+    _suffix: str
+    _led_onoff: bool
+    _moving: bool
+    _mode_args: tuple
+    _counter_mode: int
+    _counter_modules: list
+    _step_base: int
+    _slot: int
+    _delivered: int
+    _replies: list
+    _raw: list
+    _raw_link: int
+    _raw_tail: int
+    _raw_queued: int
+    _battery_mv: int
+
     def __init__(self, adcs, ble, store, cfg, log, clock, uid_suffix, board_name="",
                  battery_mv=None, led=None, wdt=None, finished=None,
                  ring_capacity=None, journal=None):
-        # the device's integer state (_GESTURE_N ...), one array: a store to an
-        # attribute of a class with properties looks the name up in the class first
-        # (MicroPython's py/objtype.c mp_obj_instance_store_attr), an array store does
-        # not, and each attribute name is interned for good. The attribute table grows
-        # only when full (py/map.c mp_map_lookup, sizes 47, 59, 73): a full one makes
-        # every method call on self scan all of it, so the count stays well below one
-        # of those sizes (tests/test_budget.py checks it)
-        self._counts = array("i", [0, 1, 0, 0, 1, -1, -1, 1, 0, 0, 0])
-        self.adcs = adcs  # heel, arch, forefoot
-        # bound once: a method looked up at every read costs the loop a third more
-        self._read_h = adcs[0].read_u16
-        self._read_a = adcs[1].read_u16
-        self._read_f = adcs[2].read_u16
-        self.ble = ble
-        self._store = store
-        self.cfg = cfg
-        self._log = log
-        self._clock = clock
-        self._suffix = uid_suffix
-        self._battery_fn = battery_mv
-        self._led = led
-        self._led_onoff = led is not None and hasattr(led, "on")
-        self.board_name = board_name
-        self.wdt = wdt
-        self._finished = finished
-        self.sampler = Sampler(cfg["rate_hz"], clock)
-        if cfg["rate_hz"] <= _MAINS_UP_TO_HZ:
-            lazy.run("modes", "bind_reads", self)  # four reads over a mains period
-        log.clock = self.sampler
-        self.det = self._new_detector()
-        self.mode = _MODE_WALK
-        self._mode_args = (_MODE_WALK, 0, 0, 0)  # SET_MODE's parsed arguments
-        self.ex = None  # the exercise counter while an exercise mode is on
-        self._counter_mode = _MODE_WALK  # mode whose counter module is loaded
-        self._counter_modules = []  # what importing it added to sys.modules
-        self._step_base = 0  # steps of earlier detectors (rate changes)
-        if ring_capacity is None:
-            # a journal that could not open keeps nothing: the ring is the store again
-            with_journal = journal is not None and journal.usable
-            ring_capacity = _RING_CAPACITY_JOURNAL if with_journal else _RING_CAPACITY
-        ring = self.ring = EventRing(ring_capacity)
-        # the journal (journal.py, optional) keeps every event on flash: numbers carry
-        # on from it, and an event the ring has dropped is read back from it
-        self.journal = journal
-        self._jbits = bytearray(ring_capacity // 8)  # per ring slot: journaled
-        if journal is not None:
-            ring.head = journal.next_seq
-            self._step_base = journal.last_step
-            self._counts[_J_OLDEST] = journal.oldest_seq
-        self._pkt = bytearray(_EVENT_SIZE)  # event being built
-        self._tx = bytearray(_EVENT_SIZE)  # event being notified
-        # per link slot: next event sequence number to notify (2**29 clock), and the
-        # ble.link_gen it was set for (a new authenticated central: a new stream)
-        self._tx_at = array("i", [ring.head] * _MAX_LINKS)
-        self._gen = array("i", [0] * _MAX_LINKS)
-        self._slot = 0  # the slot whose command is being answered
-        # sequence number after the newest delivered event, never older than the oldest
-        # held one (ring or journal): the events from here to the head are undelivered
-        self._delivered = ring.head
-        self.lost = 0  # undelivered events no longer held anywhere (saturates)
-        # what the loss and battery lines last told, and when (uptime_s), in one
-        # array: fewer attribute names (each one interned for good)
-        self._logged = array("i", [0, 0, -_LOST_LOG_EVERY_S, -_BATTERY_LOG_EVERY_S])
-        self._replies = [None] * _MAX_LINKS  # per slot: a Control reply still to be sent
-        self._reply_buf = bytearray(_REPLY_MAX)
-        # the wearer's pairing gesture, counted on every _GESTURE_STEP-th sample
-        # (about 50 Hz: taps last tens of ms, and this runs in the hot path)
-        self.gesture = TapGesture(self._gesture_rate(cfg["rate_hz"]))
-        # sample() calls service() only when something may be waiting for it: _DUE
-        # (set by whatever leaves work behind: an event, a raw packet, a reply the
-        # stack refused), a second gone, or ble.changes moved (the IRQ handler)
-        self.raw_on = False
-        self._raw_link = -1  # the slot that started the raw stream
-        self._raw: list = []  # the packet queue, made by the first RAW_START (_raw_start)
-        self._raw_tail = 0  # queue slot of the oldest unsent packet, 0.._RAW_QUEUE-1
-        self._raw_queued = 0  # complete packets waiting, 0.._RAW_QUEUE-1
-        self._raw_fill = array("H")  # that packet (the queue's, from _raw_start)
-        self.raw_lost = 0  # saturates at 0xFFFF
-        self._status = bytearray(_STATUS_SIZE)
-        self._battery_mv = 0  # the last good reading
-        self._battery = bytearray(1)
-        self.battery_errors = 0  # failed battery reads (saturates)
-        self._rsc = bytearray(_RSC_SIZE)
-        self._moving = False
-        self.ble.set_name(self.adv_name())
-        if journal is not None:
-            self._emit_start(journal.skipped_seq, journal.skipped_steps)
-        else:
-            self._emit_start()
-        self._update_status()
-        try:
-            # the exercise counters' names, interned now (modes.py says why)
-            lazy.run("modes", "intern_counter_names", self)
-        except MemoryError:
-            pass  # a heap this small fails at SET_MODE instead (ERR_NO_MEMORY)
-        self.ble.advertise()
+        # boot-only code: modes.py sets the device up, and is dropped after (lazy.py)
+        lazy.run("modes", "setup", self, adcs, ble, store, cfg, log, clock, uid_suffix,
+                 board_name, battery_mv, led, wdt, finished, ring_capacity, journal)
 
     # ---- identity ----
     def adv_name(self):
@@ -309,7 +257,16 @@ class Insole:
             n = 0
             g = self.gesture.feed(h, a, f)
             if g:
-                self._gesture(g)
+                # the wearer's foot gesture (pairing.py): open the pairing window, or
+                # forget every bond (which opens it too)
+                if g == _GESTURE_PAIR:
+                    self.ble.open_window("gesture")
+                elif g == _GESTURE_FORGET:
+                    try:  # its code is loaded for it (ble_gatt.py)
+                        lazy.run("ble_gatt", "forget_all", self.ble)
+                    except MemoryError:
+                        pass  # no room for it now: the wearer repeats the gesture
+                counts[_DUE] = 1  # the bond file and the window: ble.flush()
         counts[_GESTURE_N] = n
         if self.raw_on:
             # one raw sample into the packet being filled (inline: every sample):
@@ -329,7 +286,28 @@ class Insole:
             if i < _RAW_LAST:
                 counts[_RAW_AT] = i + 3
             else:
-                self._raw_done()
+                # the packet is full: straight to its central when nothing waits
+                # before it and no IRQ came since service() last looked at the links
+                # (so the link is still the one that asked; the stack copies the
+                # data, so its queue slot is free again); else it stays queued, for
+                # service()
+                counts[_RAW_AT] = 1
+                if not _LITTLE_ENDIAN:  # a big-endian host: the protocol's order by hand
+                    for k in range(len(pkt)):
+                        x = pkt[k]
+                        pkt[k] = (x & 0xFF) << 8 | x >> 8
+                link = self._raw_link
+                ble = self.ble
+                if self._raw_queued or link < 0 or ble.changes != counts[_BLE_SEEN] \
+                        or ble.notify_link(link, ble.h_raw, pkt) != _SENT:
+                    counts[_DUE] = 1
+                    if self._raw_queued < _RAW_QUEUE - 1:
+                        self._raw_queued += 1
+                    else:
+                        # the slot to fill next holds the oldest unsent packet: drop
+                        # that one (the index gap shows it); the queue stays full
+                        self._raw_tail = (self._raw_tail + 1) % _RAW_QUEUE
+                        self.raw_lost = min(self.raw_lost + 1, 0xFFFF)  # logged now and then
         # most samples leave nothing to send and hear nothing from the radio: then
         # these three reads are all the service they need
         if counts[_DUE] or self.ble.changes != counts[_BLE_SEEN] \
@@ -361,9 +339,47 @@ class Insole:
                 self._command(cmd[0], True)
                 self._counts[_DUE] = 1  # another command may wait behind it
                 ready = ble.ready
+        # events (and the raw stream) to each authenticated link
         if ready:
-            self._pump(ready)
-        self._after_links()
+            head = self.ring.head
+            tx_at = self._tx_at
+            i = 0
+            while ready:
+                if ready & 1:
+                    if tx_at[i] != head:
+                        self._pump_events(i)
+                        if tx_at[i] != head:
+                            self._counts[_DUE] = 1  # a burst's worth sent, or no buffer
+                    if self._raw_link == i and self._raw_queued:
+                        raw = self._raw
+                        sent = 0
+                        while self._raw_queued and sent < _BURST:
+                            tail = self._raw_tail
+                            if ble.notify_link(i, ble.h_raw, raw[tail]) != _SENT:
+                                break
+                            self._raw_tail = (tail + 1) % _RAW_QUEUE
+                            self._raw_queued -= 1
+                            sent += 1
+                        if self._raw_queued:
+                            self._counts[_DUE] = 1
+                ready >>= 1
+                i += 1
+        j = self.journal
+        if j is not None and j.reading:
+            # no stream of a link still reads from the journal: its reading code goes
+            ring = self.ring
+            head = ring.head
+            for i in range(_MAX_LINKS):
+                seq = self._tx_at[i]
+                if self.ble.link_conn[i] >= 0 and seq != head and not ring.held(seq):
+                    self._counts[_DUE] = 1  # looked at again on the next sample
+                    break
+            else:
+                j.release()
+        if self._counts[_J_CHECK]:  # new events, a second gone, or idle(): the batch may be due
+            self._journal_tick()
+        if self.sampler.uptime_s != self._counts[_STATUS_S]:
+            self._second()
 
     def _links(self, ready):
         """Take up new centrals, drop what belonged to the ones gone, retry replies
@@ -392,42 +408,6 @@ class Insole:
             self.raw_on = False
         return waiting
 
-    def _pump(self, ready):
-        """Events (and the raw stream) to each authenticated link."""
-        head = self.ring.head
-        tx_at = self._tx_at
-        i = 0
-        while ready:
-            if ready & 1:
-                if tx_at[i] != head:
-                    self._pump_events(i)
-                    if tx_at[i] != head:
-                        self._counts[_DUE] = 1  # a burst's worth sent, or no buffer: more later
-                if self._raw_link == i and self._raw_queued:
-                    self._pump_raw(i)
-                    if self._raw_queued:
-                        self._counts[_DUE] = 1
-            ready >>= 1
-            i += 1
-
-    def _after_links(self):
-        j = self.journal
-        if j is not None and j.reading:
-            # no stream of a link still reads from the journal: its reading code goes
-            ring = self.ring
-            head = ring.head
-            for i in range(_MAX_LINKS):
-                seq = self._tx_at[i]
-                if self.ble.link_conn[i] >= 0 and seq != head and not ring.held(seq):
-                    self._counts[_DUE] = 1  # looked at again on the next sample
-                    break
-            else:
-                j.release()
-        if self._counts[_J_CHECK]:  # new events, a second gone, or idle(): the batch may be due
-            self._journal_tick()
-        if self.sampler.uptime_s != self._counts[_STATUS_S]:
-            self._second()
-
     def _follow_link(self, slot):
         # a new authenticated central in slot: it gets events from now on and asks
         # for older ones; the previous one's reply and raw stream end with its link
@@ -440,22 +420,6 @@ class Insole:
             self.raw_on = False
             self._raw_link = -1
             self._raw_queued = 0
-
-    def _gesture_rate(self, rate):
-        # feed the gesture about 50 times a second, whatever the sample rate
-        step = rate // 50
-        self._counts[_GESTURE_STEP] = step if step > 0 else 1
-        self._counts[_GESTURE_N] = 0
-        return rate // self._counts[_GESTURE_STEP]
-
-    def _gesture(self, gesture):
-        # the wearer's foot gesture (pairing.py): open the pairing window, or forget
-        # every bond (which opens it too)
-        if gesture == _GESTURE_PAIR:
-            self.ble.open_window("gesture")
-        elif gesture == _GESTURE_FORGET:
-            self.ble.forget_all()
-        self._counts[_DUE] = 1  # the bond file and the window: ble.flush()
 
     # ---- step events ----
     def _events(self, ev):
@@ -490,12 +454,6 @@ class Insole:
                           d.now_ms)
             self._put(pkt)
             self._led_set(1)
-
-    def _emit_start(self, skipped_seq=0, skipped_steps=0):
-        side = _SIDE_RIGHT if self.cfg["side"] == "R" else _SIDE_LEFT
-        P.pack_start(self._pkt, self.ring.head, self.steps, self.cfg["rate_hz"], side,
-                     self.mode, skipped_seq, skipped_steps)
-        self._put(self._pkt)
 
     def _put(self, packet):
         ring = self.ring
@@ -594,54 +552,6 @@ class Insole:
         return min(ring.behind(self._delivered), ring.behind(self._oldest_held()))
 
     # ---- raw stream ----
-    def _raw_done(self):
-        # the packet is full: straight to its central when nothing waits before it
-        # and no IRQ came since service() last looked at the links (so the link is
-        # still the one that asked); else it stays queued, for service()
-        self._counts[_RAW_AT] = 1
-        pkt = self._raw_fill
-        if not _LITTLE_ENDIAN:  # a big-endian host: the protocol's order by hand
-            for k in range(len(pkt)):
-                x = pkt[k]
-                pkt[k] = (x & 0xFF) << 8 | x >> 8
-        link = self._raw_link
-        if not self._raw_queued and link >= 0 and self.ble.changes == self._counts[_BLE_SEEN]:
-            ble = self.ble
-            if ble.notify_link(link, ble.h_raw, pkt) == _SENT:
-                return  # its queue slot is free again (the stack copies the data)
-        self._counts[_DUE] = 1
-        if self._raw_queued < _RAW_QUEUE - 1:
-            self._raw_queued += 1
-        else:
-            # the slot to fill next holds the oldest unsent packet: drop that one
-            # (the index gap shows it); the queue stays full
-            self._raw_tail = (self._raw_tail + 1) % _RAW_QUEUE
-            self.raw_lost = min(self.raw_lost + 1, 0xFFFF)  # logged once a while
-
-    def _pump_raw(self, slot):
-        ble = self.ble
-        raw = self._raw
-        handle = ble.h_raw
-        sent = 0
-        while self._raw_queued and sent < _BURST:
-            tail = self._raw_tail
-            if ble.notify_link(slot, handle, raw[tail]) != _SENT:
-                return
-            self._raw_tail = (tail + 1) % _RAW_QUEUE
-            self._raw_queued -= 1
-            sent += 1
-
-    def _raw_start(self):
-        if not self._raw:  # kept from here on: a raw stream may come back
-            # each packet an array of u16 (P.RAW_SIZE bytes: the index, then three
-            # samples), sent as it is: the protocol's little-endian layout on the
-            # ESP32 and the hosts the tests run on
-            self._raw = [array("H", [0] * (_RAW_SIZE // 2)) for _ in range(_RAW_QUEUE)]
-        self.raw_on = True
-        self._raw_link = self._slot
-        self._counts[_RAW_AT] = 1
-        self._raw_tail = self._raw_queued = 0
-
     # ---- once a second ----
     def _second(self):
         now = self._counts[_STATUS_S] = self.sampler.uptime_s
@@ -660,7 +570,10 @@ class Insole:
                     self._log("batt", "read failed (%d): %r" % (self.battery_errors, e))
             else:
                 self._battery_mv = mv
-                self._battery[0] = self.battery_percent()
+                # percent of the range from empty to full; no battery sense (0 mV):
+                # powered from USB, 100
+                pct = (mv - _BATT_EMPTY_MV) * 100 // (_BATT_FULL_MV - _BATT_EMPTY_MV)
+                self._battery[0] = max(0, min(100, pct)) if mv > 0 else 100
                 self.ble.publish(self.ble.h_battery, self._battery)
         if self._moving and (self.det.now_ms - self._counts[_LAST_STEP_MS]) & _MS_MASK \
                 > _RSC_IDLE_MS:
@@ -692,13 +605,6 @@ class Insole:
                       getattr(self.det, "faults", 0), self._battery_mv, self.buffered())
         self.ble.publish(self.ble.h_status, self._status)
 
-    def battery_percent(self):
-        mv = self._battery_mv
-        if mv <= 0:
-            return 100  # no battery sense: powered from USB
-        pct = (mv - _BATT_EMPTY_MV) * 100 // (_BATT_FULL_MV - _BATT_EMPTY_MV)
-        return max(0, min(100, pct))
-
     # ---- Running Speed and Cadence (a step's part: _events) ----
     def _publish_rsc(self, running, speed_256, cadence):
         P.pack_rsc(self._rsc, running, min(speed_256, 0xFFFF), cadence, self.cfg["stride_cm"],
@@ -718,22 +624,12 @@ class Insole:
             except MemoryError:
                 # no room for the command's code now: the central may ask again
                 reply = bytes((op, _ERR_NO_MEMORY))
-        self._send_reply(reply)
-
-    def _new_detector(self):
-        det = GaitDetector(self.cfg["rate_hz"])
-        zero = self.cfg.get("zero")
-        if zero:
-            det.set_zero(zero[0], zero[1], zero[2])
-        return det
-
-    def _send_reply(self, data):
         slot = self._slot
         self._counts[_DUE] = 1  # what the command changed: status, the raw stream, retries
-        if self.ble.reply_link(slot, data) == _NO_MEMORY:
+        if self.ble.reply_link(slot, reply) == _NO_MEMORY:
             if self._replies[slot] is None:
                 self._counts[_OWED] += 1
-            self._replies[slot] = data  # retried on the next samples while the link lasts
+            self._replies[slot] = reply  # retried on the next samples while the link lasts
 
     def _led_set(self, on):
         led = self._led

@@ -20,16 +20,16 @@
 # Only what runs on every append stays loaded. Writing a frame (journal_write.py) is
 # imported for each write, at most every FLUSH_MS, and dropped right after; reading
 # (journal_read.py, with its frame buffer) is imported by the first read() and
-# dropped by release(); the boot scan and removing parts (journal_boot.py) are
-# imported for the boot and for a drop, and dropped right after, so their code
-# leaves the heap between uses.
+# dropped by release(); the journal's state, the boot scan and removing parts
+# (journal_boot.py) are imported for the boot and for a drop, and dropped right after,
+# so their code leaves the heap between uses.
 import os
 import sys
-from array import array
 
 try:
     from micropython import const
-except ImportError:  # CPython
+except ImportError:  # CPython: it evaluates the class's annotations, MicroPython never
+    from typing import Any
 
     def const(x):  # type: ignore[misc]  # the stub's signature is generic
         return x
@@ -88,6 +88,11 @@ _T = const(2)  # ms reference: the last strike
 _PSTRIKE = const(3)
 _PSTANCE = const(4)
 _PREV = const(5)  # the previous step of this frame is known
+# the writer's clocks, in the writer state array after the decoder's slots
+_AGE = const(6)  # ms of device time into the journal day
+_LAST_MS = const(7)  # the clock at the last tick, -1 before the first
+_SINCE = const(8)  # ms when due() first saw the batch non-empty, -1 none
+_RETRY = const(9)  # 1: the last write failed: wait FLUSH_MS, even when full
 
 _NONE = const(-2)
 _IN_BATCH = const(-1)
@@ -181,69 +186,49 @@ class Journal:
     files in "rb", "ab" and "wb".
     """
 
+    # The state journal_boot.setup() makes (its comments say what each is; the
+    # reader's part belongs to journal_read.py). Annotations compile to nothing on
+    # MicroPython.
+    usable: bool
+    refused: int
+    read_error: bool
+    skipped_seq: int
+    skipped_steps: int
+    limit: int
+    _dir: str
+    _base: str
+    _id: Any  # the arrays are array("i")
+    _first: Any
+    _nseg: int
+    size_bytes: int  # bytes of the journal's files
+    _es: Any
+    _batch: bytearray
+    _n: int
+    pending: int  # events in the batch, in RAM, not yet on flash
+    _steps: int
+    _cur: int
+    _ds: Any
+    _rbuf: Any
+    _rmv: Any
+    _hb: Any
+    _hmv: Any
+    _rhdr: Any
+    _pkt: Any
+    _rd: Any
+
     def __init__(self, path_prefix, log, fs=os, opener=open, limit_bytes=_LIMIT_BYTES,
                  announce=True):
         self._log = log
-        # the boot's one line: logged at once, or (announce False) kept in boot_line
-        # for the device to log after its banner
-        self._announce = announce
-        self.boot_line = ""
-        self._fs = fs
-        self._open = opener
-        cut = path_prefix.rfind("/")
-        self._dir = path_prefix[:cut] if cut >= 0 else ""
-        self._base = path_prefix[cut + 1:]
-        self.limit = max(limit_bytes, 2 * _SEG_MIN)
-        self._cap = max(_SEG_MIN, min(_SEG_MAX, self.limit // 32))
-        self.refused = 0  # events append() could not take
-        self._id = array("i", [0] * _MAX_SEGS)  # day * 1000 + part, oldest first
-        self._first = array("i", [0] * _MAX_SEGS)  # seq of the first frame, -1 unreadable
-        self._size = array("i", [0] * _MAX_SEGS)  # bytes on flash
-        self._end = array("i", [0] * _MAX_SEGS)  # bytes trusted for reading
-        self._nseg = 0
-        self._top = -1  # highest part name seen
-        self._total = 0
-        self._writable = False  # the newest part ends cleanly: frames may follow
-        self._age = 0  # ms of device time into the journal day
-        self._last_ms = -1
-        self._es = array("i", [0] * 6)  # writer state
-        self._ck = array("i", [0, 0])
-        self._batch = bytearray(_BUF)
-        self._bmv = memoryview(self._batch)
-        self._n = 0  # body bytes in the batch
-        self._events = 0
-        self._steps = 0
-        self._since = -1  # ms when due() first saw the batch non-empty
-        self._retry = False  # the last write failed: wait FLUSH_MS, even when full
-        # what the boot found, for the device (plain values: they never change after)
-        self.skipped_seq = 0  # sequence numbers left unused before next_seq: 0 or SEQ_SKIP
-        self.skipped_steps = 0  # step numbers left unused up to last_step: 0 or STEP_SKIP
-        self.usable = False  # False when opening failed: the journal then writes nothing
-        self._rd = None  # journal_read while loaded, and its buffers (attach)
-        self._ds = self._rbuf = self._rmv = self._hb = self._hmv = self._rhdr = None
-        self._pkt = None
-        self.read_error = False  # the last read() could not look (memory, I/O)
-        self._rpath = ""  # path of the part last read, and its name
-        self._rpath_id = -1
-        self._wpath = ""  # path of the part last written, and its name
-        self._wpath_id = -1
-        self._cur = _NONE  # what the reader holds: a part's frame, the batch, nothing
-        self._cur_off = 0  # that frame's offset in its file
-        self._cur_next = -1  # seq of the next frame in the same part, -1 none known
-        self._cur_pos = 0  # decoding position in the frame
-        self._off = False
-        self._quiet = True  # boot speaks in one line
-        self._boot_drops = 0
+        # the boot's one line: logged at once (boot_line None while the boot runs), or
+        # (announce False) kept in boot_line for the device to log after its banner
+        self.boot_line = None if announce else ""
+        self._rd = None  # journal_read while loaded (release() and _done_with read it)
         try:
-            _module("journal_boot").boot(self)
-        except Exception as e:  # a journal must never stop a boot
-            self._off = True  # and writes nothing it does not understand
-            self._say_boot("unusable, not written: %r" % e)
+            # the state and the boot scan: boot-only code (journal_boot.py); with no
+            # memory for it the MemoryError goes to the caller (app.py boots without)
+            _module("journal_boot").setup(self, path_prefix, fs, opener, limit_bytes)
         finally:
             self._done_with("journal_boot")
-            self.release()
-        self._quiet = False
-        self.usable = not self._off
 
     # ---- what the device reads ----
     @property
@@ -262,7 +247,7 @@ class Journal:
         for i in range(self._nseg):
             if self._first[i] >= 0:
                 return self._first[i]
-        if self._events:
+        if self.pending:
             return _u29(self._batch, 3)
         return self._es[_SEQ]
 
@@ -274,30 +259,20 @@ class Journal:
         ident = self._id[0]
         return ident // _PARTS + (1 if ident % _PARTS else 0)
 
-    @property
-    def pending(self):
-        """Events in RAM, not yet on flash."""
-        return self._events
-
-    @property
-    def size_bytes(self):
-        """Bytes of the journal's files."""
-        return self._total
-
     # ---- writing ----
     def append(self, seq, packet):
         """Journal event seq (its 20-byte packet). False when refused (counted)."""
         st = self._es
         seq &= _MASK
         gap = (seq - st[_SEQ]) & _MASK
-        if gap >= _HALF or self._events >= _BATCH_EVENTS or self._n > _BATCH_BYTES - _WORST:
+        if gap >= _HALF or self.pending >= _BATCH_EVENTS or self._n > _BATCH_BYTES - _WORST:
             self.refused += 1
             return False
         is_step = packet[0] == _FORMAT and packet[1] == _KIND_STEP
         if is_step and self._steps >= _BATCH_STEPS:
             self.refused += 1
             return False
-        if self._events == 0:
+        if self.pending == 0:
             self._begin(seq)
             gap = 0
         b = self._batch
@@ -327,7 +302,7 @@ class Journal:
             j = i + 21
         self._n = j - _HDR
         _advance(st, packet)
-        self._events += 1
+        self.pending += 1
         if is_step:
             self._steps += 1
         return True
@@ -336,26 +311,27 @@ class Journal:
         """True when the batch should be written now (call often: allocates nothing)."""
         now = now_ms & _MASK
         self._tick(now)
-        if self._events == 0:
+        if self.pending == 0:
             return False
-        if self._since < 0:
-            self._since = now
-        if self._retry:  # a failing flash is not asked again on every sample
-            return (now - self._since) & _MASK >= _FLUSH_MS
-        if (self._n >= _SOFT_BYTES or self._events >= _SOFT_EVENTS
+        st = self._es
+        if st[_SINCE] < 0:
+            st[_SINCE] = now
+        if st[_RETRY]:  # a failing flash is not asked again on every sample
+            return (now - st[_SINCE]) & _MASK >= _FLUSH_MS
+        if (self._n >= _SOFT_BYTES or self.pending >= _SOFT_EVENTS
                 or self._steps >= _SOFT_STEPS):
             return True
-        return (now - self._since) & _MASK >= _FLUSH_MS
+        return (now - st[_SINCE]) & _MASK >= _FLUSH_MS
 
     def flush(self, now_ms):
         """Write the batch as one frame; True when nothing is left in RAM."""
         self._tick(now_ms)
-        if self._events == 0:
+        if self.pending == 0:
             return True
         if self._commit():
             return True
-        self._since = now_ms & _MASK  # try again a FLUSH_MS later
-        self._retry = True
+        self._es[_SINCE] = now_ms & _MASK  # try again a FLUSH_MS later
+        self._es[_RETRY] = 1
         return False
 
     def _begin(self, seq):
@@ -444,12 +420,13 @@ class Journal:
 
     def _tick(self, now_ms):
         now = now_ms & _MASK
-        last = self._last_ms
+        st = self._es
+        last = st[_LAST_MS]
         if last >= 0:
             d = (now - last) & _MASK
             if d < _HALF:  # a clock that went back restarts the count
-                self._age = min(self._age + d, _AGE_CAP)
-        self._last_ms = now
+                st[_AGE] = min(st[_AGE] + d, _AGE_CAP)
+        st[_LAST_MS] = now
 
     def _commit(self):
         # the frame writer (journal_write.py) is loaded for each frame and dropped
@@ -498,12 +475,6 @@ class Journal:
         self._pkt = None
         self._cur = _NONE
         self._done_with("journal_read")
-
-    def _say_boot(self, text):
-        if self._announce:
-            self._log("jrn", text)
-        else:
-            self.boot_line = text
 
     def _done_with(self, name):
         if name == "journal_read" or self._rd is None:

@@ -1,6 +1,8 @@
-# The step journal's boot scan and part removal (journal.py): imported for the boot
-# and for a drop, and dropped from sys.modules right after. Functions take the
+# The step journal's state, boot scan and part removal (journal.py): imported for the
+# boot and for a drop, and dropped from sys.modules right after. Functions take the
 # Journal as jn.
+from array import array
+
 import journal_read as _R
 from journal import _add29, _copy, _u29
 
@@ -19,6 +21,11 @@ _STEP_SKIP = const(12)  # = _BATCH_STEPS: step numbers skipped at boot
 _MASK = const(0x1FFFFFFF)
 _HDR = const(19)
 _MAX_SEGS = const(48)
+_AGE = const(6)  # writer state slots
+_SEG_MIN = const(2048)
+_SEG_MAX = const(32768)
+_BATCH_BYTES = const(640)
+_BUF = const(_HDR + _BATCH_BYTES + 4 + 21)
 _PARTS = const(1000)
 _AGE_CAP = const(172800000)
 _SEQ = const(0)
@@ -26,6 +33,58 @@ _STEP = const(1)
 _T = const(2)
 _PREV = const(5)
 _NONE = const(-2)
+
+
+def setup(jn, path_prefix, fs, opener, limit_bytes):
+    """Journal.__init__ after its log settings: the journal's state, then the boot
+    scan (boot()); what fails in the scan turns the journal off, with one line."""
+    jn._fs = fs
+    jn._open = opener
+    cut = path_prefix.rfind("/")
+    jn._dir = path_prefix[:cut] if cut >= 0 else ""
+    jn._base = path_prefix[cut + 1:]
+    jn.limit = max(limit_bytes, 2 * _SEG_MIN)
+    jn.refused = 0  # events append() could not take
+    jn._id = array("i", [0] * _MAX_SEGS)  # day * 1000 + part, oldest first
+    jn._first = array("i", [0] * _MAX_SEGS)  # seq of the first frame, -1 unreadable
+    jn._size = array("i", [0] * _MAX_SEGS)  # bytes on flash
+    jn._end = array("i", [0] * _MAX_SEGS)  # bytes trusted for reading
+    jn._nseg = 0
+    jn._top = -1  # highest part name seen
+    jn.size_bytes = 0  # bytes of the journal's files
+    jn._writable = False  # the newest part ends cleanly: frames may follow
+    # writer state: the decoder's at the batch's end, then the writer's clocks
+    jn._es = array("i", [0, 0, 0, 0, 0, 0, 0, -1, -1, 0])
+    jn._ck = array("i", [0, 0])
+    jn._batch = bytearray(_BUF)
+    jn._n = 0  # body bytes in the batch
+    jn.pending = 0  # events in the batch (RAM, not yet on flash)
+    jn._steps = 0
+    # what the boot found, for the device (plain values: they never change after)
+    jn.skipped_seq = 0  # sequence numbers left unused before next_seq: 0 or SEQ_SKIP
+    jn.skipped_steps = 0  # step numbers left unused up to last_step: 0 or STEP_SKIP
+    jn.usable = True  # False when opening failed: the journal then writes nothing
+    # journal_read while loaded (Journal.__init__ set _rd), and its buffers (attach)
+    jn._ds = jn._rbuf = jn._rmv = jn._hb = jn._hmv = jn._rhdr = None
+    jn._pkt = None
+    jn.read_error = False  # the last read() could not look (memory, I/O)
+    jn._rpath = ""  # path of the part last read, and its name
+    jn._rpath_id = -1
+    jn._cur = _NONE  # what the reader holds: a part's frame, the batch, nothing
+    jn._cur_off = 0  # that frame's offset in its file
+    jn._cur_next = -1  # seq of the next frame in the same part, -1 none known
+    jn._cur_pos = 0  # decoding position in the frame
+    jn._boot_drops = 0  # parts the boot dropped; -1 after the boot (it speaks in one line)
+    try:
+        boot(jn)
+    except Exception as e:  # a journal must never stop a boot
+        jn.usable = False  # and writes nothing it does not understand
+        _say_boot(jn, "unusable, not written: %r" % e)
+    finally:
+        jn.release()
+    jn._boot_drops = -1
+    if jn.boot_line is None:  # logged already
+        jn.boot_line = ""
 
 
 def boot(jn):
@@ -50,7 +109,8 @@ def boot(jn):
     torn = 0
     if newest >= 0:
         torn = jn._size[newest] - (end if found and i == newest else 0)
-    jn._writable = found and i == newest and torn == 0 and end < jn._cap
+    cap = max(_SEG_MIN, min(_SEG_MAX, jn.limit // 32))  # a part's size cap
+    jn._writable = found and i == newest and torn == 0 and end < cap
     bad = 0
     for i in range(jn._nseg):
         if jn._first[i] < 0:
@@ -66,7 +126,7 @@ def boot(jn):
             st[k] = 0
     st[_T] = 0
     st[_PREV] = 0
-    while jn._total + _HDR + 4 > jn.limit and jn._nseg > 1:
+    while jn.size_bytes + _HDR + 4 > jn.limit and jn._nseg > 1:
         # over the bound: what cannot be read goes before the oldest days
         at = 0
         for k in range(jn._nseg):
@@ -77,7 +137,7 @@ def boot(jn):
     jn._begin(st[_SEQ])
     ok = jn._commit()
     line = "%d parts %d B seq %d..%d step %d" % (
-        jn._nseg, jn._total, jn.oldest_seq, st[_SEQ], st[_STEP])
+        jn._nseg, jn.size_bytes, jn.oldest_seq, st[_SEQ], st[_STEP])
     if torn:
         line += " torn %d B" % torn
     if bad:
@@ -88,7 +148,7 @@ def boot(jn):
         line += " " + note
     if not ok:
         line += " not writable"
-    jn._say_boot(line)
+    _say_boot(jn, line)
 
 
 def _list(jn, notes):
@@ -134,7 +194,7 @@ def _add(jn, ident):
         size = 0
     jn._size[n] = size
     jn._end[n] = size
-    jn._total += size
+    jn.size_bytes += size
     if size == 0:
         return
     try:
@@ -164,7 +224,7 @@ def _scan(jn, i):
                     break
                 found = True
                 _copy(jn._es, 0, jn._ds, 0, 6)
-                jn._age = min(_u29(jn._rbuf, 15), _AGE_CAP)
+                jn._es[_AGE] = min(_u29(jn._rbuf, 15), _AGE_CAP)
                 pos += k
         finally:
             f.close()
@@ -180,11 +240,11 @@ def drop(jn, at):
         jn._fs.remove(path)
     except OSError:
         gone = "forgot unremovable"
-    if jn._quiet:
+    if jn._boot_drops >= 0:  # at boot: counted in its line
         jn._boot_drops += 1
     else:
         jn._log("jrn", "%s %s" % (gone, path))
-    jn._total -= jn._size[at]
+    jn.size_bytes -= jn._size[at]
     n = jn._nseg - 1
     for i in range(at, n):
         jn._id[i] = jn._id[i + 1]
@@ -193,3 +253,11 @@ def drop(jn, at):
         jn._end[i] = jn._end[i + 1]
     jn._nseg = n
     jn._cur = _NONE
+
+
+def _say_boot(jn, text):
+    # the boot's one line: logged now, or kept in boot_line for the device to log
+    if jn.boot_line is None:
+        jn._log("jrn", text)
+    else:
+        jn.boot_line = text

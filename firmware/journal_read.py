@@ -148,7 +148,7 @@ def read(jn, seq, out):
     want = (seq - base) & _MASK
     if want >= (jn._es[_SEQ] - base) & _MASK:
         return False
-    if jn._events and (_u29(jn._batch, 3) - base) & _MASK <= want:
+    if jn.pending and (_u29(jn._batch, 3) - base) & _MASK <= want:
         if jn._cur != _IN_BATCH:
             jn._cur = _IN_BATCH
             _rewind(jn, jn._batch)

@@ -19,6 +19,11 @@ _DAY_MS = const(86400000)  # a journal day: 24 h of device time
 _MAGIC = const(0x4A)  # journal.py's, as the constants below (a test checks they agree)
 _HDR = const(19)
 _MAX_SEGS = const(48)
+_AGE = const(6)  # writer state slots
+_SINCE = const(8)
+_RETRY = const(9)
+_SEG_MIN = const(2048)
+_SEG_MAX = const(32768)
 _PARTS = const(1000)
 _DAYS = const(100000)
 _NONE = const(-2)
@@ -28,41 +33,40 @@ _IN_BATCH = const(-1)
 def commit(jn):
     """Write the batch (or, with no events, a mark frame) as one frame; True when
     it is on flash."""
-    if jn._off:
+    if not jn.usable:
         return False
     k = _seal(jn)
     new = not jn._writable or jn._nseg == 0
-    if not new and jn._age >= _DAY_MS:
+    if not new and jn._es[_AGE] >= _DAY_MS:
         new = True
-    if not new and jn._size[jn._nseg - 1] + k > jn._cap:
+    # a part's size cap: a 32nd of the bound, within SEG_MIN..SEG_MAX
+    cap = max(_SEG_MIN, min(_SEG_MAX, jn.limit // 32))
+    if not new and jn._size[jn._nseg - 1] + k > cap:
         new = True
     if new:
         _new_part(jn)
-    while jn._total + k > jn.limit and jn._nseg > 1:
+    while jn.size_bytes + k > jn.limit and jn._nseg > 1:
         _drop_oldest(jn)
     last = jn._nseg - 1
-    if jn._wpath_id != jn._id[last]:
-        jn._wpath = jn._path(jn._id[last])
-        jn._wpath_id = jn._id[last]
-    path = jn._wpath
+    path = jn._path(jn._id[last])
     first = _u29(jn._batch, 3)
     try:
         f = jn._open(path, "wb" if new else "ab")
         try:
-            f.write(jn._bmv[:k])
+            f.write(memoryview(jn._batch)[:k])
         finally:
             f.close()
     except OSError as e:
         jn._writable = False
         jn._size[last] += k
-        jn._total += k
-        if not jn._quiet:
+        jn.size_bytes += k
+        if jn._boot_drops < 0:  # the boot speaks in one line
             jn._log("jrn", "write failed %s" % e)
         return False
     if jn._end[last] == jn._size[last]:
         jn._end[last] += k
     jn._size[last] += k
-    jn._total += k
+    jn.size_bytes += k
     jn._writable = True
     if jn._first[last] < 0:
         jn._first[last] = first
@@ -70,11 +74,11 @@ def commit(jn):
         jn._cur = _NONE
     elif jn._cur == last and jn._cur_next < 0:
         jn._cur_next = first
-    jn._events = 0
+    jn.pending = 0
     jn._n = 0
     jn._steps = 0
-    jn._since = -1
-    jn._retry = False
+    jn._es[_SINCE] = -1
+    jn._es[_RETRY] = 0
     return True
 
 
@@ -83,7 +87,7 @@ def _seal(jn):
     n = jn._n
     b[0] = _MAGIC
     _put16(b, 1, n)
-    _put32(b, 15, jn._age)
+    _put32(b, 15, jn._es[_AGE])
     end = _HDR + n
     _sums(b, 0, end, jn._ck)
     _put16(b, end, jn._ck[0])
@@ -97,13 +101,13 @@ def _new_part(jn):
         ident = 0
     else:
         ident = jn._top + 1
-        if jn._age >= _DAY_MS or ident % _PARTS == 0:
+        if jn._es[_AGE] >= _DAY_MS or ident % _PARTS == 0:
             ident = (ident // _PARTS + (1 if ident % _PARTS else 0)) * _PARTS
         if ident >= _DAYS * _PARTS:
             ident = 0
     jn._top = ident
     if ident % _PARTS == 0:
-        jn._age = 0
+        jn._es[_AGE] = 0
     if jn._nseg == _MAX_SEGS:
         _drop_oldest(jn)
     n = jn._nseg

@@ -11,12 +11,15 @@ import sys
 def load(name):
     """Import module name for one use; returns (module, what to drop())."""
     before = list(sys.modules)
+    failed = True
     try:
         __import__(name)
-        return sys.modules[name], [m for m in sys.modules if m not in before]
-    except BaseException:
-        drop([m for m in sys.modules if m not in before])  # what a failed import left
-        raise
+        failed = False
+    finally:
+        added = [m for m in sys.modules if m not in before]
+        if failed:
+            drop(added)  # what a failed import left
+    return sys.modules[name], added
 
 
 def drop(names):

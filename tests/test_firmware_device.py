@@ -565,7 +565,7 @@ ble.record = False
 dev.run(1200)                  # warm up: first status, battery, ...
 for raw in (False, True):
     if raw:
-        dev._raw_start()
+        dev._command(b"\x06", True)  # RAW_START
     gc.collect()
     before = gc.mem_alloc()
     micropython.heap_lock()
@@ -1204,7 +1204,7 @@ fill(dev, 10)
 print("lost_max", dev.lost)
 ble.connect(); ble.pair()
 dev.service()
-dev._raw_start()
+dev._command(b"\x06", True)  # RAW_START
 ble.nomem_next = 1 << 28
 top = 0
 for _ in range(600):

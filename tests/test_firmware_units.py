@@ -141,11 +141,12 @@ def test_the_firmwares_private_wire_constants_match_the_host_decoder():
 # imported from a module would be a global: an interned name and a lookup per use)
 _CONST_COPIES = {
     "protocol": ("device", "control", "control_wire", "modes", "config", "ble_insole"),
-    "ble_insole": ("device",),
+    "ble_insole": ("device", "ble_gatt"),
     "pairing": ("device",),
     "bonds": ("bonds_load",),
     "journal": ("journal_boot", "journal_write"),
-    "mains": ("device", "modes"),
+    "mains": ("modes",),
+    "device": ("modes", "control"),
 }
 
 

@@ -1,5 +1,6 @@
 """Code that runs at boot only or rarely leaves RAM after its use (docs/HARDWARE.md,
-"Memory and CPU budget"): config.py and the bond file code (bonds_load.py), the GATT
+"Memory and CPU budget"): the constructors' code (modes.py, ble_gatt.py,
+journal_boot.py), config.py and the bond file code (bonds_load.py), the GATT
 table (ble_gatt.py), the Control commands (control.py with control_wire.py and
 modes.py) and the journal's frame writer (journal_write.py) are imported for their
 use and dropped again (firmware/lazy.py), and the heap comes back each time."""
@@ -29,7 +30,7 @@ import fw_fakes as F  # noqa: E402
 from tests.no_memory import no_memory_for  # noqa: E402
 
 LAZY = {"config", "bonds_load", "ble_gatt", "control", "control_wire", "modes",
-        "journal_write"}
+        "journal_write", "journal_boot"}
 
 # The virtual board's build from source: boot, then three rounds of every kind of
 # Control command and a bond file write, the heap after each round.

@@ -136,6 +136,19 @@ def test_a_write_without_memory_for_its_code_waits_in_ram():
     assert "journal_write" not in sys.modules  # dropped after the write
 
 
+def test_opening_without_memory_for_the_boot_code_raises_and_leaves_nothing_loaded():
+    # app.py then boots without a journal; the flash is not touched
+    fs = JF.FlashFS()
+    sys.modules.pop("journal_boot", None)
+    with no_memory_for("journal_boot"):
+        with pytest.raises(MemoryError):
+            open_j(fs)
+    assert "journal_boot" not in sys.modules and "journal_read" not in sys.modules
+    assert fs.files == {}
+    j = open_j(fs)  # with the memory there, the same flash opens
+    assert j.usable and "journal_boot" not in sys.modules
+
+
 def test_walk_round_trip_is_byte_exact_and_compact():
     fs = JF.FlashFS()
     j = open_j(fs)
@@ -1292,3 +1305,25 @@ def test_killed_micropython_process_leaves_a_whole_journal(tmp_path):
         held_before += ev
         # the next boot of the board sees what this copy saw
         base_seq, base_step = j.next_seq, j.last_step
+
+
+# py/map.c hash_allocation_sizes: an attribute table grows only when it is full, and a
+# full or nearly full one makes every method call through the instance (j.append(),
+# j.due() ...) probe most of it before the class is asked
+_MAP_SIZES = (0, 2, 4, 6, 8, 10, 12, 17, 23, 29, 37, 47, 59, 73, 97, 127, 167, 223)
+
+
+def test_the_journal_keeps_room_in_its_attribute_table_and_adds_nothing_after_boot():
+    fs = JF.FlashFS()
+    j = open_j(fs, limit=8 * 1024)  # small: writing drops parts too
+    names = set(vars(j))
+    table = next(s for s in _MAP_SIZES if s >= len(names))
+    assert len(names) <= 0.9 * table, (len(names), table)
+    events = walk_events(1500, seed=5)
+    feed(j, events, Clock())
+    assert j.dropped  # the bound made writes drop the oldest parts
+    assert mismatches(j, events[-60:]) == []
+    j.release()
+    fs.dead = True  # a write that fails
+    assert j.append(events[-1][0] + 1, events[-1][1]) and not j.flush(10**7)
+    assert set(vars(j)) == names

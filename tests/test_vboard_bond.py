@@ -156,12 +156,12 @@ def test_a_handler_registered_after_active_loses_private_bonds(tmp_path):
 
     firmware = tmp_path / "late_irq_firmware"
     shutil.copytree(FIRMWARE, firmware)
-    src = (firmware / "ble_insole.py").read_text()
-    register = "        ble.irq(self._irq)  # before active(True): see the top of this file\n"
-    start = "        ble.active(True)"
+    src = (firmware / "ble_gatt.py").read_text()  # InsoleBLE's setup at boot
+    register = "    ble.irq(bl._irq)  # before active(True): see the top of ble_insole.py\n"
+    start = "    ble.active(True)"
     assert src.count(register) == 1 and src.count(start) == 1
-    late = src.replace(register, "").replace(start, start + "\n        ble.irq(self._irq)")
-    (firmware / "ble_insole.py").write_text(late)
+    late = src.replace(register, "").replace(start, start + "\n    ble.irq(bl._irq)")
+    (firmware / "ble_gatt.py").write_text(late)
     got = asyncio.run(asyncio.wait_for(_private_central_reboot(tmp_path, firmware), 60))
     assert any(t == SEC_PEER for t, _ in got["rows"])  # the keys were stored ...
     assert got["error"] == HCI_PIN_OR_KEY_MISSING_ERROR  # ... and are not found

@@ -206,7 +206,7 @@ def cpu(tracedir):
             dev.raw_on = False
             row = (_best(_fill, _fill_bytecode), _best(_fill, _fill_viper), _best(_bare, adcs),
                    _best(_whole, dev, adcs), 0)
-            dev._raw_start()
+            dev._command(b"\x06", True)  # RAW_START
             row = row[:4] + (_best(_whole, dev, adcs),)
             t = [v if t[i] == 0 or v < t[i] else t[i] for i, v in enumerate(row)]
         emit(section="cpu", mode=mode, samples=len(adcs[0].values),
