@@ -86,6 +86,40 @@ def test_mid_stance_dip_is_one_step():
     assert len(steps(trace)) == len(w.contacts_ms())
 
 
+def test_a_shelf_on_the_rise_does_not_delay_the_strike():
+    # the heel touches (23 % of its amplitude, past the onset line), sags to 17 % for
+    # 60 ms and only then loads: the strike is the touch, not the far side of the shelf
+    w = gaitsynth.Walk()
+    trace = gaitsynth.make(w).astype(np.int64)
+    k = 8
+    c0 = w.contacts_ms()[k]
+    t = np.arange(len(trace)) * 1000.0 / w.rate_hz
+    dt = t - c0
+    shape = np.interp(dt, [0, 30, 50, 110, 170], [0.0, 0.23, 0.17, 0.17, 1.0])
+    sel = (dt >= 0) & (dt < 170)
+    trace[sel, 0] = w.base[0] + np.round(shape[sel] * w.amp[0])
+    found = strikes(trace)
+    assert_matches(found, w.contacts_ms(), 20)
+
+
+def test_a_slow_reload_that_never_left_the_ground_is_no_step():
+    # after step 6 the foot unloads for 40 ms, then the forefoot reloads slowly (16 to
+    # 30 % over 300 ms) and holds: a foot turning on the ground, not a new contact
+    strides = [1100.0] * 12
+    strides[6] = 2400.0
+    w = gaitsynth.Walk(strides_ms=strides)
+    trace = gaitsynth.make(w).astype(np.int64)
+    c0 = w.contacts_ms()[6]
+    t = np.arange(len(trace)) * 1000.0 / w.rate_hz
+    dt = t - c0
+    off = strides[6] * w.stance_frac  # the forefoot is up by then
+    share = np.interp(dt, [off - 70, off, off + 40, off + 80, off + 380, off + 580, off + 620],
+                      [1.0, 0.0, 0.0, 0.16, 0.30, 0.30, 0.0])
+    sel = (dt >= off - 70) & (dt < off + 620)
+    trace[sel, 2] = w.base[2] + np.round(share[sel] * w.amp[2])
+    assert_matches(strikes(trace), w.contacts_ms(), 20)
+
+
 @pytest.mark.parametrize("fault", ["zero", "saturated", "noise", "unplugged"])
 @pytest.mark.parametrize("channel", [0, 1, 2])
 def test_a_dead_channel_does_not_stop_detection(fault, channel):
