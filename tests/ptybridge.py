@@ -16,7 +16,8 @@ It behaves as a board on a serial line does:
 
 The bridge keeps the program's pty open on its own side too: Linux may drop what a
 program wrote just before it exits when its pty hangs up with that exit, so the end
-is seen from the process instead (a pidfd), and the pty is read empty after it.
+is seen from the process instead (a pidfd), and the pty is read after it until it
+stays quiet (its last bytes may still be on their way).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _CHUNK = 4096
 _BACKLOG = 64 * 1024  # stop reading a side while this much waits to go the other way
 _CLOSED_POLL_MS = 10  # how often to look whether someone opened the port again
 _DRAIN_S = 1.0  # how long the program's last output may take to reach the port
+_QUIET_MS = 100  # after the program's end its pty is read until it stays quiet this long
 _HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
@@ -185,8 +187,7 @@ class PtyBridge:
                 if self._wake_r in events:
                     return
                 if self._exit_fd in events:  # the program has ended: its last words
-                    while (data := _read(self._program)):
-                        to_port += data
+                    self._last_words(to_port)
                     if listening:
                         self._drain(to_port)
                     return
@@ -219,6 +220,22 @@ class PtyBridge:
         """Poll events for one side: read while the other side keeps up, write when due."""
         events = select.POLLIN if len(outgoing) < _BACKLOG else 0
         return events | (select.POLLOUT if incoming else 0)
+
+    def _last_words(self, to_port: bytearray) -> None:
+        """The program has ended: read what it wrote last from its pty. The kernel moves
+        a pty's bytes to the other side from a work queue (drivers/tty/tty_buffer.c,
+        flush_to_ldisc), so they may arrive after the exit is seen: read until the pty
+        stays quiet for _QUIET_MS, at most _DRAIN_S."""
+        deadline = time.monotonic() + _DRAIN_S
+        while time.monotonic() < deadline:
+            poller = select.poll()
+            poller.register(self._program, select.POLLIN)
+            if not poller.poll(_QUIET_MS):
+                return
+            data = _read(self._program)
+            if data is None:
+                return
+            to_port += data
 
     def _drain(self, to_port: bytearray) -> None:
         """The program has ended: hand its last words to the port before it goes."""
