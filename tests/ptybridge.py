@@ -17,15 +17,18 @@ It behaves as a board on a serial line does:
 The bridge keeps the program's pty open on its own side too: Linux may drop what a
 program wrote just before it exits when its pty hangs up with that exit, so the end
 is seen from the process instead (a pidfd), and the pty is read after it until it
-stays quiet (its last bytes may still be on their way).
+stays quiet (its last bytes may still be on their way); the port then stays until its
+reader has taken them, since a hang-up throws away what is still unread.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import signal
+import struct
 import subprocess
 import termios
 import threading
@@ -38,6 +41,7 @@ _BACKLOG = 64 * 1024  # stop reading a side while this much waits to go the othe
 _CLOSED_POLL_MS = 10  # how often to look whether someone opened the port again
 _DRAIN_S = 1.0  # how long the program's last output may take to reach the port
 _QUIET_MS = 100  # after the program's end its pty is read until it stays quiet this long
+_TAKEN_S = 0.05  # ... and the port stays until its reader has had nothing waiting this long
 _HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
@@ -190,6 +194,7 @@ class PtyBridge:
                     self._last_words(to_port)
                     if listening:
                         self._drain(to_port)
+                        self._until_taken()
                     return
                 port = events.get(self._port, 0) if listening else _revents(self._port)
                 if port & select.POLLIN and len(to_program) < _BACKLOG:
@@ -248,6 +253,29 @@ class PtyBridge:
                 return
             if events:
                 _write(self._port, to_port)
+
+    def _until_taken(self) -> None:
+        """Keep the port until its reader has taken what was written to it: closing the
+        master hangs the other side up, and a hang-up flushes its unread input
+        (drivers/tty/tty_ldisc.c, tty_ldisc_hangup). Bytes on their way from the work
+        queue are not counted yet, hence a quiet spell of _TAKEN_S, at most _DRAIN_S."""
+        try:
+            probe = os.open(self.tty_name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:  # the reader has gone and the port with it
+            return
+        try:
+            deadline = time.monotonic() + _DRAIN_S
+            quiet_since = time.monotonic()
+            while time.monotonic() < deadline:
+                waiting = struct.unpack("i", fcntl.ioctl(probe, termios.FIONREAD, b"\0" * 4))[0]
+                now = time.monotonic()
+                if waiting:
+                    quiet_since = now
+                elif now - quiet_since >= _TAKEN_S:
+                    return
+                time.sleep(0.005)
+        finally:
+            os.close(probe)
 
     def _close_ptys(self) -> None:
         for fd in (self._port, self._program, self._program_slave, self._exit_fd):
