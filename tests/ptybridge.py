@@ -16,9 +16,9 @@ It behaves as a board on a serial line does:
 
 The bridge keeps the program's pty open on its own side too: Linux may drop what a
 program wrote just before it exits when its pty hangs up with that exit, so the end
-is seen from the process instead (a pidfd), and the pty is read after it until it
-stays quiet (its last bytes may still be on their way); the port then stays until its
-reader has taken them, since a hang-up throws away what is still unread.
+is seen from the process instead (a pidfd), and the pty is read empty after it; the
+port then stays until its reader has taken those last bytes, since a hang-up throws
+away what is still unread.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ _CHUNK = 4096
 _BACKLOG = 64 * 1024  # stop reading a side while this much waits to go the other way
 _CLOSED_POLL_MS = 10  # how often to look whether someone opened the port again
 _DRAIN_S = 1.0  # how long the program's last output may take to reach the port
-_QUIET_MS = 100  # after the program's end its pty is read until it stays quiet this long
-_TAKEN_S = 0.05  # ... and the port stays until its reader has had nothing waiting this long
+# after the program's end the port stays until its reader has had nothing waiting this long
+_TAKEN_S = 0.05
 _HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
@@ -191,7 +191,8 @@ class PtyBridge:
                 if self._wake_r in events:
                     return
                 if self._exit_fd in events:  # the program has ended: its last words
-                    self._last_words(to_port)
+                    while (data := _read(self._program)):
+                        to_port += data
                     if listening:
                         self._drain(to_port)
                         self._until_taken()
@@ -226,22 +227,6 @@ class PtyBridge:
         events = select.POLLIN if len(outgoing) < _BACKLOG else 0
         return events | (select.POLLOUT if incoming else 0)
 
-    def _last_words(self, to_port: bytearray) -> None:
-        """The program has ended: read what it wrote last from its pty. The kernel moves
-        a pty's bytes to the other side from a work queue (drivers/tty/tty_buffer.c,
-        flush_to_ldisc), so they may arrive after the exit is seen: read until the pty
-        stays quiet for _QUIET_MS, at most _DRAIN_S."""
-        deadline = time.monotonic() + _DRAIN_S
-        while time.monotonic() < deadline:
-            poller = select.poll()
-            poller.register(self._program, select.POLLIN)
-            if not poller.poll(_QUIET_MS):
-                return
-            data = _read(self._program)
-            if data is None:
-                return
-            to_port += data
-
     def _drain(self, to_port: bytearray) -> None:
         """The program has ended: hand its last words to the port before it goes."""
         deadline = time.monotonic() + _DRAIN_S
@@ -257,8 +242,9 @@ class PtyBridge:
     def _until_taken(self) -> None:
         """Keep the port until its reader has taken what was written to it: closing the
         master hangs the other side up, and a hang-up flushes its unread input
-        (drivers/tty/tty_ldisc.c, tty_ldisc_hangup). Bytes on their way from the work
-        queue are not counted yet, hence a quiet spell of _TAKEN_S, at most _DRAIN_S."""
+        (drivers/tty/tty_ldisc.c, tty_ldisc_hangup). Bytes still on their way to it
+        (drivers/tty/tty_buffer.c hands them over from a work queue) are not counted
+        yet, hence a quiet spell of _TAKEN_S, at most _DRAIN_S."""
         try:
             probe = os.open(self.tty_name, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         except OSError:  # the reader has gone and the port with it
