@@ -41,10 +41,12 @@
 #    for their swings and comes early in the stride: a mid-stance dip is never a
 #    second step. One sample below _OFF is not enough either: the spell's mean
 #    composite must also come down to near what the composite reads in the air
-#    (nearer where raw noise or pickup rivals the span). A contact that collapses at
-#    once and stays unloaded as long as a swing before the foot loads again was a
-#    spike, when it bore little of the stance's load: the step summary dates the
-#    strike to the contact after it and says so (strike_corrected).
+#    (nearer where raw noise or pickup rivals the span); a weak region, whose raw
+#    noise rivals a span under half the strongest, is left out of that mean and of
+#    the swing level, since pickup riding on it in the air is no load. A contact
+#    that collapses at once and stays unloaded as long as a swing before the foot
+#    loads again was a spike, when it bore little of the stance's load: the step
+#    summary dates the strike to the contact after it and says so (strike_corrected).
 #
 # The per-sample work is feed(), one viper method over a preallocated int32 state
 # array; the rare transitions (contact, toe-off, step summary) run as plain methods.
@@ -485,6 +487,12 @@ class GaitDetector:
         now_stills = 0
         now_lives = 0
         lc = 0
+        # the composite without weak regions (raw noise rivals a span under half the
+        # strongest): what the spell-mean rule and the swing level read, because
+        # pickup riding on a weak region in the air is no load; all channels when
+        # every one is weak
+        lq = 0
+        firm = 0
         big = 0
         c = 0
         while c < 3:
@@ -694,8 +702,10 @@ class GaitDetector:
                 if fl > spprev:
                     fl = spprev
                 fl -= margin >> 4
+                weak = 0
                 if den < fl:
                     den = fl
+                    weak = 1
                 n = 0
                 if eff > 0:
                     n = eff * _FULL // den
@@ -704,7 +714,13 @@ class GaitDetector:
                 s[_NORM + c] = n
                 if n > lc:
                     lc = n
+                if not weak or span * 2 >= spprev:
+                    firm += 1
+                    if n > lq:
+                        lq = n
             c += 1
+        if firm == 0:
+            lq = lc
         ri += 1
         if ri >= _RING:
             ri = 0
@@ -739,7 +755,7 @@ class GaitDetector:
                 if sh < 1:
                     sh = 1
                 air = s[_AIRL]
-                s[_AIRL] = air + (((lc << 4) - air) >> sh)
+                s[_AIRL] = air + (((lq << 4) - air) >> sh)
         if ri == 0 and spmax >= _WALK_SPAN:
             # once per turn of the ring, the filter length: enough whole periods that
             # the noise left in every live channel that walks is under 1/_CLEAR of its
@@ -799,7 +815,7 @@ class GaitDetector:
             # came down near the swing level: within _AIR_MEAN of it, or _SPELL_MEAN
             # under noise or pickup that rivals the span (a shallow dip it carried down)
             if s[_RUN] < _SAT and lc < _ON:
-                s[_SPELL] = s[_SPELL] + lc
+                s[_SPELL] = s[_SPELL] + lq
             lift = _AIR_MEAN
             if s[_ROUGH]:
                 lift = _SPELL_MEAN

@@ -94,6 +94,7 @@ BAD_NUMBERS = [
     (["train", "slow-walk", "--sim", str(WALK)], "--tolerance", ["nan", "0", "51", "2.5"]),
     (["scan"], "--timeout", ["nan", "inf", "-1", "0"]),
     (["evaluate"], "--workers", ["nan", "0", "-1", "65"]),
+    (["evaluate"], "--rate", ["nan", "24", "1001", "99.5"]),
     (["bench"], "--repeats", ["nan", "0", "-1"]),
     (["history"], "--days", ["nan", "-1", "1.5"]),
     (["flash", "--port", "/dev/null"], "--banner-timeout", ["nan", "inf", "0", "-1"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from host_tools.gait import evaluate, physionet
 
@@ -18,7 +19,7 @@ def test_match_is_one_to_one_closest_first():
 def test_score_counts_misses_extras_and_errors():
     ref = np.arange(10) * 1000.0 + 500
     rec = physionet.Recording(
-        "synthetic-left", "gaitndd", "control", "left", 100, np.zeros((1, 3)), ref,
+        "synthetic-left", "gaitndd", "control", "left", 100, np.zeros((1200, 3)), ref,
         (float(ref[0]), float(ref[-1])),
     )
     det = list(ref[:8] + 5) + [4000.0 + 400, 9999999.0]  # two missed, one extra
@@ -35,11 +36,74 @@ def test_score_counts_misses_extras_and_errors():
 def test_invalid_spans_leave_both_sides_out():
     ref = np.arange(10) * 1000.0
     rec = physionet.Recording(
-        "dead-right", "gaitndd", "als", "right", 100, np.zeros((1, 3)), ref,
+        "dead-right", "gaitndd", "als", "right", 100, np.zeros((1200, 3)), ref,
         (0.0, 9000.0), invalid_ms=[(4500.0, 9500.0)],
     )
     res = evaluate.score(rec, [0.0, 1000.0, 2000.0, 3000.0, 4000.0, 7000.0], 60.0)
     assert (res.n_ref, res.n_det, res.matched) == (5, 5, 5)
+
+
+def test_contacts_no_detector_could_report_before_the_end_are_not_scored():
+    # 10 s at 100 Hz: a strike 50 ms before the end and one after it (a rebuilt
+    # right-foot strike can land there) are outside the comparison; one 150 ms before
+    # the end counts, and so does a detection of it in the last 100 ms
+    ref = np.array([1000.0, 9850.0, 9950.0, 10400.0])
+    rec = physionet.Recording(
+        "end-left", "gaitndd", "control", "left", 100, np.zeros((1000, 3)), ref,
+        (1000.0, 10400.0),
+    )
+    res = evaluate.score(rec, [1003.0, 9905.0], 60.0)
+    assert (res.n_ref, res.n_det, res.matched) == (2, 2, 2)
+    assert res.missed_ms == [] and res.extra_ms == []
+    assert evaluate.score(rec, [1003.0], 60.0).missed_ms == [9850.0]
+
+
+def test_resampling_keeps_the_reference_and_interpolates_the_trace():
+    trace = np.array([[0, 10, 20], [300, 310, 320], [600, 610, 620], [900, 910, 920]])
+    rec = physionet.Recording(
+        "r-left", "gaitpdb", "Ga", "left", 100, trace, np.array([15.0]), (15.0, 15.0),
+        invalid_ms=[(0.0, 5.0)],
+    )
+    half = physionet.resample(rec, 50)
+    assert half.rate_hz == 50 and half.trace.tolist() == [[0, 10, 20], [600, 610, 620]]
+    triple = physionet.resample(rec, 300)
+    assert triple.rate_hz == 300 and len(triple.trace) == 10
+    assert triple.trace[:, 0].tolist() == [0, 100, 200, 300, 400, 500, 600, 700, 800, 900]
+    assert triple.trace[:, 2].tolist() == [20, 120, 220, 320, 420, 520, 620, 720, 820, 920]
+    for r in (half, triple):
+        assert r.reference_ms.tolist() == [15.0] and r.invalid_ms == [(0.0, 5.0)]
+        assert r.window_ms == (15.0, 15.0) and r.trace.dtype == trace.dtype
+    assert physionet.resample(rec, 100) is rec
+
+
+def test_rate_sweep_table_states_the_spread_between_rates():
+    from host_tools.gait import ratesweep
+
+    def row(rate, db, group, sens, prec):
+        return {"rate_hz": rate, "database": db, "group": group, "feet": 2, "n_ref": 100,
+                "n_det": 100, "sensitivity": sens, "precision": prec,
+                "median_abs_ms": 3.0, "p95_abs_ms": 11.0}
+
+    rows = [row(50, "gaitndd", "all", 99.4, 99.5), row(100, "gaitndd", "all", 99.47, 99.52),
+            row(50, "gaitpdb", "all", 99.6, 99.0), row(100, "gaitpdb", "all", 99.65, 98.9)]
+    assert ratesweep.spread(rows) == {("gaitndd", "all"): (0.07, 0.02),
+                                      ("gaitpdb", "all"): (0.05, 0.1)}
+    text = ratesweep.markdown(rows)
+    body = [line for line in text.splitlines() if line.startswith(("| 50", "| 100"))]
+    assert body[0].startswith("| 50 | gaitndd | all |") and "99.40 | 99.50" in body[0]
+    assert body[1].startswith("| 100 | gaitndd | all |")
+    assert "(50, 100 Hz)" in text and "gaitndd all 0.07 / 0.02; gaitpdb all 0.05 / 0.10" in text
+
+
+def test_rate_sweep_refuses_a_bad_rate_list_in_one_line(capsys):
+    from host_tools.gait import ratesweep
+
+    for bad in ("fast", "100,2000", "100,"):
+        with pytest.raises(SystemExit) as exc:
+            ratesweep.main(["--rates", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "error: --rates" in err[-1] and bad in err[-1]
 
 
 def test_ndd_conversion_maps_invalid_to_zero():
@@ -122,3 +186,27 @@ def test_pdb_onsets_skip_a_one_sample_spike_in_the_air():
     np.testing.assert_allclose(onsets, [(s - 1 + 20 / 600) * 10.0 for s in (100, 250, 400)])
     # without the hold, each spike would be a contact of its own
     assert len(physionet.pdb_onsets_ms(x, 100, hold_s=0.0)) == 6
+
+
+def test_the_report_shows_each_draw_of_the_fault_bench_and_the_rate_sweep(tmp_path):
+    import json
+
+    from host_tools.gait import accuracy_doc
+
+    row = {"rate_hz": 100, "case": "mains", "clean_steps": 377, "found_pct": 97.61,
+           "extra_pct": 2.12, "p95_ms": 6.0, "missed_after_recovery": 0, "faults": 64,
+           "seed": 1, "met": False}
+    old = {k: v for k, v in row.items() if k != "seed"}  # saved before draws were kept
+    heel = dict(old, case="heel-dead", found_pct=99.73, extra_pct=1.06, faults=1, met=True)
+    (tmp_path / "fb.json").write_text(json.dumps([row, heel]))
+    text = accuracy_doc._faults(tmp_path / "fb.json")
+    assert "| 100 | mains | 1 | 377 | 97.61 | 2.12 |" in text
+    assert "| 100 | heel-dead | - | 377 | 99.73 |" in text
+    assert text.endswith("Met in 1 of 2 cases.")
+    assert accuracy_doc._rates(tmp_path / "none.json").startswith("(not run")
+    rates = [{"rate_hz": 50, "database": "gaitndd", "group": "all", "feet": 66, "n_ref": 10,
+              "n_det": 10, "sensitivity": 99.44, "precision": 99.47, "median_abs_ms": 5.0,
+              "p95_abs_ms": 13.0}]
+    (tmp_path / "rates.json").write_text(json.dumps(rates))
+    assert "| 50 | gaitndd | all | 10 | 10 | 99.44 | 99.47 | 5.0 | 13.0 |" in accuracy_doc._rates(
+        tmp_path / "rates.json")

@@ -1,7 +1,7 @@
 """Measure the detector against the PhysioNet gait recordings.
 
 Every foot of every walk in DATA/gaitndd and DATA/gaitpdb becomes a 100 Hz insole
-trace; the detector runs over it and its heel strikes are matched one-to-one with the
+trace (or --rate HZ); the detector runs over it and its heel strikes are matched one-to-one with the
 reference contacts (60 ms window for gaitndd, 150 ms for gaitpdb). Prints per group:
 sensitivity, precision, median signed and absolute heel-strike error, 95th-percentile
 absolute error and cadence error. `--write FILE` also writes the accuracy report
@@ -27,6 +27,10 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--only", choices=("gaitndd", "gaitpdb"), help="evaluate one database only"
     )
+    p.add_argument("--rate", type=argcheck.int_range(25, 1000, "--rate"), default=100,
+                   metavar="HZ",
+                   help="sample rate of the insole traces, 25..1000 (default 100): each "
+                        "recording is resampled linearly to it")
 
 
 def run(args) -> int:
@@ -49,14 +53,16 @@ def run(args) -> int:
             end = "\n" if i == n or not sys.stderr.isatty() else "\r"
             print(f"  {i}/{n} feet ({res.name})".ljust(50), end=end, file=sys.stderr)
 
-    results = evaluate.run_all(root, args.engine, args.workers, progress, dbs)
+    results = evaluate.run_all(root, args.engine, args.workers, progress, dbs, args.rate)
     rows = evaluate.table(results)
     sides = evaluate.side_table(results)
     print(evaluate.markdown_table(rows))
     print()
     print(evaluate.markdown_table(sides))
     if args.write:
-        safeio.write_text(args.write, render(rows, sides, results, args.engine), "--write")
+        safeio.write_text(
+            args.write, render(rows, sides, results, args.engine, args.rate), "--write"
+        )
         plot_disagreements(results, Path(args.write).parent / FIGURE)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0

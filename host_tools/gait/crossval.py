@@ -71,8 +71,7 @@ def _run(args: tuple) -> list[tuple[int, evaluate.FootResult]]:
     out = []
     mods = [variant_module(c) for c in cands]
     for job in jobs:
-        loader, where, side, _ = job
-        rec = evaluate.load_source((loader, where, side))
+        rec = evaluate.load_source(job[:3])
         window = evaluate.NDD_WINDOW_MS if rec.database == "gaitndd" else evaluate.PDB_WINDOW_MS
         for k, mod in enumerate(mods):
             events = engine.run_cpython(rec.trace, rec.rate_hz, mod)

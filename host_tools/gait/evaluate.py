@@ -19,6 +19,11 @@ from host_tools.gait import engine, physionet
 
 NDD_WINDOW_MS = 60.0
 PDB_WINDOW_MS = 150.0
+# A reference contact this close to the end of a recording (or after it) is not scored:
+# the detector confirms a contact 20 ms after the load reaches contact level, which
+# itself comes tens of ms after the touch, so no causal detector could report it.
+TAIL_MS = 100.0
+RATE_HZ = 100  # the rate the recordings are evaluated at unless told otherwise
 
 
 @dataclass
@@ -64,6 +69,8 @@ def match(det_ms: np.ndarray, ref_ms: np.ndarray, window_ms: float) -> list[tupl
 
 def score(rec: physionet.Recording, strikes_ms: Iterable[float], window_ms: float) -> FootResult:
     lo, hi = rec.window_ms
+    end = len(rec.trace) * 1000.0 / rec.rate_hz - TAIL_MS
+    hi = min(hi, end)
 
     def valid(t: float) -> bool:
         return not any(a <= t <= b for a, b in rec.invalid_ms)
@@ -71,7 +78,7 @@ def score(rec: physionet.Recording, strikes_ms: Iterable[float], window_ms: floa
     det = np.asarray(
         [t for t in strikes_ms if lo - window_ms <= t <= hi + window_ms and valid(t)], dtype=float
     )
-    ref = np.asarray([t for t in rec.reference_ms if valid(t)], dtype=float)
+    ref = np.asarray([t for t in rec.reference_ms if t <= end and valid(t)], dtype=float)
     pairs = match(det, ref, window_ms)
     span_min = max(hi - lo, 1.0) / 60000.0
     hit_det = {i for i, _ in pairs}
@@ -92,8 +99,8 @@ def score(rec: physionet.Recording, strikes_ms: Iterable[float], window_ms: floa
 
 
 def _run_one(args: tuple) -> FootResult:
-    loader, where, side, eng = args
-    rec = physionet.load_ndd(*where, side) if loader == "ndd" else physionet.load_pdb(where, side)
+    loader, where, side, eng, rate_hz = args
+    rec = physionet.resample(load_source((loader, where, side)), rate_hz)
     events = engine.run(rec.trace, rec.rate_hz, eng)
     strikes = [c[0] for c in engine.contacts(events)]
     window = NDD_WINDOW_MS if rec.database == "gaitndd" else PDB_WINDOW_MS
@@ -108,18 +115,24 @@ def load_source(source: tuple) -> physionet.Recording:
     return physionet.load_ndd(*where, side) if loader == "ndd" else physionet.load_pdb(where, side)
 
 
-def jobs(data_root: Path, eng: str, databases: tuple[str, ...] = ("gaitndd", "gaitpdb")) -> list:
+def jobs(
+    data_root: Path,
+    eng: str,
+    databases: tuple[str, ...] = ("gaitndd", "gaitpdb"),
+    rate_hz: int = RATE_HZ,
+) -> list:
+    """(loader, where, side, engine, rate) per foot; load_source takes the first three."""
     out = []
     ndd = Path(data_root) / "gaitndd"
     if "gaitndd" in databases and ndd.exists():
         for rec in physionet.ndd_records(ndd):
             for side in ("left", "right"):
-                out.append(("ndd", (ndd, rec), side, eng))
+                out.append(("ndd", (ndd, rec), side, eng, rate_hz))
     pdb = Path(data_root) / "gaitpdb"
     if "gaitpdb" in databases and pdb.exists():
         for path in physionet.pdb_files(pdb):
             for side in ("left", "right"):
-                out.append(("pdb", path, side, eng))
+                out.append(("pdb", path, side, eng, rate_hz))
     return out
 
 
@@ -129,8 +142,9 @@ def run_all(
     workers: int = 2,
     progress: Callable[[int, int, FootResult], None] | None = None,
     databases: tuple[str, ...] = ("gaitndd", "gaitpdb"),
+    rate_hz: int = RATE_HZ,
 ) -> list[FootResult]:
-    todo = jobs(data_root, eng, databases)
+    todo = jobs(data_root, eng, databases, rate_hz)
     results: list[FootResult] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for i, res in enumerate(pool.map(_run_one, todo, chunksize=4), start=1):

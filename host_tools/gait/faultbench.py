@@ -14,6 +14,9 @@ The insole's acquisition is modelled: each ADC read is clipped to 0..65535, and 
 60 Hz and below a sample is the mean of four reads 5 ms apart (firmware/mains.py), each
 read with its own noise and the pickup at its own time.
 
+Noise and pickup are random: each is run with several draws (SEEDS: the noise, and the
+pickup's phase per channel), each draw a row of its own.
+
 Each disturbed run is matched one-to-one against the clean run's heel strikes (60 ms).
 Targets: >= 98 % of the clean run's steps found and <= 2 % extra; for noise the matched
 strikes within 60 ms; for a faulty heel (which cannot date the contact it no longer
@@ -24,6 +27,7 @@ the detector's ``faults`` word names the heel's fault.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +48,8 @@ RECOVER_MS = 2000.0
 FOUND_MIN = 98.0
 EXTRA_MAX = 2.0
 FAULT_CODES = {"heel-saturated": 2, "heel-stuck": 3, "heel-dead": 1}
+SEEDS = (0, 1, 2)  # draws of the random disturbances (noise, pickup phases)
+RANDOM_CASES = ("noise", "mains")
 
 
 # firmware/mains.py: rates at or below this average reads over one mains period
@@ -113,6 +119,7 @@ class CaseResult:
     p95_ms: float
     missed_after_recovery: int
     faults: int
+    seed: int = 0  # the draw of a random disturbance
 
     @property
     def met(self) -> bool:
@@ -133,11 +140,13 @@ def _strikes_and_faults(samples: np.ndarray, rate_hz: int) -> tuple[list[float],
     return strikes, det.faults
 
 
-def run_case(rate_hz: int, case: str, clean_strikes: list[float] | None = None) -> CaseResult:
+def run_case(
+    rate_hz: int, case: str, clean_strikes: list[float] | None = None, seed: int = 0
+) -> CaseResult:
     clean = acquired(rate_hz, "clean")
     if clean_strikes is None:
         clean_strikes, _ = _strikes_and_faults(clean, rate_hz)
-    found, faults = _strikes_and_faults(acquired(rate_hz, case), rate_hz)
+    found, faults = _strikes_and_faults(acquired(rate_hz, case, seed), rate_hz)
     ref = np.asarray(clean_strikes)
     det = np.asarray(found)
     pairs = evaluate.match(det, ref, FAULT_MATCH_MS if case in FAULT_CODES else MATCH_MS)
@@ -161,24 +170,29 @@ def run_case(rate_hz: int, case: str, clean_strikes: list[float] | None = None) 
         p95_ms=float(np.percentile(errs, 95)),
         missed_after_recovery=missed_late,
         faults=faults,
+        seed=seed,
     )
 
 
 CASES = ("noise", "mains", "heel-saturated", "heel-stuck", "heel-dead")
 
 
-def _one(args: tuple[int, tuple[str, ...]]) -> list[CaseResult]:
-    rate, cases = args
+def _one(args: tuple[int, tuple[str, ...], tuple[int, ...]]) -> list[CaseResult]:
+    rate, cases, seeds = args
     clean = acquired(rate, "clean")
     strikes, _ = _strikes_and_faults(clean, rate)
-    return [run_case(rate, case, strikes) for case in cases]
+    return [
+        run_case(rate, case, strikes, seed)
+        for case in cases
+        for seed in (seeds if case in RANDOM_CASES else (0,))
+    ]
 
 
-def run_all(rates=RATES, cases=CASES, workers: int = 2) -> list[CaseResult]:
+def run_all(rates=RATES, cases=CASES, workers: int = 2, seeds=SEEDS) -> list[CaseResult]:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        out = pool.map(_one, [(r, tuple(cases)) for r in rates])
+        out = pool.map(_one, [(r, tuple(cases), tuple(seeds)) for r in rates])
         return [res for chunk in out for res in chunk]
 
 
@@ -189,13 +203,14 @@ def from_rows(rows: list[dict]) -> list[CaseResult]:
 
 def report(results: list[CaseResult]) -> str:
     lines = [
-        "| rate Hz | case | clean steps | found % | extra % | p95 ms | missed after 2 s"
+        "| rate Hz | case | draw | clean steps | found % | extra % | p95 ms | missed after 2 s"
         " | faults | met |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        draw = str(r.seed) if r.case in RANDOM_CASES else "-"
         lines.append(
-            f"| {r.rate_hz} | {r.case} | {r.clean_steps} | {r.found_pct:.2f} | "
+            f"| {r.rate_hz} | {r.case} | {draw} | {r.clean_steps} | {r.found_pct:.2f} | "
             f"{r.extra_pct:.2f} | {r.p95_ms:.1f} | {r.missed_after_recovery} | "
             f"0x{r.faults:03x} | {'yes' if r.met else 'no'} |"
         )
@@ -208,17 +223,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default=",".join(str(r) for r in RATES))
     p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--seeds", default=",".join(str(s) for s in SEEDS),
+                   help="draws of noise and pickup (default %(default)s)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--write", metavar="JSON", help="save the results (docs/faultbench.json)")
     args = p.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")]
-    results = run_all(rates, args.cases.split(","), args.workers)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = run_all(rates, args.cases.split(","), args.workers, seeds)
     print(report(results))
     if args.write:
         import json
 
+        from host_tools.common import safeio
+
         rows = [dict(vars(r), met=r.met) for r in results]
-        Path(args.write).write_text(json.dumps(rows, indent=1) + "\n")
+        try:
+            safeio.write_text(args.write, json.dumps(rows, indent=1) + "\n", "--write")
+        except safeio.UsageError as exc:
+            print(f"faultbench: {exc}", file=sys.stderr)
+            return 2
     return 0 if all(r.met for r in results) else 1
 
 

@@ -10,7 +10,7 @@ of ``read_u16()`` counts 0..65535.
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,23 @@ class Recording:
     window_ms: tuple[float, float]  # only compare events inside this span
     # spans (ms) where the recording itself is invalid (a dead sensor): not compared
     invalid_ms: list[tuple[float, float]] = field(default_factory=list)
+
+
+def resample(rec: Recording, rate_hz: int) -> Recording:
+    """The same recording as an insole sampling at ``rate_hz`` would have read it.
+
+    Each column is interpolated linearly at the new sample times (at a lower rate this
+    keeps every k-th sample where k is whole); the reference and spans, in ms, stay.
+    """
+    if rate_hz == rec.rate_hz:
+        return rec
+    n = len(rec.trace)
+    t_in = np.arange(n) * 1000.0 / rec.rate_hz
+    n_out = int((n - 1) * rate_hz // rec.rate_hz) + 1 if n else 0
+    t_out = np.arange(n_out) * 1000.0 / rate_hz
+    cols = [np.interp(t_out, t_in, rec.trace[:, c]) for c in range(rec.trace.shape[1])]
+    trace = np.rint(np.stack(cols, axis=1)).astype(rec.trace.dtype) if n else rec.trace
+    return replace(rec, rate_hz=rate_hz, trace=trace)
 
 
 def ndd_group(record: str) -> str:
