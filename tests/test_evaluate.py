@@ -210,3 +210,23 @@ def test_the_report_shows_each_draw_of_the_fault_bench_and_the_rate_sweep(tmp_pa
     (tmp_path / "rates.json").write_text(json.dumps(rates))
     assert "| 50 | gaitndd | all | 10 | 10 | 99.44 | 99.47 | 5.0 | 13.0 |" in accuracy_doc._rates(
         tmp_path / "rates.json")
+
+
+@pytest.mark.parametrize("module, argv, needle", [
+    ("faultbench", ["--rates", "fast"], "--rates and --seeds"),
+    ("faultbench", ["--rates", "10"], "25..1000"),
+    ("faultbench", ["--cases", "wet"], "unknown wet"),
+    ("faultbench", ["--workers", "0"], "outside 1..64"),
+    ("crossval", ["--workers", "65"], "outside 1..64"),
+    ("crossval", ["--data", "/nonexistent/data"], "no gaitndd/ or gaitpdb/"),
+    ("ratesweep", ["--data", "/nonexistent/data"], "no gaitndd/ or gaitpdb/"),
+])
+def test_the_accuracy_benches_refuse_bad_arguments_in_one_line(module, argv, needle, capsys):
+    import importlib
+
+    main = importlib.import_module(f"host_tools.gait.{module}").main
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert needle in err[-1] and "Traceback" not in "\n".join(err)

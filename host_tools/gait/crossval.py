@@ -153,11 +153,27 @@ def markdown(cv: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from host_tools.common import argcheck, safeio
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="../shared/data")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--data", default="../shared/data", help="folder with gaitndd/ and gaitpdb/")
+    p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2)
     p.add_argument("--write", metavar="JSON", help="save the result (docs/crossval.json)")
     args = p.parse_args(argv)
+    if not any((Path(args.data) / d).is_dir() for d in FOLDS):
+        p.error(f"{args.data}: no gaitndd/ or gaitpdb/ folder here")
+    try:
+        if args.write:
+            safeio.output_file(args.write, "--write", example="crossval.json")
+        return _main(args)
+    except safeio.UsageError as exc:
+        print(f"crossval: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
+    from host_tools.common import safeio
+
     cands = candidates()
     per = run_grid(Path(args.data), cands, args.workers)
     cv = crossvalidate(per, cands)
@@ -172,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(cv))
     print("in-sample best:", cv["in_sample_best"], "shipped:", cv["shipped"], file=sys.stderr)
     if args.write:
-        Path(args.write).write_text(json.dumps(cv, indent=1) + "\n")
+        safeio.write_text(args.write, json.dumps(cv, indent=1) + "\n", "--write")
     return 0
 
 

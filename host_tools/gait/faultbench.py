@@ -220,17 +220,28 @@ def report(results: list[CaseResult]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from host_tools.common import argcheck
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default=",".join(str(r) for r in RATES))
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--seeds", default=",".join(str(s) for s in SEEDS),
                    help="draws of noise and pickup (default %(default)s)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2)
     p.add_argument("--write", metavar="JSON", help="save the results (docs/faultbench.json)")
     args = p.parse_args(argv)
-    rates = [int(r) for r in args.rates.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    results = run_all(rates, args.cases.split(","), args.workers, seeds)
+    try:
+        rates = [int(r) for r in args.rates.split(",")]
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error("--rates and --seeds take comma-separated whole numbers")
+    if any(not 25 <= r <= 1000 for r in rates) or any(s < 0 for s in seeds):
+        p.error("--rates: each 25..1000 Hz; --seeds: each 0 or more")
+    cases = args.cases.split(",")
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        p.error(f"--cases: unknown {', '.join(unknown)} (known: {', '.join(CASES)})")
+    results = run_all(rates, cases, args.workers, seeds)
     print(report(results))
     if args.write:
         import json
