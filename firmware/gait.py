@@ -489,8 +489,7 @@ class GaitDetector:
         lc = 0
         # the composite without weak regions (raw noise rivals a span under half the
         # strongest): what the spell-mean rule and the swing level read, because
-        # pickup riding on a weak region in the air is no load; all channels when
-        # every one is weak
+        # pickup riding on a weak region in the air is no load
         lq = 0
         firm = 0
         big = 0

@@ -1,8 +1,9 @@
 """Measure the detector against the PhysioNet gait recordings.
 
 Every foot of every walk in DATA/gaitndd and DATA/gaitpdb becomes a 100 Hz insole
-trace (or --rate HZ); the detector runs over it and its heel strikes are matched one-to-one with the
-reference contacts (60 ms window for gaitndd, 150 ms for gaitpdb). Prints per group:
+trace (or one at --rate HZ); the detector runs over it and its heel strikes are matched
+one-to-one with the reference contacts (60 ms window for gaitndd, 150 ms for gaitpdb),
+leaving out reference contacts in a recording's last 100 ms. Prints per group:
 sensitivity, precision, median signed and absolute heel-strike error, 95th-percentile
 absolute error and cadence error. `--write FILE` also writes the accuracy report
 (docs/ACCURACY.md) with the method and citations.

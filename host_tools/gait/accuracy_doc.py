@@ -97,7 +97,7 @@ by about a tenth of its span as the beat drifts, while heel and forefoot sit at 
 swing level: with draw 1 the spell's mean stayed above the line, and the step at 26.6 s
 of each loop merged into the one before (97.9 % found). A region whose raw noise rivals
 a span under half the strongest one's is now left out of the spell's mean and of the
-swing level (unless every region is like that): 99.7 % found. The bench runs three draws
+swing level: 99.7 % found. The bench runs three draws
 of noise and pickup since, and meets its targets in all cells but one: 120 Hz mains,
 draw 1, where the insole reports the arch noisy (fault word 0x040) and no longer trusts
 it, and one arch-first contact per loop is then dated by the heel 61 ms late (97.6 %
