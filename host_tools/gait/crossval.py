@@ -151,17 +151,12 @@ def markdown(cv: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from host_tools.common import safeio
 
-    from host_tools.common import argcheck, safeio
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="../shared/data", help="folder with gaitndd/ and gaitpdb/")
-    p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2)
+    p = evaluate.bench_parser(__doc__)
     p.add_argument("--write", metavar="JSON", help="save the result (docs/crossval.json)")
     args = p.parse_args(argv)
-    if not any((Path(args.data) / d).is_dir() for d in FOLDS):
-        p.error(f"{args.data}: no gaitndd/ or gaitpdb/ folder here")
+    evaluate.require_data(p, args.data)
     try:
         if args.write:
             safeio.output_file(args.write, "--write", example="crossval.json")

@@ -110,6 +110,27 @@ def _run_one(args: tuple) -> FootResult:
     return res
 
 
+def bench_parser(doc: str):
+    """An argument parser for a `python -m` accuracy bench: --data and --workers."""
+    import argparse
+
+    from host_tools.common import argcheck
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--data", default="../shared/data", help="folder with gaitndd/ and gaitpdb/")
+    p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2,
+                   help="parallel processes, 1..64 (default 2)")
+    return p
+
+
+def require_data(p, root: str | Path) -> Path:
+    """The data folder, or the parser's one-line error when it holds neither database."""
+    root = Path(root)
+    if not any((root / d).is_dir() for d in ("gaitndd", "gaitpdb")):
+        p.error(f"{root}: no gaitndd/ or gaitpdb/ folder here")
+    return root
+
+
 def load_source(source: tuple) -> physionet.Recording:
     loader, where, side = source
     return physionet.load_ndd(*where, side) if loader == "ndd" else physionet.load_pdb(where, side)

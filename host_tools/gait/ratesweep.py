@@ -81,14 +81,11 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
     import json
 
-    from host_tools.common import argcheck, safeio
+    from host_tools.common import safeio
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="../shared/data", help="folder with gaitndd/ and gaitpdb/")
-    p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2)
+    p = evaluate.bench_parser(__doc__)
     p.add_argument("--rates", default=",".join(map(str, RATES)),
                    help="comma-separated rates in Hz, each 25..1000 (default %(default)s)")
     p.add_argument("--write", metavar="JSON", help="save the rows (docs/rates.json)")
@@ -99,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--rates: {args.rates!r} is not a comma-separated list of whole numbers")
     if not rates or any(not 25 <= r <= 1000 for r in rates):
         p.error(f"--rates: each rate must be 25..1000 Hz, got {args.rates}")
-    root = Path(args.data)
-    if not any((root / d).is_dir() for d in ("gaitndd", "gaitpdb")):
-        p.error(f"{root}: no gaitndd/ or gaitpdb/ folder here")
+    root = evaluate.require_data(p, args.data)
 
     def progress(rate: int) -> None:
         print(f"  {rate} Hz done", file=sys.stderr)
