@@ -22,10 +22,12 @@
 #    within a stance, which must not lift the swing level), a peak envelope
 #    (follows rises at once, decays towards the baseline over seconds) and a roughness
 #    estimate (mean sample-to-sample change). A channel whose span is below _MIN_SPAN
-#    counts, or whose roughness or noise level (running median of |change|) is a large
-#    part of its span, is ignored, so a dead, saturated or disconnected FSR does not
-#    stop the others. Loads count from a noise margin above the baseline (a few noise
-#    levels, or twice the height the reading rides at in the air).
+#    counts (_WEAK_SPAN while another region's span is twice _MIN_SPAN: a high arch
+#    barely loads its FSR), or whose roughness or noise level (running median of
+#    |change|) is a large part of its span, is ignored, so a dead, saturated or
+#    disconnected FSR does not stop the others. Loads count from a noise margin above
+#    the baseline (a few noise levels, or twice the height the reading rides at in the
+#    air).
 # 2. The composite load is the largest live channel's load as a fraction of its span
 #    (0.._FULL): the earliest-loaded region marks contact, the last one toe-off. A
 #    channel whose raw sample-to-sample noise rivals its span (a weak region under
@@ -101,6 +103,7 @@ _OFF = const(128)  # unloaded threshold (12.5 %): hysteresis against chatter
 _ONSET = const(200)  # level whose crossing dates contact and toe-off
 _LEAD_MS = const(10)  # the foot touched this long before the _ONSET crossing
 _MIN_SPAN = const(1200)  # counts: smaller swings are noise, not footsteps
+_WEAK_SPAN = const(600)  # ... but a region this big counts while another one walks
 _MIN_SWING_MS = const(130)  # shorter unloaded spells are mid-stance dips
 # Once the walker's rhythm is known, an unloaded spell shorter than 5/8 of the usual
 # swing that ends before 3/5 of the usual stride is a dip as well.
@@ -472,6 +475,10 @@ class GaitDetector:
             old_l += _RING
         spmax = 0
         spprev = s[_SPMAX]
+        # a lightly loaded region (a high arch) is worth reading while the foot walks
+        minsp = _MIN_SPAN
+        if spprev >= 2 * _MIN_SPAN:
+            minsp = _WEAK_SPAN
         sh_nz = s[_SH_NZ]
         sh_up = s[_SH_UP]
         sh_creep = s[_SH_CREEP]
@@ -643,14 +650,14 @@ class GaitDetector:
                 elif others < 2 and x16 - base > (span16 >> 3):
                     # held loaded while another channel moves: it would hold the stance
                     code = _F_STUCK
-            if code == _F_OK and span >= _MIN_SPAN:
+            if code == _F_OK and span >= minsp:
                 # the noise the filter leaves (residual / sqrt(taps)) against the span
                 if nz * _NOISE_SPAN > span16 or (rz >> 4) * (_RESID_SPAN * 16) > span * root:
                     code = _F_NOISY
                 elif j >= _JUMP_ON:
                     code = _F_JUMPS
             small = s[_SMALL + c]
-            if span < _MIN_SPAN and lives - s[_LIVE + c] > 0:
+            if span < minsp and lives - s[_LIVE + c] > 0:
                 if small < _SAT:
                     small += 1
             else:
@@ -668,7 +675,7 @@ class GaitDetector:
             s[_BASE + c] = base
             s[_PEAK + c] = peak
             span = (peak - base) >> 4
-            live = code == _F_OK and span >= _MIN_SPAN
+            live = code == _F_OK and span >= minsp
             if live:
                 now_lives += 1
                 if span > spmax:

@@ -140,6 +140,24 @@ def test_a_dead_channel_does_not_stop_detection(fault, channel):
     assert_matches(found, w.contacts_ms(), tol)
 
 
+def test_a_lightly_loaded_arch_counts_while_the_foot_walks():
+    # a high arch: the arch region's span is 900 counts (under _MIN_SPAN) while heel and
+    # forefoot walk; it is read, not reported dead, and the steps are unchanged
+    w = gaitsynth.Walk(amp=(30000, 900, 26000), base=(2000, 300, 1800))
+    trace = gaitsynth.make(w)
+    det = gait.GaitDetector(w.rate_hz)
+    live, arch_fault, found = [], [], []
+    for h, a, f in trace.tolist():
+        if det.feed(h, a, f) & gait.EV_STRIKE:
+            found.append(det.contact_ms)
+        live.append(det._st[gait._LIVE + 1])
+        arch_fault.append((det.faults >> 4) & 0xF)
+    assert_matches(found, w.contacts_ms(), 20)
+    walking = slice(int(w.start_ms * 2 / 10), int(w.contacts_ms()[-1] / 10))
+    assert sum(live[walking]) > 0.9 * len(live[walking])
+    assert set(arch_fault[walking]) == {gait.FAULT_OK}
+
+
 def test_standing_still_under_load_emits_no_steps():
     w = gaitsynth.Walk(strides_ms=[1100.0] * 6)
     walk = gaitsynth.make(w)

@@ -29,6 +29,7 @@ GRID = {
     "_AIR_MEAN": (48, 64, 96),
     "_MIN_SWING_MS": (110, 130, 150),
     "_SWING_NUM": (5, 6),
+    "_WEAK_SPAN": (600, 1200),  # 1200 (= _MIN_SPAN): no lower floor for a weak region
 }
 
 
