@@ -213,11 +213,10 @@ eight-sensor total stays at 50-130 N) while the three it has unload and reload s
 (99.45 % / 99.52 %, 99.65 % / 98.99 %). A region whose span is under the 1200 counts
 a channel needs (`_MIN_SPAN`) but at least 600 (`_WEAK_SPAN`) now counts while another
 region's span is at least 2400: a high arch barely loads its FSR, and gaitpdb's arch
-(L5) often spans less than 1200 counts. gaitpdb moved to 99.73 % / 99.10 % (the
+(L5) spans less than 1200 counts (2nd to 98th percentile of its readings) in 48 of the
+484 feet. gaitpdb moved to 99.73 % / 99.10 % (the
 table above), gaitndd not at all (its three columns are one signal, so no region is
-ever weaker than another); with every trace scaled by 0.5 or 0.25 (a lighter walker or
-a less sensitive divider) gaitpdb scored 99.50 % / 98.82 % and 99.11 % / 98.38 % before,
-99.63 % / 98.97 % and 99.40 % / 98.69 % now. A floor of 600 for every region instead
+ever weaker than another). A floor of 600 for every region instead
 cost gaitndd precision (99.50 %): als4 standing still under load, whose 600-700-count
 wobble then reads as steps. Dating contacts lower on the rise trades the
 two databases against each other (where the rise crosses 6 % of the span instead of
