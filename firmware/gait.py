@@ -22,7 +22,7 @@
 #    within a stance, which must not lift the swing level), a peak envelope
 #    (follows rises at once, decays towards the baseline over seconds) and a roughness
 #    estimate (mean sample-to-sample change). A channel whose span is below _MIN_SPAN
-#    counts (_WEAK_SPAN while another region's span is twice _MIN_SPAN: a high arch
+#    counts (_WEAK_SPAN while another region spans twice _MIN_SPAN or more: a high arch
 #    barely loads its FSR), or whose roughness or noise level (running median of
 #    |change|) is a large part of its span, is ignored, so a dead, saturated or
 #    disconnected FSR does not stop the others. Loads count from a noise margin above
