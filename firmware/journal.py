@@ -93,6 +93,7 @@ _AGE = const(6)  # ms of device time into the journal day
 _LAST_MS = const(7)  # the clock at the last tick, -1 before the first
 _SINCE = const(8)  # ms when due() first saw the batch non-empty, -1 none
 _RETRY = const(9)  # 1: the last write failed: wait FLUSH_MS, even when full
+_CAP = const(10)  # a part's size cap: a 32nd of the bound, within _SEG_MIN.._SEG_MAX
 
 _NONE = const(-2)
 _IN_BATCH = const(-1)

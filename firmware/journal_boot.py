@@ -22,6 +22,7 @@ _MASK = const(0x1FFFFFFF)
 _HDR = const(19)
 _MAX_SEGS = const(48)
 _AGE = const(6)  # writer state slots
+_CAP = const(10)
 _SEG_MIN = const(2048)
 _SEG_MAX = const(32768)
 _BATCH_BYTES = const(640)
@@ -53,8 +54,9 @@ def setup(jn, path_prefix, fs, opener, limit_bytes):
     jn._top = -1  # highest part name seen
     jn.size_bytes = 0  # bytes of the journal's files
     jn._writable = False  # the newest part ends cleanly: frames may follow
-    # writer state: the decoder's at the batch's end, then the writer's clocks
-    jn._es = array("i", [0, 0, 0, 0, 0, 0, 0, -1, -1, 0])
+    # writer state: the decoder's at the batch's end, the writer's clocks, a part's cap
+    cap = max(_SEG_MIN, min(_SEG_MAX, jn.limit // 32))
+    jn._es = array("i", [0, 0, 0, 0, 0, 0, 0, -1, -1, 0, cap])
     jn._ck = array("i", [0, 0])
     jn._batch = bytearray(_BUF)
     jn._n = 0  # body bytes in the batch
@@ -109,8 +111,7 @@ def boot(jn):
     torn = 0
     if newest >= 0:
         torn = jn._size[newest] - (end if found and i == newest else 0)
-    cap = max(_SEG_MIN, min(_SEG_MAX, jn.limit // 32))  # a part's size cap
-    jn._writable = found and i == newest and torn == 0 and end < cap
+    jn._writable = found and i == newest and torn == 0 and end < jn._es[_CAP]
     bad = 0
     for i in range(jn._nseg):
         if jn._first[i] < 0:

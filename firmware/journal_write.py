@@ -22,8 +22,7 @@ _MAX_SEGS = const(48)
 _AGE = const(6)  # writer state slots
 _SINCE = const(8)
 _RETRY = const(9)
-_SEG_MIN = const(2048)
-_SEG_MAX = const(32768)
+_CAP = const(10)
 _PARTS = const(1000)
 _DAYS = const(100000)
 _NONE = const(-2)
@@ -39,9 +38,7 @@ def commit(jn):
     new = not jn._writable or jn._nseg == 0
     if not new and jn._es[_AGE] >= _DAY_MS:
         new = True
-    # a part's size cap: a 32nd of the bound, within SEG_MIN..SEG_MAX
-    cap = max(_SEG_MIN, min(_SEG_MAX, jn.limit // 32))
-    if not new and jn._size[jn._nseg - 1] + k > cap:
+    if not new and jn._size[jn._nseg - 1] + k > jn._es[_CAP]:
         new = True
     if new:
         _new_part(jn)
