@@ -116,23 +116,15 @@ def crossvalidate(per: list[list[evaluate.FootResult]], cands: list[dict[str, in
             pooled.setdefault(db, []).extend(test)
             s = evaluate.summarise(held, test)
             out["folds"].append({"database": db, "held_out": held, "chosen": cands[best],
-                                 **_stats(s)})
+                                 **evaluate.saved_stats(s)})
     for db, results in pooled.items():
         out["rows"].append({"database": db, "group": "all (held out)",
-                            **_stats(evaluate.summarise("all", results))})
+                            **evaluate.saved_stats(evaluate.summarise("all", results))})
         left = [r for r in results if r.name.endswith("left")]
         if db == "gaitndd" and left:
             out["rows"].append({"database": db, "group": "left feet (held out)",
-                                **_stats(evaluate.summarise("left", left))})
+                                **evaluate.saved_stats(evaluate.summarise("left", left))})
     return out
-
-
-def _stats(s: evaluate.GroupStats) -> dict:
-    return {
-        "feet": s.feet, "n_ref": s.n_ref, "n_det": s.n_det,
-        "sensitivity": round(s.sensitivity, 2), "precision": round(s.precision, 2),
-        "median_abs_ms": round(s.median_abs_ms, 1), "p95_abs_ms": round(s.p95_abs_ms, 1),
-    }
 
 
 def markdown(cv: dict) -> str:

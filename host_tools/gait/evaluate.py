@@ -214,6 +214,15 @@ def summarise(group: str, results: list[FootResult]) -> GroupStats:
     )
 
 
+def saved_stats(s: GroupStats) -> dict:
+    """The figures the accuracy benches save (docs/*.json), rounded as reported."""
+    return {
+        "feet": s.feet, "n_ref": s.n_ref, "n_det": s.n_det,
+        "sensitivity": round(s.sensitivity, 2), "precision": round(s.precision, 2),
+        "median_abs_ms": round(s.median_abs_ms, 1), "p95_abs_ms": round(s.p95_abs_ms, 1),
+    }
+
+
 GROUP_ORDER = [
     ("gaitndd", "control"),
     ("gaitndd", "huntington"),

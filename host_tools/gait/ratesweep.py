@@ -36,13 +36,8 @@ def sweep(data_root: Path, rates=RATES, workers: int = 2, progress=None) -> list
 
 
 def _row(rate: int, db: str, group: str, results: list[evaluate.FootResult]) -> dict:
-    s = evaluate.summarise(group, results)
-    return {
-        "rate_hz": rate, "database": db, "group": group, "feet": s.feet,
-        "n_ref": s.n_ref, "n_det": s.n_det,
-        "sensitivity": round(s.sensitivity, 2), "precision": round(s.precision, 2),
-        "median_abs_ms": round(s.median_abs_ms, 1), "p95_abs_ms": round(s.p95_abs_ms, 1),
-    }
+    stats = evaluate.saved_stats(evaluate.summarise(group, results))
+    return {"rate_hz": rate, "database": db, "group": group, **stats}
 
 
 def spread(rows: list[dict]) -> dict[tuple[str, str], tuple[float, float]]:
