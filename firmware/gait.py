@@ -262,7 +262,8 @@ _AIRL = const(109)  # swing level of the composite: its mean in the air, 1/16
 _ROUGH = const(110)  # the strongest live channel's raw noise rivals its span
 _FRES = const(111)  # noise the filter leaves: median |filtered(t) - filtered(t - taps)|, 1/16
 _STANCEN = const(114)  # _MAX_STANCE_MS in samples
-_NSTATE = const(115)
+_GOOD = const(115)  # filter lengths that span mains periods best: bit n - 1 for n taps
+_NSTATE = const(116)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -408,7 +409,25 @@ class GaitDetector:
         st[_FLEN] = taps
         st[_DELAY] = (taps - 1) * _SUB // 2
         st[_ROOT] = _root16(taps)
-        st[_MAXLEN] = min(_RING, max(taps, (_LONG_MS * rate // 1000) // taps * taps))
+        # A filter of n taps spans n x 50 / rate mains periods. Keep the lengths that
+        # come nearer whole periods, per tap, than every shorter one: the multiples
+        # of one period at multiples of 50 Hz, and at 120 Hz 5 and 7 taps (2.09 and
+        # 2.92 periods) rather than 4, 6 or 8.
+        good = 0
+        best_d = 1
+        best_n = 0
+        for n in range(1, _RING + 1):
+            d = (n * 1000 // _FILT_MS) % rate
+            d = min(d, rate - d)
+            if d == 0 or d * best_n <= best_d * n:
+                good |= 1 << (n - 1)
+                best_d = d
+                best_n = n
+        st[_GOOD] = good
+        longest = min(_RING, max(taps, _LONG_MS * rate // 1000))
+        while not (good >> (longest - 1)) & 1:
+            longest -= 1
+        st[_MAXLEN] = longest
         st[_STUCKN] = _STUCK_MS * rate // 1000
         st[_SMALLN] = _SMALL_MS * rate // 1000
         st[_STANCEN] = _MAX_STANCE_MS * rate // 1000
@@ -763,16 +782,21 @@ class GaitDetector:
                 air = s[_AIRL]
                 s[_AIRL] = air + (((lq << 4) - air) >> sh)
         if ri == 0 and spmax >= _WALK_SPAN:
-            # once per turn of the ring, the filter length: enough whole periods that
-            # the noise left in every live channel that walks is under 1/_CLEAR of its
-            # span (noise falls as sqrt(taps)); lengthen at once, shorten only well
-            # below the need (hysteresis)
+            # once per turn of the ring, the filter length: the shortest good one
+            # (near whole mains periods) that leaves the noise in every live channel
+            # that walks under 1/_CLEAR of its span (noise falls as sqrt(taps));
+            # lengthen at once, shorten only well below the need (hysteresis)
             if r > 512:
                 r = 512
             need = r * r // 4096 + 1
-            need = (need + bt - 1) // bt * bt
-            if need > s[_MAXLEN]:
-                need = s[_MAXLEN]
+            if need < bt:
+                need = bt
+            good = s[_GOOD]
+            longest = s[_MAXLEN]
+            while need < longest and not (good >> (need - 1)) & 1:
+                need += 1
+            if need > longest:
+                need = longest
             if need > taps or need + bt < taps:
                 self._set_taps(need)
         prev_l = s[_PREVL]

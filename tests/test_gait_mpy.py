@@ -154,6 +154,8 @@ def test_every_intermediate_within_29_bits():
         # noise long enough to lengthen the pre-filter, and mains pickup
         (faultbench.disturb(faultbench.looped_walk(50, 30.0), 50, "noise"), 50),
         (faultbench.disturb(faultbench.looped_walk(100, 30.0), 100, "mains"), 100),
+        # between multiples of 50 Hz the filter takes lengths of no whole period
+        (faultbench.disturb(faultbench.looped_walk(120, 30.0), 120, "mains"), 120),
         (spiked_walk(50), 50),
         (spiked_walk(1000), 1000),
     ]
@@ -179,7 +181,7 @@ def test_clock_wraps_at_2_to_the_29():
     assert any(r[1] > r[2] for r in rows) or any(r[1] < 4000 for r in rows)
 
 
-@pytest.mark.parametrize("rate", [50, 100, 300])
+@pytest.mark.parametrize("rate", [50, 100, 120, 300])
 @pytest.mark.parametrize("case", ["noise", "mains", "heel-saturated", "heel-stuck", "heel-dead"])
 def test_same_events_under_noise_and_channel_faults(case, rate):
     # the fault bench's disturbances on a minute of the bundled walk: the noise
