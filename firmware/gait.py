@@ -15,7 +15,8 @@
 #    large against the span of any channel that walks. Where samples do not span whole
 #    periods (rates between multiples of 50 Hz) pickup stays in the residual although
 #    the filter removes it, so a channel's noise is the smaller of the residual and what
-#    the filter's output measurably leaves. A faulty channel is left out at
+#    the filter's output measurably leaves, and the filter only takes lengths that come
+#    nearer whole periods than every shorter one. A faulty channel is left out at
 #    once and learned afresh when it recovers; the codes are in `faults`.
 # 1. Each channel keeps a baseline (swing level: follows dips at once, follows drift
 #    while the foot is in the air, otherwise creeps up slowly, and slower still
@@ -753,35 +754,50 @@ class GaitDetector:
         s[_SPMAX] = spmax
         s[_STILLS] = now_stills
         s[_LIVES] = now_lives
+        walk = 0
         if ri == 0:
             # once per turn of the ring: does raw noise or pickup rival the strongest
             # live channel's span, and what does the composite read in the air
             rough = 0
             best = 0
             r = 0
+            rq = 0
+            nq = 0
             c = 0
             while c < 3:
-                if s[_LIVE + c]:
-                    sp = (s[_PEAK + c] - s[_BASE + c]) >> 4
-                    if sp >= _WALK_SPAN:
-                        # residual noise against the span, x _CLEAR x 64
-                        rc = (s[_RESID + c] >> 4) * _CLEAR * 64 // sp
+                sp = (s[_PEAK + c] - s[_BASE + c]) >> 4
+                if sp >= _WALK_SPAN:
+                    # residual noise against the span, x _CLEAR x 64, of the live
+                    # channels that walk; when none is live, of those dropped as
+                    # noisy if two or more walk (one alone may be a broken sensor),
+                    # or a filter too short for the pickup would drop every channel
+                    # and never lengthen
+                    rc = (s[_RESID + c] >> 4) * _CLEAR * 64 // sp
+                    if s[_LIVE + c]:
+                        walk = 1
                         if rc > r:
                             r = rc
-                    if sp > best:
-                        best = sp
-                        rough = 0
-                        if (s[_RAWNZ + c] >> 4) * _FLOOR_K >= sp:
-                            rough = 1
+                    elif s[_CODE + c] == _F_NOISY:
+                        nq += 1
+                        if rc > rq:
+                            rq = rc
+                if s[_LIVE + c] and sp > best:
+                    best = sp
+                    rough = 0
+                    if (s[_RAWNZ + c] >> 4) * _FLOOR_K >= sp:
+                        rough = 1
                 c += 1
             s[_ROUGH] = rough
+            if not walk and nq >= 2:
+                walk = 1
+                r = rq
             if in_air:
                 sh = s[_SH_ROUGH] - 4  # a turn is about 16 samples: about a second
                 if sh < 1:
                     sh = 1
                 air = s[_AIRL]
                 s[_AIRL] = air + (((lq << 4) - air) >> sh)
-        if ri == 0 and spmax >= _WALK_SPAN:
+        if ri == 0 and walk:
             # once per turn of the ring, the filter length: the shortest good one
             # (near whole mains periods) that leaves the noise in every live channel
             # that walks under 1/_CLEAR of its span (noise falls as sqrt(taps));

@@ -142,6 +142,14 @@ def test_pickup_between_multiples_of_50_hz_keeps_the_weak_arch_dating_contact():
     assert res.met and res.found_pct > 99.0 and res.extra_pct == 0.0
 
 
+def test_pickup_that_drops_every_channel_still_lengthens_the_filter():
+    # 50.2 Hz pickup at 80 Hz, where one 20 ms period is a single tap: with draw 1 the
+    # unfiltered pickup made every channel noisy at once, and the filter, which
+    # lengthened only for live channels, never did (0 % found, faults 0x444)
+    res = faultbench.run_case(80, "mains", seed=1)
+    assert res.met and res.found_pct > 99.0 and res.faults & 0x444 != 0x444
+
+
 @pytest.mark.parametrize("rate", [75, 90])
 def test_pickup_the_filter_removes_is_not_noise(rate):
     # between multiples of 50 Hz the residual over one sample keeps the pickup, but the

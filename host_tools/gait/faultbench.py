@@ -37,7 +37,7 @@ from host_tools.gait import engine, evaluate, tracefile
 
 WALK = Path(__file__).resolve().parents[1] / "data" / "walk_left.csv"
 # multiples of 50 Hz, where the pre-filter spans whole mains periods, and rates between
-RATES = (50, 60, 75, 100, 120, 150, 300, 1000)
+RATES = (50, 60, 75, 80, 100, 120, 150, 250, 300, 1000)
 LOOP_S = 480.0
 NOISE_SD = 2000.0
 MAINS_AMP = 4000.0
