@@ -15,8 +15,8 @@
 #    large against the span of any channel that walks. Where samples do not span whole
 #    periods (rates between multiples of 50 Hz) pickup stays in the residual although
 #    the filter removes it, so a channel's noise is the smaller of the residual and what
-#    the filter's output measurably leaves, and the filter only takes lengths that come
-#    nearer whole periods than every shorter one. A faulty channel is left out at
+#    the filter's output measurably leaves, and the filter only takes lengths at least
+#    as near whole periods, per tap, as every shorter one. A faulty channel is left out at
 #    once and learned afresh when it recovers; the codes are in `faults`.
 # 1. Each channel keeps a baseline (swing level: follows dips at once, follows drift
 #    while the foot is in the air, otherwise creeps up slowly, and slower still
@@ -410,10 +410,10 @@ class GaitDetector:
         st[_FLEN] = taps
         st[_DELAY] = (taps - 1) * _SUB // 2
         st[_ROOT] = _root16(taps)
-        # A filter of n taps spans n x 50 / rate mains periods. Keep the lengths that
-        # come nearer whole periods, per tap, than every shorter one: the multiples
-        # of one period at multiples of 50 Hz, and at 120 Hz 5 and 7 taps (2.09 and
-        # 2.92 periods) rather than 4, 6 or 8.
+        # A filter of n taps spans n x 50 / rate mains periods. Keep the lengths at
+        # least as near whole periods, per tap, as every shorter one: the multiples of
+        # one period at multiples of 50 Hz; at 120 Hz 2-5 and 7 taps, so that pickup,
+        # which asks for the longest, gets 7 (2.92 periods) rather than 8 (3.35).
         good = 0
         best_d = 1
         best_n = 0
@@ -768,7 +768,7 @@ class GaitDetector:
                 sp = (s[_PEAK + c] - s[_BASE + c]) >> 4
                 if sp >= _WALK_SPAN:
                     # residual noise against the span, x _CLEAR x 64, of the live
-                    # channels that walk; when none is live, of those dropped as
+                    # channels that walk; when no live one walks, of those dropped as
                     # noisy if two or more walk (one alone may be a broken sensor),
                     # or a filter too short for the pickup would drop every channel
                     # and never lengthen

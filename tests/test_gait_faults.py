@@ -122,9 +122,9 @@ def test_pickup_riding_on_a_weak_arch_in_the_air_is_no_load():
     [(100, [2, 4, 6, 8]), (150, [3, 6, 9, 12]), (120, [2, 3, 4, 5, 7]), (300, [6, 12, 18])],
 )
 def test_the_filter_lengthens_to_near_whole_mains_periods(rate, lengths):
-    # at multiples of 50 Hz the multiples of one period; between them the lengths that
-    # come nearer whole periods per tap than every shorter one (5 and 7 taps at 120 Hz,
-    # 2.09 and 2.92 periods, not 6 or 8); never longer than _LONG_MS
+    # at multiples of 50 Hz the multiples of one period; between them the lengths at
+    # least as near whole periods per tap as every shorter one (at 120 Hz 7 taps, 2.92
+    # periods, and not 6 or 8); never longer than _LONG_MS
     det = gait.GaitDetector(rate)
     good = det._st[gait._GOOD]
     bt = det._st[gait._BTAPS]

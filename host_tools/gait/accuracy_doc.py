@@ -107,13 +107,13 @@ filter of n taps spans n x 50 / rate mains periods; at 120 Hz the lengths were
 multiples of two taps (8 at most: 3.35 periods, passing 11 % of the pickup), and with
 draw 1 of the pickup the insole dropped the weak arch as noisy (fault word 0x040) and
 dated one contact per loop by the heel, 61 ms late (97.6 % found, 2.1 % extra). The
-filter now lengthens only to lengths that come nearer whole periods, per tap, than
-every shorter one: at 120 Hz 5 and 7 taps (2.09 and 2.92 periods, passing 5.9 % and
-3.3 %); at multiples of 50 Hz they are the multiples of one period, as before (at
-300 Hz the longest is 18 taps, three periods, instead of 20). 120 Hz mains draw 1 now
-finds 99.7 % with no extra step. With draws 3-5 of
-noise and pickup at 75, 120, 130, 175, 220 and 333 Hz all 36 cells met before and
-after; at 175 Hz the arch is no longer reported noisy under pickup. The cost is at
+filter now lengthens only to lengths at least as near whole periods, per tap, as every
+shorter one: at 120 Hz 2-5 and 7 taps, so pickup, which asks for the longest, gets 7
+(2.92 periods, passing 3.3 %); at multiples of 50 Hz they are the multiples of one
+period, as before (at 300 Hz the longest is 18 taps, three periods, instead of 20).
+120 Hz mains draw 1 now finds 99.7 % with no extra step. With draws 3-5 of noise and
+pickup at 75, 120, 130, 175, 220 and 333 Hz all 36 cells met before and after; at
+175 Hz the arch is no longer reported noisy under pickup. The cost is at
 75 Hz under noise, where the filter now takes 6 taps (two periods) instead of 4 or 5:
 p95 error 11-14 ms became 14-18 ms, and draw 1 finds one step fewer (98.9 %). The
 PhysioNet figures at 50, 100, 150 and 300 Hz are unchanged.
