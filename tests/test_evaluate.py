@@ -217,6 +217,8 @@ def test_the_report_shows_each_draw_of_the_fault_bench_and_the_rate_sweep(tmp_pa
     ("faultbench", ["--rates", "10"], "25..1000"),
     ("faultbench", ["--cases", "wet"], "unknown wet"),
     ("faultbench", ["--workers", "0"], "outside 1..64"),
+    ("faultbench", ["--mains-hz", "5"], "--mains-hz: 40..70"),
+    ("faultbench", ["--mains-hz", "sixty"], "--mains-hz"),
     ("crossval", ["--workers", "65"], "outside 1..64"),
     ("crossval", ["--data", "/nonexistent/data"], "no gaitndd/ or gaitpdb/"),
     ("ratesweep", ["--data", "/nonexistent/data"], "no gaitndd/ or gaitpdb/"),

@@ -138,6 +138,14 @@ about 4000-5000 counts against noise of SD 2000) is reported noisy (0x040) and l
 and the heel, which loads 60-77 ms later, dates that contact in 7 of 8 loops. The
 filter lengthens for the heel's span, not the arch's; draws 0 and 2 meet the targets.
 
+**60 Hz mains is not handled at 60 and 120 Hz.** The pre-filter's period and the four
+reads 5 ms apart (firmware/mains.py) assume 50 Hz mains. With 60.2 Hz pickup
+(`python -m host_tools.gait.faultbench --cases mains --mains-hz 60.2`, draws 0-2) the
+mains cells meet the targets at 50, 75, 80, 100 (the insole's default rate), 150, 250,
+300 and 1000 Hz, but not at 60 Hz (78.8 %, 93.4 % and 78.8 % found) or 120 Hz (97.6 %
+found with 2.1 % and 4.2 % extra in draws 0 and 1). Handling it needs the mains
+frequency on the insole.
+
 Recordings that score lowest (detected / reference / matched):
 
 {worst}

@@ -73,7 +73,12 @@ def looped_walk(rate_hz: int, seconds: float = LOOP_S, offset_s: float = 0.0) ->
 
 
 def disturb(
-    clean: np.ndarray, rate_hz: int, case: str, seed: int = 0, read: int = 0
+    clean: np.ndarray,
+    rate_hz: int,
+    case: str,
+    seed: int = 0,
+    read: int = 0,
+    mains_hz: float = MAINS_HZ,
 ) -> np.ndarray:
     """One ADC read per sample of `clean` under `case`; read k of a sample is taken
     k x READ_GAP_S after its tick (its own noise, the pickup at its own time)."""
@@ -87,7 +92,7 @@ def disturb(
     elif case == "mains":
         t = np.arange(len(x)) / rate_hz + read * READ_GAP_S
         phase = rng.uniform(0, 2 * np.pi, 3)
-        x = x + MAINS_AMP * np.sin(2 * np.pi * MAINS_HZ * t[:, None] + phase[None, :])
+        x = x + MAINS_AMP * np.sin(2 * np.pi * mains_hz * t[:, None] + phase[None, :])
     elif case == "heel-saturated":
         x[half:, 0] = 65535
     elif case == "heel-stuck":
@@ -99,11 +104,20 @@ def disturb(
     return np.clip(np.round(x), 0, 65535).astype(np.int64)
 
 
-def acquired(rate_hz: int, case: str, seed: int = 0, seconds: float = LOOP_S) -> np.ndarray:
+def acquired(
+    rate_hz: int,
+    case: str,
+    seed: int = 0,
+    seconds: float = LOOP_S,
+    mains_hz: float = MAINS_HZ,
+) -> np.ndarray:
     """The samples the insole takes of the looped walk under `case`."""
     reads = AVERAGE_READS if rate_hz <= AVERAGE_UP_TO_HZ else 1
     total = sum(
-        disturb(looped_walk(rate_hz, seconds, offset_s=k * READ_GAP_S), rate_hz, case, seed, read=k)
+        disturb(
+            looped_walk(rate_hz, seconds, offset_s=k * READ_GAP_S),
+            rate_hz, case, seed, read=k, mains_hz=mains_hz,
+        )
         for k in range(reads)
     )
     return total // reads
@@ -141,12 +155,18 @@ def _strikes_and_faults(samples: np.ndarray, rate_hz: int) -> tuple[list[float],
 
 
 def run_case(
-    rate_hz: int, case: str, clean_strikes: list[float] | None = None, seed: int = 0
+    rate_hz: int,
+    case: str,
+    clean_strikes: list[float] | None = None,
+    seed: int = 0,
+    mains_hz: float = MAINS_HZ,
 ) -> CaseResult:
     clean = acquired(rate_hz, "clean")
     if clean_strikes is None:
         clean_strikes, _ = _strikes_and_faults(clean, rate_hz)
-    found, faults = _strikes_and_faults(acquired(rate_hz, case, seed), rate_hz)
+    found, faults = _strikes_and_faults(
+        acquired(rate_hz, case, seed, mains_hz=mains_hz), rate_hz
+    )
     ref = np.asarray(clean_strikes)
     det = np.asarray(found)
     pairs = evaluate.match(det, ref, FAULT_MATCH_MS if case in FAULT_CODES else MATCH_MS)
@@ -177,22 +197,24 @@ def run_case(
 CASES = ("noise", "mains", "heel-saturated", "heel-stuck", "heel-dead")
 
 
-def _one(args: tuple[int, tuple[str, ...], tuple[int, ...]]) -> list[CaseResult]:
-    rate, cases, seeds = args
+def _one(args: tuple[int, tuple[str, ...], tuple[int, ...], float]) -> list[CaseResult]:
+    rate, cases, seeds, mains_hz = args
     clean = acquired(rate, "clean")
     strikes, _ = _strikes_and_faults(clean, rate)
     return [
-        run_case(rate, case, strikes, seed)
+        run_case(rate, case, strikes, seed, mains_hz)
         for case in cases
         for seed in (seeds if case in RANDOM_CASES else (0,))
     ]
 
 
-def run_all(rates=RATES, cases=CASES, workers: int = 2, seeds=SEEDS) -> list[CaseResult]:
+def run_all(
+    rates=RATES, cases=CASES, workers: int = 2, seeds=SEEDS, mains_hz: float = MAINS_HZ
+) -> list[CaseResult]:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        out = pool.map(_one, [(r, tuple(cases), tuple(seeds)) for r in rates])
+        out = pool.map(_one, [(r, tuple(cases), tuple(seeds), mains_hz) for r in rates])
         return [res for chunk in out for res in chunk]
 
 
@@ -227,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--seeds", default=",".join(str(s) for s in SEEDS),
                    help="draws of noise and pickup (default %(default)s)")
+    p.add_argument("--mains-hz", type=float, default=MAINS_HZ, metavar="HZ",
+                   help="frequency of the pickup (default %(default)s; 60.2 for 60 Hz mains;"
+                   " the insole's filter and four-read average assume 50 Hz)")
     p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2)
     p.add_argument("--write", metavar="JSON", help="save the results (docs/faultbench.json)")
     args = p.parse_args(argv)
@@ -237,11 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rates and --seeds take comma-separated whole numbers")
     if any(not 25 <= r <= 1000 for r in rates) or any(s < 0 for s in seeds):
         p.error("--rates: each 25..1000 Hz; --seeds: each 0 or more")
+    if not 40.0 <= args.mains_hz <= 70.0:
+        p.error("--mains-hz: 40..70 Hz (the pickup of 50 or 60 Hz mains)")
     cases = args.cases.split(",")
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         p.error(f"--cases: unknown {', '.join(unknown)} (known: {', '.join(CASES)})")
-    results = run_all(rates, cases, args.workers, seeds)
+    results = run_all(rates, cases, args.workers, seeds, args.mains_hz)
     print(report(results))
     if args.write:
         import json
