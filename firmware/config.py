@@ -29,6 +29,8 @@ from control_wire import name_ok
 
 # protocol.py's constants, private here (no name, no lookup on the insole;
 # tests/test_firmware_units.py checks every copy against protocol.py's)
+_MAINS_EU = const(50)
+_MAINS_US = const(60)
 _NAME_MAX = const(12)
 _RATE_MAX = const(400)
 _RATE_MIN = const(50)
@@ -38,10 +40,11 @@ _STRIDE_MIN = const(30)
 # zero: the unloaded ADC levels (heel, arch, forefoot) from the last zero-calibrate,
 # or None before the first one. passkey: the six digits a central must enter to
 # bond (docs/SECURITY.md), made once at first boot by ensure_passkey(); None until then.
+# mains_hz: the local mains frequency, whose hum the detector's pre-filter cancels.
 DEFAULTS = {"side": "L", "name": "Insole", "rate_hz": 100, "stride_cm": 140, "zero": None,
-            "passkey": None}
+            "passkey": None, "mains_hz": 50}
 # DEFAULTS' keys in a fixed order
-_FIELDS = const(("side", "name", "rate_hz", "stride_cm", "zero", "passkey"))
+_FIELDS = const(("side", "name", "rate_hz", "stride_cm", "zero", "passkey", "mains_hz"))
 _U16_MAX = const(65535)
 _PASSKEY_MAX = const(999999)  # six decimal digits (NimBLE ble_sm_inject_io refuses more)
 _PASSKEY_BITS = const(0xFFFFF)  # 20 random bits per draw: 1048575 >= PASSKEY_MAX
@@ -79,6 +82,8 @@ def valid(key, value):
         return _RATE_MIN <= value <= _RATE_MAX
     if key == "stride_cm":
         return _STRIDE_MIN <= value <= _STRIDE_MAX
+    if key == "mains_hz":
+        return value == _MAINS_EU or value == _MAINS_US
     return False
 
 

@@ -30,10 +30,11 @@ _ERR_PARTIAL = const(0x07)  # backfill: the oldest wanted events are gone
 _ERR_STORAGE = const(0x06)
 _ERR_TOO_FAST = const(0x0A)  # SET_RATE, SET_MODE: the mode cannot hold that sample rate
 _OP_BACKFILL = const(0x08)  # u16 low bits, or u32 (29 bits), of the first event wanted
-_OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, name
+_OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, mains, name
 _OP_GET_JOURNAL = const(0x0B)  # reply data: head, oldest held, days dropped, journal bytes
 _OP_RAW_START = const(0x06)
 _OP_RAW_STOP = const(0x07)
+_OP_SET_MAINS = const(0x0C)  # u8 mains frequency, Hz (50 or 60)
 _OP_SET_MODE = const(0x09)  # u8 mode + mode arguments (exercise modes, reserved)
 _OP_SET_NAME = const(0x02)  # 1..NAME_MAX ASCII bytes: advertised name prefix
 _OP_SET_RATE = const(0x03)  # u16 sample rate, Hz
@@ -71,7 +72,8 @@ def command(dev, data):
     cfg = dev.cfg
     if op == _OP_GET_CONFIG:
         side = _SIDE_RIGHT if cfg["side"] == "R" else _SIDE_LEFT
-        n = control_wire.pack_config_reply(buf, side, cfg["rate_hz"], cfg["stride_cm"], cfg["name"])
+        n = control_wire.pack_config_reply(buf, side, cfg["rate_hz"], cfg["stride_cm"],
+                                           cfg["mains_hz"], cfg["name"])
         return bytes(buf[:n])
     if op == _OP_SET_SIDE:
         err = change(dev, "side", "R" if value == _SIDE_RIGHT else "L")
@@ -82,6 +84,11 @@ def command(dev, data):
             err = _ERR_TOO_FAST
         else:
             err = change(dev, "rate_hz", value)
+        if err == _ERR_OK:
+            modes.restart_detector(dev)
+    elif op == _OP_SET_MAINS:
+        # the pre-filter and the four-read average follow the mains period
+        err = change(dev, "mains_hz", value)
         if err == _ERR_OK:
             modes.restart_detector(dev)
     elif op == _OP_SET_STRIDE:

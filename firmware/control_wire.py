@@ -24,13 +24,16 @@ _ERR_OUT_OF_RANGE = const(0x03)
 _ERR_UNKNOWN_OP = const(0x01)
 _MODE_LAST = const(4)
 _MODE_SLOW_WALK = const(4)
+_MAINS_EU = const(50)
+_MAINS_US = const(60)
 _NAME_MAX = const(12)
 _OP_BACKFILL = const(0x08)  # u16 low bits, or u32 (29 bits), of the first event wanted
-_OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, name
+_OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, mains, name
 _OP_GET_JOURNAL = const(0x0B)  # reply data: head, oldest held, days dropped, journal bytes
 _OP_RAW_START = const(0x06)
 _OP_RAW_STOP = const(0x07)
 _OP_SET_MODE = const(0x09)  # u8 mode + mode arguments (exercise modes, reserved)
+_OP_SET_MAINS = const(0x0C)  # u8 mains frequency, Hz (50 or 60)
 _OP_SET_NAME = const(0x02)  # 1..NAME_MAX ASCII bytes: advertised name prefix
 _OP_SET_RATE = const(0x03)  # u16 sample rate, Hz
 _OP_SET_SIDE = const(0x01)  # u8 side (0 left, 1 right)
@@ -57,6 +60,7 @@ _LENGTHS = {
     _OP_GET_JOURNAL: 1,
     _OP_SET_NAME: 0,
     _OP_SET_MODE: 0,
+    _OP_SET_MAINS: 2,
 }
 
 
@@ -90,6 +94,11 @@ def parse_command(data):
         if side > _SIDE_RIGHT:
             return op, _ERR_OUT_OF_RANGE, None
         return op, _ERR_OK, side
+    if op == _OP_SET_MAINS:
+        hz = data[1]
+        if hz != _MAINS_EU and hz != _MAINS_US:
+            return op, _ERR_OUT_OF_RANGE, None
+        return op, _ERR_OK, hz
     if op == _OP_BACKFILL:
         if n == 5:
             # the whole 29-bit number; the top three bits of the u32 must be 0
@@ -185,9 +194,10 @@ def pack_journal_reply(buf, head, oldest, dropped, size):
     return 16
 
 
-def pack_config_reply(buf, side, rate_hz, stride_cm, name):
-    struct.pack_into("<BBBHH", buf, 0, _OP_GET_CONFIG, _ERR_OK, side, rate_hz, stride_cm)
+def pack_config_reply(buf, side, rate_hz, stride_cm, mains_hz, name):
+    struct.pack_into("<BBBHHB", buf, 0, _OP_GET_CONFIG, _ERR_OK, side, rate_hz, stride_cm,
+                     mains_hz)
     raw = name.encode()
     for i in range(len(raw)):
-        buf[7 + i] = raw[i]
-    return 7 + len(raw)
+        buf[8 + i] = raw[i]
+    return 8 + len(raw)

@@ -9,15 +9,16 @@
 # How it works, per sample:
 # 0. Each raw reading is checked for faults (still for _STUCK_MS: dead near 0,
 #    saturated near full scale, stuck when held loaded while another channel moves;
-#    single-sample jumps; noise) and then averaged over whole mains periods: one
-#    (_FILT_MS) on a clean signal, more (up to _LONG_MS) while the noise left after
-#    one period (the residual: change over one period, in which pickup cancels) is
-#    large against the span of any channel that walks. Where samples do not span whole
-#    periods (rates between multiples of 50 Hz) pickup stays in the residual although
-#    the filter removes it, so a channel's noise is the smaller of the residual and what
-#    the filter's output measurably leaves, and the filter only takes lengths at least
-#    as near whole periods, per tap, as every shorter one. A faulty channel is left out at
-#    once and learned afresh when it recovers; the codes are in `faults`.
+#    single-sample jumps; noise) and then averaged over whole mains periods (mains_hz,
+#    50 or 60 Hz): one on a clean signal, more (up to _LONG_MS) while the noise left
+#    after one period (the residual: change over one period, in which pickup cancels)
+#    is large against the span of any channel that walks. Where samples do not span
+#    whole periods (rates between multiples of the mains frequency) pickup stays in the
+#    residual although the filter removes it, so a channel's noise is the smaller of the
+#    residual and what the filter's output measurably leaves, and the filter only takes
+#    lengths at least as near whole periods, per tap, as every shorter one. A faulty
+#    channel is left out at once and learned afresh when it recovers; the codes are in
+#    `faults`.
 # 1. Each channel keeps a baseline (swing level: follows dips at once, follows drift
 #    while the foot is in the air, otherwise creeps up slowly, and slower still
 #    within a stance, which must not lift the swing level), a peak envelope
@@ -147,7 +148,6 @@ _HALF_MS = const(0x10000000)  # ms clock differences below this run forward
 _COUNT_MAX = const(0x1FFFFFFF)  # step counts saturate here, as the device's totals do
 _SWING = const(0)
 _STANCE = const(1)
-_FILT_MS = const(20)  # pre-filter: mean over one 50 Hz mains period
 _RING = const(20)  # pre-filter taps per channel at most (20 ms at 1000 Hz)
 _OUTS = const(60)  # the rings of filtered readings follow the three raw ones
 _LONG_MS = const(80)  # a noisy signal is averaged over up to this long
@@ -247,7 +247,7 @@ _SMALLN = const(89)  # _SMALL_MS in samples
 _SH_NZ = const(90)
 _SH_JUMP = const(91)
 _BAND = const(92)  # swing band: mean height above the baseline in the air, 1/16 count
-_BTAPS = const(95)  # base taps: one 20 ms mains period
+_BTAPS = const(95)  # base taps: one mains period
 _MAXLEN = const(96)  # longest filter, taps
 _SPMAX = const(97)  # largest live span, counts (previous sample)
 _RAWNZ = const(98)  # raw noise: running median of |raw change|, 1/16 count
@@ -333,10 +333,13 @@ def _toward(avg, x):
 
 
 class GaitDetector:
-    def __init__(self, rate_hz=100):
+    def __init__(self, rate_hz=100, mains_hz=50):
         if not 50 <= rate_hz <= 1000:
             raise ValueError("rate_hz must be 50..1000")
+        if type(mains_hz) is not int or (mains_hz != 50 and mains_hz != 60):
+            raise ValueError("mains_hz must be 50 or 60")
         self.rate_hz = rate_hz
+        self.mains_hz = mains_hz
         self._st = array("i", [0] * _NSTATE)
         # composite history and reading rings hold 0..65535: half-words
         self._hist = array("H", [0] * _HIST)
@@ -405,20 +408,23 @@ class GaitDetector:
         st[_SH_ROUGH] = shift_for(_ROUGH_MS * rate // 1000)
         st[_SH_NZ] = shift_for(_ROUGH_MS * rate // 4000)
         st[_SH_JUMP] = shift_for(_JUMP_MS * rate // 1000)
-        taps = max(1, _FILT_MS * rate // 1000)
+        # the base filter: one mains period, rounded down to whole samples
+        mains = self.mains_hz
+        taps = max(1, rate // mains)
         st[_BTAPS] = taps
         st[_FLEN] = taps
         st[_DELAY] = (taps - 1) * _SUB // 2
         st[_ROOT] = _root16(taps)
-        # A filter of n taps spans n x 50 / rate mains periods. Keep the lengths at
+        # A filter of n taps spans n x mains / rate mains periods. Keep the lengths at
         # least as near whole periods, per tap, as every shorter one: the multiples of
-        # one period at multiples of 50 Hz; at 120 Hz 2-5 and 7 taps, so that pickup,
-        # which asks for the longest, gets 7 (2.92 periods) rather than 8 (3.35).
+        # one period at multiples of the mains frequency; at 120 Hz with 50 Hz mains
+        # 2-5 and 7 taps, so that pickup, which asks for the longest, gets 7 (2.92
+        # periods) rather than 8 (3.35).
         good = 0
         best_d = 1
         best_n = 0
         for n in range(1, _RING + 1):
-            d = (n * 1000 // _FILT_MS) % rate
+            d = n * mains % rate
             d = min(d, rate - d)
             if d == 0 or d * best_n <= best_d * n:
                 good |= 1 << (n - 1)
@@ -577,7 +583,7 @@ class GaitDetector:
                 if rn < 0:
                     rn = 0
             s[_RAWNZ + c] = rn
-            # pre-filter: mean over whole mains periods (nulls mains at 50 Hz multiples),
+            # pre-filter: mean over whole mains periods (nulls mains and its harmonics),
             # one period unless the residual noise calls for more
             t = s[_RSUM + c] + raw - rg[ring0 + old_l]
             s[_RSUM + c] = t

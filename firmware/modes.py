@@ -35,7 +35,7 @@ _ERR_NO_MEMORY = const(0x0B)  # no room for a mode's counter (walk runs) or a co
 _ERR_OK = const(0x00)
 _MODE_SLOW_WALK = const(4)
 _MODE_WALK = const(0)
-_MAINS_UP_TO_HZ = const(60)  # mains.py: rates whose samples average four reads
+_MAINS_UP_TO_PER_5 = const(6)  # mains.py: rates to 6/5 of mains average four reads
 _EVENT_SIZE = const(20)
 _REPLY_MAX = const(20)
 _RSC_SIZE = const(10)
@@ -87,7 +87,7 @@ def setup(dev, adcs, ble, store, cfg, log, clock, uid_suffix, board_name, batter
     dev.wdt = wdt
     dev._finished = finished
     dev.sampler = Sampler(cfg["rate_hz"], clock)
-    if cfg["rate_hz"] <= _MAINS_UP_TO_HZ:
+    if averages(cfg):
         bind_reads(dev)  # four reads over a mains period
     log.clock = dev.sampler
     dev.det = _new_detector(dev)
@@ -170,8 +170,16 @@ def _emit_start(dev, skipped_seq=0, skipped_steps=0):
     dev._put(dev._pkt)
 
 
+def averages(cfg):
+    """True when a sample at cfg's rate is the mean of four reads over one mains
+    period (mains.py): rates up to 6/5 of the mains frequency, 60 Hz where mains is
+    50 Hz and 72 Hz where it is 60 Hz, at which the pre-filter could not span whole
+    periods within its longest length."""
+    return cfg["rate_hz"] * 5 <= cfg["mains_hz"] * _MAINS_UP_TO_PER_5
+
+
 def _new_detector(dev):
-    det = GaitDetector(dev.cfg["rate_hz"])
+    det = GaitDetector(dev.cfg["rate_hz"], dev.cfg["mains_hz"])
     zero = dev.cfg.get("zero")
     if zero:
         det.set_zero(zero[0], zero[1], zero[2])
@@ -215,7 +223,7 @@ def new_exercise(dev):
     counter = getattr(sys.modules[name], cls_name)
     rate = dev.cfg["rate_hz"]
     if mode == _MODE_SLOW_WALK:
-        dev.ex = counter(rate, target, tol, pattern)
+        dev.ex = counter(rate, target, tol, pattern, dev.cfg["mains_hz"])
     else:
         dev.ex = counter(rate)
 
@@ -278,18 +286,20 @@ def restart_detector(dev):
 
 
 def bind_reads(dev):
-    """The sample's ADC reads at dev.cfg's rate: one read per channel, or at 60 Hz and
-    below the mean of four over one mains period (mains.py), whose module is dropped
-    from sys.modules at once (its code stays only while the reads use it)."""
+    """The sample's ADC reads at dev.cfg's rate and mains: one read per channel, or
+    where averages() says so the mean of four over one mains period (mains.py), whose
+    module is dropped from sys.modules at once (its code stays only while the reads
+    use it)."""
     adcs = dev.adcs
-    if dev.cfg["rate_hz"] > _MAINS_UP_TO_HZ:
+    if not averages(dev.cfg):
         dev._read_h = adcs[0].read_u16
         dev._read_a = adcs[1].read_u16
         dev._read_f = adcs[2].read_u16
         return
     mod, added = lazy.load("mains")
     try:
-        avg = mod.MainsAverage(adcs[0].read_u16, adcs[1].read_u16, adcs[2].read_u16, dev._clock)
+        avg = mod.MainsAverage(adcs[0].read_u16, adcs[1].read_u16, adcs[2].read_u16,
+                               dev._clock, dev.cfg["mains_hz"])
     finally:
         mod = None
         lazy.drop(added)

@@ -137,8 +137,9 @@ _OP_RAW_START = const(0x06)
 _OP_RAW_STOP = const(0x07)
 _OP_BACKFILL = const(0x08)  # u16 low bits, or u32 (29 bits), of the first event wanted
 _OP_SET_MODE = const(0x09)  # u8 mode + mode arguments (exercise modes, reserved)
-_OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, name
+_OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, mains, name
 _OP_GET_JOURNAL = const(0x0B)  # reply data: head, oldest held, days dropped, journal bytes
+_OP_SET_MAINS = const(0x0C)  # u8 mains frequency, Hz (50 or 60)
 
 _ERR_OK = const(0x00)
 _ERR_UNKNOWN_OP = const(0x01)
@@ -158,6 +159,8 @@ _RATE_MAX = const(400)
 _STRIDE_MIN = const(30)
 _STRIDE_MAX = const(300)
 _NAME_MAX = const(12)
+_MAINS_EU = const(50)  # the two mains frequencies SET_MAINS takes
+_MAINS_US = const(60)
 
 _MODE_WALK = const(0)
 _MODE_HEEL_RAISE = const(1)

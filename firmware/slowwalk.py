@@ -36,10 +36,12 @@ _COUNT_MAX = const(0x1FFFFFFF)  # exbase.COUNT_MAX
 
 class SlowWalkCoach:
     """Wraps gait.GaitDetector: every step is compared with a target cadence
-    (steps/min * 10, within +-tol_pct) and strike pattern (0 = any)."""
+    (steps/min * 10, within +-tol_pct) and strike pattern (0 = any); mains_hz is
+    the local mains frequency, whose hum the detector's pre-filter cancels."""
 
-    def __init__(self, rate_hz=100, target_x10=900, tol_pct=5, pattern=PATTERN_REAR):
-        self.detector = GaitDetector(rate_hz)
+    def __init__(self, rate_hz=100, target_x10=900, tol_pct=5, pattern=PATTERN_REAR,
+                 mains_hz=50):
+        self.detector = GaitDetector(rate_hz, mains_hz)
         self.set_target(target_x10, tol_pct, pattern)
         self.reset()
 

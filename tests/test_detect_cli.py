@@ -41,6 +41,25 @@ def test_rate_option_overrides_the_file(tmp_path):
     assert sum(d <= 12 for d in near) >= len(rb) - 1
 
 
+def test_mains_option_sets_the_detectors_mains(tmp_path, capsys):
+    from host_tools.gait import engine, faultbench
+
+    samples = faultbench.disturb(faultbench.looped_walk(100, 60.0), 100, "mains", seed=3,
+                                 mains_hz=60.2)
+    p = tmp_path / "hum.csv"
+    tracefile.write_trace(p, samples, 100)
+    out50, out60 = tmp_path / "50.csv", tmp_path / "60.csv"
+    cpython = ["detect", str(p), "--engine", "cpython"]
+    assert main([*cpython, "--out", str(out50)]) == 0
+    assert main([*cpython, "--mains", "60", "--out", str(out60)]) == 0
+    assert "60 Hz mains" in capsys.readouterr().err
+    want = engine.step_summaries(engine.run_cpython(samples, 100, mains_hz=60))
+    assert [int(r["strike_ms"]) for r in tracefile.read_events(out60)] == [s[1] for s in want]
+    assert out50.read_text() != out60.read_text()
+    assert main(["detect", str(p), "--mains", "55"]) == 2
+    assert "--mains" in capsys.readouterr().err
+
+
 def test_extra_columns_and_comments_are_ignored(tmp_path):
     src = tracefile.read_trace(WALK)
     p = tmp_path / "t.csv"

@@ -423,7 +423,8 @@ def test_commands_change_config_and_device():
     assert dev.ex is None
     assert _command(ble, dev, bytes([0x09, 7])).error == HP.ERR_OUT_OF_RANGE
     r = _command(ble, dev, HP.cmd_get_config())
-    assert r.data == {"side": "L", "rate_hz": 200, "stride_cm": 155, "name": "Insole"}
+    assert r.data == {"side": "L", "rate_hz": 200, "stride_cm": 155, "mains_hz": 50,
+                      "name": "Insole"}
     assert json.loads(fs.files["insole.json"]) == dict(
         fw_config.DEFAULTS, rate_hz=200, stride_cm=155, zero=list(dev.det.zero_levels()),
         passkey=dev.cfg["passkey"])
@@ -432,6 +433,38 @@ def test_commands_change_config_and_device():
     assert dev.steps >= steps_before
     steps = [e.step for e in _decode_all(ble.take(dev.ble.h_event)) if e.kind == "step"]
     assert steps == sorted(steps) and (not steps or steps[0] == steps_before + 1)
+
+
+def test_set_mains_restarts_the_detector_on_the_new_mains_and_survives_a_reboot():
+    trace = _synth(strides_ms=[1000] * 30)
+    dev, ble, fs = F.build(_flat(trace))
+    _connect(ble, dev)
+    dev.run(1200)
+    steps_before = dev.steps
+    import gait
+
+    assert steps_before > 5 and dev.det.mains_hz == 50
+    assert dev.det._st[gait._MAXLEN] == 8
+    ble.take(dev.ble.h_event)
+    assert _command(ble, dev, HP.cmd_set_mains(60)).ok
+    assert dev.det.mains_hz == 60 and dev.cfg["mains_hz"] == 60
+    # 100 Hz with 60 Hz mains: the pre-filter may lengthen to 5 taps, three periods
+    # (8, four 50 Hz periods, before)
+    assert dev.det._st[gait._MAXLEN] == 5
+    start = [e for e in _decode_all(ble.take(dev.ble.h_event)) if e.kind == "start"]
+    assert start and start[-1].steps == steps_before
+    assert json.loads(fs.files["insole.json"])["mains_hz"] == 60
+    r = _command(ble, dev, HP.cmd_get_config())
+    assert r.data["mains_hz"] == 60
+    # what SET_MAINS refuses changes nothing
+    for bad in (bytes([0x0C, 55]), bytes([0x0C]), bytes([0x0C, 60, 0])):
+        assert not _command(ble, dev, bad).ok
+    assert dev.cfg["mains_hz"] == 60 and dev.det.mains_hz == 60
+    dev.run(500)
+    assert dev.steps > steps_before  # still walking
+    # a reboot builds the detector on the saved mains
+    dev2, _, _ = F.build(_flat(trace), fs=fs)
+    assert dev2.cfg["mains_hz"] == 60 and dev2.det.mains_hz == 60
 
 
 def test_failed_save_leaves_config_untouched():
@@ -462,10 +495,10 @@ def test_unencrypted_writes_are_refused():
 
 _write = st.one_of(
     st.binary(max_size=22),
-    st.builds(lambda op, rest: bytes([op]) + rest, st.integers(0, 12), st.binary(max_size=14)),
+    st.builds(lambda op, rest: bytes([op]) + rest, st.integers(0, 13), st.binary(max_size=14)),
     st.sampled_from([HP.cmd_set_rate(50), HP.cmd_set_rate(400), HP.cmd_set_side("R"),
                      HP.cmd_set_name("Zed"), HP.cmd_backfill(0), HP.cmd_raw_start(),
-                     HP.cmd_zero(), HP.cmd_set_stride(300)]),
+                     HP.cmd_zero(), HP.cmd_set_stride(300), HP.cmd_set_mains(60)]),
 )
 
 

@@ -78,7 +78,8 @@ for v in V["replies"]:
         n = W.pack_journal_reply(b, f["head"], f["oldest_seq"], f["dropped_days"],
                                  f["journal_bytes"])
     elif "name" in f:
-        n = W.pack_config_reply(b, f["side"], f["rate_hz"], f["stride_cm"], f["name"])
+        n = W.pack_config_reply(b, f["side"], f["rate_hz"], f["stride_cm"], f["mains_hz"],
+                                f["name"])
     else:
         n = W.pack_reply(b, f["op"], f["error"])
     check("replies", v["name"], hx(b[:n]), v["hex"])
@@ -145,7 +146,6 @@ _CONST_COPIES = {
     "pairing": ("device",),
     "bonds": ("bonds_load",),
     "journal": ("journal_boot", "journal_write"),
-    "mains": ("modes",),
     "device": ("modes", "control"),
 }
 

@@ -118,19 +118,40 @@ def test_pickup_riding_on_a_weak_arch_in_the_air_is_no_load():
 
 
 @pytest.mark.parametrize(
-    ("rate", "lengths"),
-    [(100, [2, 4, 6, 8]), (150, [3, 6, 9, 12]), (120, [2, 3, 4, 5, 7]), (300, [6, 12, 18])],
+    ("rate", "mains", "lengths"),
+    [(100, 50, [2, 4, 6, 8]), (150, 50, [3, 6, 9, 12]), (120, 50, [2, 3, 4, 5, 7]),
+     (300, 50, [6, 12, 18]), (75, 50, [1, 2, 3, 6]),
+     (120, 60, [2, 4, 6, 8]), (100, 60, [1, 2, 3, 5]), (1000, 60, [16, 17]),
+     (60, 60, [1, 2, 3, 4])],
 )
-def test_the_filter_lengthens_to_near_whole_mains_periods(rate, lengths):
-    # at multiples of 50 Hz the multiples of one period; between them the lengths at
-    # least as near whole periods per tap as every shorter one (at 120 Hz 7 taps, 2.92
-    # periods, and not 6 or 8); never longer than _LONG_MS
-    det = gait.GaitDetector(rate)
+def test_the_filter_lengthens_to_near_whole_mains_periods(rate, mains, lengths):
+    # at multiples of the mains frequency the multiples of one period; between them
+    # the base is one period rounded down (1 tap at 75 Hz for 50 Hz mains, 16 at
+    # 1000 Hz for 60 Hz) and the longer lengths at least as near whole periods per tap
+    # as every shorter one (at 120 Hz with 50 Hz mains 7 taps, 2.92 periods, and not
+    # 6 or 8; at 100 Hz with 60 Hz mains 5 taps, three periods); never longer than
+    # _LONG_MS
+    det = gait.GaitDetector(rate, mains)
     good = det._st[gait._GOOD]
     bt = det._st[gait._BTAPS]
     longest = det._st[gait._MAXLEN]
     assert [n for n in range(bt, longest + 1) if good >> (n - 1) & 1] == lengths
     assert longest == lengths[-1]
+
+
+def test_the_detector_takes_50_or_60_hz_mains_only():
+    for bad in (0, 55, 100, 50.0):
+        with pytest.raises(ValueError, match="mains_hz"):
+            gait.GaitDetector(100, bad)
+
+
+@pytest.mark.parametrize("rate", [60, 100])
+def test_60_hz_pickup_costs_few_steps_with_the_detector_set_to_60_hz(rate):
+    # 60.2 Hz pickup with a 50 Hz filter and 50 Hz read spacing found 78.8 % (60 Hz,
+    # draw 0); set to 60 Hz (SET_MAINS) the filter and the four reads span its periods
+    res = faultbench.run_case(rate, "mains", mains_hz=60.2)
+    assert res.met and res.found_pct > 99.0 and res.extra_pct == 0.0
+    assert res.p95_ms <= faultbench.MATCH_MS
 
 
 def test_pickup_between_multiples_of_50_hz_keeps_the_weak_arch_dating_contact():

@@ -162,6 +162,12 @@ def test_every_intermediate_within_29_bits():
     for samples, rate in traces:
         events = engine.run_cpython(samples, rate, g)
         assert events == engine.run_cpython(samples, rate)  # instrumented = original
+    # 60 Hz mains: other filter lengths (16 and 17 taps at 1000 Hz)
+    for rate in (100, 1000):
+        samples = faultbench.disturb(faultbench.looped_walk(rate, 30.0), rate, "mains",
+                                     mains_hz=60.2)
+        events = engine.run_cpython(samples, rate, g, mains_hz=60)
+        assert events == engine.run_cpython(samples, rate, mains_hz=60)
 
 
 def test_clock_wraps_at_2_to_the_29():
@@ -191,6 +197,16 @@ def test_same_events_under_noise_and_channel_faults(case, rate):
     cp = engine.run_cpython(trace, rate)
     assert len(engine.step_summaries(cp)) > 20  # a minute of walking: about 47 steps
     assert cp == engine.run_micropython(trace, rate)
+
+
+@pytest.mark.parametrize("rate", [100, 1000])
+def test_same_events_under_60_hz_pickup_with_the_detector_set_to_60_hz(rate):
+    clean = faultbench.looped_walk(rate, seconds=60.0)
+    trace = faultbench.disturb(clean, rate, "mains", seed=rate, mains_hz=60.2)
+    cp = engine.run_cpython(trace, rate, mains_hz=60)
+    assert len(engine.step_summaries(cp)) > 20
+    assert cp == engine.run_micropython(trace, rate, mains_hz=60)
+    assert cp != engine.run_cpython(trace, rate)  # the setting matters
 
 
 def test_step_counts_saturate_below_2_to_the_29():

@@ -114,6 +114,7 @@ _ENCODERS = {
     P.OP_SET_RATE: P.cmd_set_rate,
     P.OP_SET_STRIDE: P.cmd_set_stride,
     P.OP_BACKFILL: P.cmd_backfill,
+    P.OP_SET_MAINS: P.cmd_set_mains,
     # slow walk (mode 4) carries target x10, tolerance % and pattern
     P.OP_SET_MODE: lambda v: P.cmd_set_mode(
         v[0], struct.pack("<HBB", *v[1:]) if v[0] == 4 else b""
@@ -144,7 +145,9 @@ def test_encoders_refuse_out_of_range():
     for bad in (lambda: P.cmd_set_rate(49), lambda: P.cmd_set_rate(401),
                 lambda: P.cmd_set_stride(29), lambda: P.cmd_set_side("middle"),
                 lambda: P.cmd_set_name("A-B"), lambda: P.cmd_set_name(""),
-                lambda: P.cmd_set_name("x" * 13), lambda: P.cmd_set_mode("dance")):
+                lambda: P.cmd_set_name("x" * 13), lambda: P.cmd_set_mode("dance"),
+                lambda: P.cmd_set_mains(55), lambda: P.cmd_set_mains(60.0),
+                lambda: P.cmd_set_mains(True)):
         with pytest.raises(ValueError):
             bad()
     assert P.cmd_set_side("right") == bytes([1, 1])

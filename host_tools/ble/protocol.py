@@ -69,6 +69,7 @@ OP_BACKFILL = 0x08
 OP_SET_MODE = 0x09
 OP_GET_CONFIG = 0x0A
 OP_GET_JOURNAL = 0x0B
+OP_SET_MAINS = 0x0C
 OP_NAMES = {
     OP_SET_SIDE: "set_side",
     OP_SET_NAME: "set_name",
@@ -81,6 +82,7 @@ OP_NAMES = {
     OP_SET_MODE: "set_mode",
     OP_GET_CONFIG: "get_config",
     OP_GET_JOURNAL: "get_journal",
+    OP_SET_MAINS: "set_mains",
 }
 
 ERR_OK = 0x00
@@ -118,6 +120,7 @@ MODE_SLOW_WALK = 4
 MODE_NAMES = ("walk", "heel_raise", "toe_scrunch", "balance", "slow_walk")
 
 RATE_RANGE = (50, 400)
+MAINS_HZ = (50, 60)  # what SET_MAINS takes: the local mains frequency
 STRIDE_RANGE = (30, 300)
 NAME_MAX = 12
 _MS_MASK = 0x1FFFFFFF  # device ms clock wraps at 2**29
@@ -362,10 +365,10 @@ def decode_reply(data: bytes) -> Reply:
         head, oldest, dropped, size = struct.unpack_from("<IIHI", data, 2)
         extra = {"head": head, "oldest_seq": oldest, "dropped_days": dropped,
                  "journal_bytes": size}
-    elif op == OP_GET_CONFIG and err == ERR_OK and len(data) >= 7:
-        side, rate, stride = struct.unpack_from("<BHH", data, 2)
+    elif op == OP_GET_CONFIG and err == ERR_OK and len(data) >= 8:
+        side, rate, stride, mains = struct.unpack_from("<BHHB", data, 2)
         extra = {"side": SIDES[side & 1], "rate_hz": rate, "stride_cm": stride,
-                 "name": data[7:].decode("ascii", "replace")}
+                 "mains_hz": mains, "name": data[8:].decode("ascii", "replace")}
     return Reply(op, err, extra)
 
 
@@ -441,6 +444,14 @@ def cmd_set_mode(mode: int | str, args: bytes = b"") -> bytes:
 
 def cmd_get_config() -> bytes:
     return bytes([OP_GET_CONFIG])
+
+
+def cmd_set_mains(mains_hz: int) -> bytes:
+    """SET_MAINS: the local mains frequency (50 or 60 Hz), whose hum the insole's
+    pre-filter and four-read average cancel."""
+    if type(mains_hz) is not int or mains_hz not in MAINS_HZ:
+        raise ValueError(f"mains_hz must be 50 or 60, not {mains_hz!r}")
+    return bytes([OP_SET_MAINS, mains_hz])
 
 
 # ---- helpers for a stream of notifications ----

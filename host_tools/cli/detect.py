@@ -27,6 +27,9 @@ def add_arguments(p) -> None:
         default="micropython",
         help="interpreter that runs firmware/gait.py (default: micropython)",
     )
+    p.add_argument("--mains", metavar="HZ", type=int, choices=(50, 60), default=50,
+                   help="mains frequency whose hum the pre-filter cancels, as the insole's "
+                   "SET_MAINS (50 or 60; default 50)")
     p.add_argument("--out", metavar="EVENTS.csv", help="events CSV to write (default: stdout)")
 
 
@@ -49,7 +52,7 @@ def run(args) -> int:
             file=sys.stderr,
         )
     try:
-        events = engine.run(trace.samples, rate, args.engine)
+        events = engine.run(trace.samples, rate, args.engine, args.mains)
     except engine.EngineError as exc:
         print(f"insole detect: {exc}", file=sys.stderr)
         return 1
@@ -58,7 +61,7 @@ def run(args) -> int:
         tracefile.write_events(args.out, rows, "--out")
         strikes = len(engine.contacts(events))
         print(
-            f"{len(trace.samples)} samples at {rate} Hz ({args.engine}): "
+            f"{len(trace.samples)} samples at {rate} Hz, {args.mains} Hz mains ({args.engine}): "
             f"{strikes} heel strikes, {len(rows)} steps -> {args.out}",
             file=sys.stderr,
         )

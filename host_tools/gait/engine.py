@@ -49,9 +49,11 @@ def load_firmware_module(name: str = "gait", firmware_dir: Path = FIRMWARE) -> M
     return module
 
 
-def run_cpython(samples: np.ndarray, rate_hz: int, gait: ModuleType | None = None) -> list[Event]:
+def run_cpython(
+    samples: np.ndarray, rate_hz: int, gait: ModuleType | None = None, mains_hz: int = 50
+) -> list[Event]:
     gait = gait or load_firmware_module()
-    det = gait.GaitDetector(rate_hz)
+    det = gait.GaitDetector(rate_hz, mains_hz)
     out: list[Event] = []
     feed = det.feed
     for h, a, f in np.asarray(samples, dtype=np.int64).tolist():
@@ -70,13 +72,16 @@ def mpy_env() -> dict[str, str]:
     return env
 
 
-def run_micropython(samples: np.ndarray, rate_hz: int, timeout: float = 600) -> list[Event]:
+def run_micropython(
+    samples: np.ndarray, rate_hz: int, timeout: float = 600, mains_hz: int = 50
+) -> list[Event]:
     data = np.asarray(samples, dtype="<u2").reshape(-1, 3)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trace.bin"
         path.write_bytes(data.tobytes())
         proc = subprocess.run(
-            [micropython_binary(), str(MPY_DIR / "run_detector.py"), str(path), str(rate_hz)],
+            [micropython_binary(), str(MPY_DIR / "run_detector.py"), str(path), str(rate_hz),
+             str(mains_hz)],
             capture_output=True,
             text=True,
             env=mpy_env(),
@@ -91,11 +96,13 @@ def run_micropython(samples: np.ndarray, rate_hz: int, timeout: float = 600) -> 
     return out
 
 
-def run(samples: np.ndarray, rate_hz: int, engine: str = "micropython") -> list[Event]:
+def run(
+    samples: np.ndarray, rate_hz: int, engine: str = "micropython", mains_hz: int = 50
+) -> list[Event]:
     if engine == "micropython":
-        return run_micropython(samples, rate_hz)
+        return run_micropython(samples, rate_hz, mains_hz=mains_hz)
     if engine == "cpython":
-        return run_cpython(samples, rate_hz)
+        return run_cpython(samples, rate_hz, mains_hz=mains_hz)
     raise EngineError(f"unknown engine {engine!r}")
 
 

@@ -6,13 +6,16 @@ resampled to each rate, and run clean and with one disturbance at a time:
 - ``noise``: Gaussian noise of SD 2000 counts (3 % of full scale) on every channel;
 - ``mains``: 50 Hz pickup of amplitude 4000 counts (6 %) on every channel, random phase
   per channel, with the mains frequency 0.2 Hz off nominal so that it does not alias
-  to a constant at 50 or 100 Hz;
+  to a constant at 50 or 100 Hz (``--mains-hz 60.2``: 60 Hz mains, the insole set to
+  it with SET_MAINS);
 - ``heel-saturated`` / ``heel-stuck`` / ``heel-dead``: half-way through, the heel reads
   full scale, holds the value it had, or reads 0 for the rest of the walk.
 
 The insole's acquisition is modelled: each ADC read is clipped to 0..65535, and at
-60 Hz and below a sample is the mean of four reads 5 ms apart (firmware/mains.py), each
-read with its own noise and the pickup at its own time.
+rates up to 6/5 of the mains frequency (60 Hz for 50 Hz mains, 72 Hz for 60) a sample
+is the mean of four reads a quarter of a mains period apart (firmware/mains.py), each
+read with its own noise and the pickup at its own time. The detector and the reads are
+set to the mains frequency nearest the pickup's (50 or 60 Hz: the config's mains_hz).
 
 Noise and pickup are random: each is run with several draws (SEEDS: the noise, and the
 pickup's phase per channel), each draw a row of its own.
@@ -52,10 +55,25 @@ SEEDS = (0, 1, 2)  # draws of the random disturbances (noise, pickup phases)
 RANDOM_CASES = ("noise", "mains")
 
 
-# firmware/mains.py: rates at or below this average reads over one mains period
-AVERAGE_UP_TO_HZ = 60
+# firmware/mains.py (and modes.averages): four reads over one mains period per sample
 AVERAGE_READS = 4
-READ_GAP_S = 0.005
+AVERAGE_UP_TO_PER_5 = 6
+
+
+def setting(pickup_hz: float) -> int:
+    """The insole's mains setting (config mains_hz) for pickup at this frequency."""
+    return 60 if pickup_hz >= 55.0 else 50
+
+
+def average_up_to_hz(mains: int) -> int:
+    """Highest rate whose samples average four reads (firmware/modes.py averages())."""
+    return mains * AVERAGE_UP_TO_PER_5 // 5
+
+
+def read_gap_s(mains: int) -> float:
+    """Time between the four reads of a sample: a quarter of a mains period, in whole
+    microseconds as the insole waits (firmware/mains.py)."""
+    return (1_000_000 // (mains * AVERAGE_READS)) / 1e6
 
 
 def looped_walk(rate_hz: int, seconds: float = LOOP_S, offset_s: float = 0.0) -> np.ndarray:
@@ -81,8 +99,9 @@ def disturb(
     mains_hz: float = MAINS_HZ,
 ) -> np.ndarray:
     """One ADC read per sample of `clean` under `case`; read k of a sample is taken
-    k x READ_GAP_S after its tick (its own noise, the pickup at its own time)."""
+    k x read_gap_s() after its tick (its own noise, the pickup at its own time)."""
     rng = np.random.default_rng(seed)
+    gap_s = read_gap_s(setting(mains_hz))
     x = clean.astype(float)
     half = len(x) // 2
     if case == "noise":
@@ -90,7 +109,7 @@ def disturb(
             rng = np.random.default_rng([seed, read])
         x = x + rng.normal(0.0, NOISE_SD, x.shape)
     elif case == "mains":
-        t = np.arange(len(x)) / rate_hz + read * READ_GAP_S
+        t = np.arange(len(x)) / rate_hz + read * gap_s
         phase = rng.uniform(0, 2 * np.pi, 3)
         x = x + MAINS_AMP * np.sin(2 * np.pi * mains_hz * t[:, None] + phase[None, :])
     elif case == "heel-saturated":
@@ -112,10 +131,11 @@ def acquired(
     mains_hz: float = MAINS_HZ,
 ) -> np.ndarray:
     """The samples the insole takes of the looped walk under `case`."""
-    reads = AVERAGE_READS if rate_hz <= AVERAGE_UP_TO_HZ else 1
+    mains = setting(mains_hz)
+    reads = AVERAGE_READS if rate_hz <= average_up_to_hz(mains) else 1
     total = sum(
         disturb(
-            looped_walk(rate_hz, seconds, offset_s=k * READ_GAP_S),
+            looped_walk(rate_hz, seconds, offset_s=k * read_gap_s(mains)),
             rate_hz, case, seed, read=k, mains_hz=mains_hz,
         )
         for k in range(reads)
@@ -144,9 +164,11 @@ class CaseResult:
         return ok
 
 
-def _strikes_and_faults(samples: np.ndarray, rate_hz: int) -> tuple[list[float], int]:
+def _strikes_and_faults(
+    samples: np.ndarray, rate_hz: int, mains: int = 50
+) -> tuple[list[float], int]:
     gait = engine.load_firmware_module()
-    det = gait.GaitDetector(rate_hz)
+    det = gait.GaitDetector(rate_hz, mains)
     strikes: list[float] = []
     for h, a, f in samples.tolist():
         if det.feed(h, a, f) & gait.EV_STRIKE:
@@ -161,11 +183,12 @@ def run_case(
     seed: int = 0,
     mains_hz: float = MAINS_HZ,
 ) -> CaseResult:
-    clean = acquired(rate_hz, "clean")
+    mains = setting(mains_hz)
+    clean = acquired(rate_hz, "clean", mains_hz=mains_hz)
     if clean_strikes is None:
-        clean_strikes, _ = _strikes_and_faults(clean, rate_hz)
+        clean_strikes, _ = _strikes_and_faults(clean, rate_hz, mains)
     found, faults = _strikes_and_faults(
-        acquired(rate_hz, case, seed, mains_hz=mains_hz), rate_hz
+        acquired(rate_hz, case, seed, mains_hz=mains_hz), rate_hz, mains
     )
     ref = np.asarray(clean_strikes)
     det = np.asarray(found)
@@ -199,8 +222,8 @@ CASES = ("noise", "mains", "heel-saturated", "heel-stuck", "heel-dead")
 
 def _one(args: tuple[int, tuple[str, ...], tuple[int, ...], float]) -> list[CaseResult]:
     rate, cases, seeds, mains_hz = args
-    clean = acquired(rate, "clean")
-    strikes, _ = _strikes_and_faults(clean, rate)
+    clean = acquired(rate, "clean", mains_hz=mains_hz)
+    strikes, _ = _strikes_and_faults(clean, rate, setting(mains_hz))
     return [
         run_case(rate, case, strikes, seed, mains_hz)
         for case in cases
@@ -251,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="draws of noise and pickup (default %(default)s)")
     p.add_argument("--mains-hz", type=float, default=MAINS_HZ, metavar="HZ",
                    help="frequency of the pickup (default %(default)s; 60.2 for 60 Hz mains;"
-                   " the insole's filter and four-read average assume 50 Hz)")
+                   " the insole is set to the nearer of 50 and 60 Hz)")
     p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2)
     p.add_argument("--write", metavar="JSON", help="save the results (docs/faultbench.json)")
     args = p.parse_args(argv)

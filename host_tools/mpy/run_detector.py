@@ -1,5 +1,5 @@
 # Runs firmware/gait.py under the micropython binary over a binary trace.
-# argv: TRACE.bin RATE_HZ. The file holds little-endian uint16 triples
+# argv: TRACE.bin RATE_HZ [MAINS_HZ]. The file holds little-endian uint16 triples
 # (heel, arch, forefoot). Prints one line per event:
 #   C,contact_ms,contact_seq             (heel strike)
 #   S,seq,strike_ms,...,share_forefoot   (step summary, events-CSV order)
@@ -13,7 +13,8 @@ _CHUNK = 3 * 512
 
 def main():
     path = sys.argv[1]
-    det = GaitDetector(int(sys.argv[2]))
+    mains = int(sys.argv[3]) if len(sys.argv) > 3 else 50
+    det = GaitDetector(int(sys.argv[2]), mains)
     buf = array("H", bytes(2 * _CHUNK))
     write = sys.stdout.write
     with open(path, "rb") as f:
