@@ -557,6 +557,17 @@ for h in (dev.ble.h_event, dev.ble.h_control, dev.ble.h_rsc, dev.ble.h_raw):
     ble.subscribe(h)
 ble.write(dev.ble.h_control, bytes([8, 0, 0]))
 ble.write(dev.ble.h_control, bytes([6]))
+dev.run(1000)
+# 60 Hz mains, then 60 Hz sampling: four reads 4166 us apart per sample
+ble.write(dev.ble.h_control, bytes([0x0C, 60]))
+ble.write(dev.ble.h_control, bytes([0x0A]))
+dev.run(500)
+ble.write(dev.ble.h_control, bytes([3, 60, 0]))
+dev.run(10)
+t0 = dev._clock.ticks_us()
+dev._read_h()
+took = dev._clock.ticks_diff(dev._clock.ticks_us(), t0)
+print("mains", dev.det.mains_hz, dev.cfg["rate_hz"], took)
 dev.run()
 for h, d in ble.notes:
     print(h, binascii.hexlify(d).decode())
@@ -581,6 +592,7 @@ def test_same_notifications_under_micropython(tmp_path):
     cp = _scenario_cpython(str(path))
     mp = run_micropython(_SCENARIO % {"trace": str(path)}, path=[str(FIRMWARE), str(TESTS)])
     assert cp.count("\n") > 200
+    assert "mains 60 60 12498" in cp  # four reads 4166 us apart
     assert mp == cp
 
 

@@ -121,7 +121,7 @@ import fw_fakes as F
 from mains import MainsAverage
 clock = F.FakeClock()
 adcs = [F.FakeADC([1000 + k] * 400) for k in range(3)]
-avg = MainsAverage(adcs[0].read_u16, adcs[1].read_u16, adcs[2].read_u16, clock)
+avg = MainsAverage(adcs[0].read_u16, adcs[1].read_u16, adcs[2].read_u16, clock, MAINS)
 
 
 def samples(avg, n):
@@ -144,8 +144,10 @@ print("ok" if h >= 0 else "ALLOCATED", h)
 """
 
 
-def test_reads_allocate_nothing_under_heap_lock():
-    out = run_micropython(_HEAP, path=[str(FIRMWARE), str(ROOT / "tests")])
+@pytest.mark.parametrize("mains_hz", [50, 60])
+def test_reads_allocate_nothing_under_heap_lock(mains_hz):
+    script = _HEAP.replace("MAINS)", f"{mains_hz})")
+    out = run_micropython(script, path=[str(FIRMWARE), str(ROOT / "tests")])
     assert out.split() == ["ok", str(1000 + 1001 + 1002)]
 
 
