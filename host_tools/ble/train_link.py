@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 from host_tools.ble import protocol
 from host_tools.ble.capture import Link, LinkError
+from host_tools.ble.control_link import REPLY_TIMEOUT_S, NoReply, command
 from host_tools.training import exercises
 
-REPLY_TIMEOUT_S = 5.0
 EXERCISE_KINDS = range(0x10, 0x20)
 
 
@@ -26,16 +26,10 @@ class TrainError(Exception):
 
 
 async def _command(link: Link, replies: asyncio.Queue, data: bytes) -> protocol.Reply:
-    await link.write(protocol.UUID_CONTROL, data)
     try:
-        while True:
-            reply = protocol.decode_reply(
-                await asyncio.wait_for(replies.get(), REPLY_TIMEOUT_S))
-            if reply.op == data[0]:
-                return reply
-    except asyncio.TimeoutError:
-        raise TrainError(f"the insole did not answer command 0x{data[0]:02x} within "
-                         f"{REPLY_TIMEOUT_S:g} s") from None
+        return await command(link, replies, data, REPLY_TIMEOUT_S)
+    except NoReply as exc:
+        raise TrainError(str(exc)) from None
 
 
 async def run_session(link: Link, mode: int, cfg: tuple[int, int, int],

@@ -30,6 +30,7 @@ COMMANDS = [
     ("sim", "host_tools.cli.sim"),
     ("scan", "host_tools.cli.scan"),
     ("pair", "host_tools.cli.pair"),
+    ("config", "host_tools.cli.config"),
     ("capture", "host_tools.cli.capture"),
     ("report", "host_tools.cli.report"),
     ("build", "host_tools.cli.build"),

@@ -85,6 +85,10 @@ def _ask_passkey() -> int | None:
         raise UsageError(str(exc)) from None
 
 
+class Failed(Exception):
+    """What went wrong on the way to the insole, in words for the user."""
+
+
 async def _bond(link) -> str:
     """Connect, secure, prove the bond by reading Status; what was bonded."""
     from host_tools.ble import protocol
@@ -95,9 +99,9 @@ async def _bond(link) -> str:
         await link.secure()
         status = protocol.decode_status(await link.read(protocol.UUID_STATUS))
     except LinkError as exc:
-        raise _Failed(str(exc)) from None
+        raise Failed(str(exc)) from None
     except protocol.ProtocolError as exc:
-        raise _Failed(f"the insole's Status is unreadable: {exc}") from None
+        raise Failed(f"the insole's Status is unreadable: {exc}") from None
     finally:
         with contextlib.suppress(Exception):
             await link.disconnect()
@@ -105,55 +109,64 @@ async def _bond(link) -> str:
     return f"{link.name or link.address} ({link.address}, {side})"
 
 
-class _Failed(Exception):
-    pass
-
-
-def run(args) -> int:
-    import logging
-
+def check_link_arguments(args) -> None:
+    """The --flash / --keystore / --vboard / --device combinations that make sense."""
     from host_tools.cli import UsageError
 
-    logging.getLogger("bumble").setLevel(logging.ERROR)  # its warnings are not for users
     if args.flash and not args.vboard:
         raise UsageError("--flash goes with --vboard")
     if args.keystore and not args.transport:
         raise UsageError("--keystore goes with --transport (bleak's bonds are the system's)")
     if args.vboard and args.device:
         raise UsageError("--vboard runs its own insole: leave out --device")
+
+
+def on_insole(args, work):
+    """Run ``await work(link)`` on the insole that args name (bleak, a bumble transport
+    or the virtual insole); returns (its result, where the bond is kept). Failed
+    becomes a UsageError: one line, exit status 2."""
+    import logging
+
+    from host_tools.cli import UsageError
+
+    logging.getLogger("bumble").setLevel(logging.ERROR)  # its warnings are not for users
+    check_link_arguments(args)
     try:
         if args.vboard:
-            what, where = asyncio.run(_pair_vboard(args))
-        elif args.transport:
+            return asyncio.run(_on_vboard(args, work))
+        if args.transport:
             passkey = args.passkey if args.passkey is not None else _ask_passkey()
-            what, where = asyncio.run(_pair_bumble(args, passkey))
-        else:
-            what, where = asyncio.run(_pair_bleak(args))
-    except _Failed as exc:
+            return asyncio.run(_on_bumble(args, passkey, work))
+        return asyncio.run(_on_bleak(args, work))
+    except Failed as exc:
         raise UsageError(str(exc)) from None
+
+
+def run(args) -> int:
+    what, where = on_insole(args, _bond)
     print(f"bonded with {what}; {where}")
     return 0
 
 
-async def _pair_bumble(args, passkey: int | None) -> tuple[str, str]:
+async def _on_bumble(args, passkey: int | None, work):
     from host_tools.ble.blelinks import BumbleLink, bumble_central, keystore_path
 
     store = Path(args.keystore) if args.keystore else keystore_path()
     try:
         device, transport = await bumble_central(args.transport, keystore=store)
     except Exception as exc:  # bumble raises many kinds for a missing/busy dongle
-        raise _Failed(f"cannot open bumble transport {args.transport!r}: {exc}") from None
+        raise Failed(f"cannot open bumble transport {args.transport!r}: {exc}") from None
     try:
         link = BumbleLink(device, target=args.device, transport=args.transport,
                           scan_timeout=args.scan_timeout, passkey=passkey)
-        what = await _bond(link)
+        what = await work(link)
     finally:
         with contextlib.suppress(Exception):
             await transport.close()
     return what, f"keys in {store}"
 
 
-async def _pair_bleak(args) -> tuple[str, str]:
+async def _on_bleak(args, work):
     from host_tools.ble.blelinks import BleakLink
 
     if args.passkey is not None:
@@ -161,10 +174,10 @@ async def _pair_bleak(args) -> tuple[str, str]:
     else:
         print("enter the insole's passkey when the system asks for it")
     link = BleakLink(want=args.device, scan_timeout=args.scan_timeout, passkey=args.passkey)
-    return await _bond(link), "the system keeps the bond"
+    return await work(link), "the system keeps the bond"
 
 
-async def _pair_vboard(args) -> tuple[str, str]:
+async def _on_vboard(args, work):
     from host_tools.ble.blelinks import BumbleLink
     from host_tools.vboard.insole import VirtualInsole
     from host_tools.vboard.radio import VirtualRadio
@@ -172,18 +185,18 @@ async def _pair_vboard(args) -> tuple[str, str]:
 
     trace = Path(args.vboard)
     if not trace.is_file():
-        raise _Failed(f"{trace}: no such trace file")
+        raise Failed(f"{trace}: no such trace file")
     radio = VirtualRadio()
     insole = VirtualInsole(str(trace), radio=radio, speed=1.0, flash_dir=args.flash)
     try:
         try:
             await insole.start()
         except VBoardError as exc:
-            raise _Failed(str(exc)) from None
+            raise Failed(str(exc)) from None
         passkey = args.passkey if args.passkey is not None else insole.passkey
         link = BumbleLink(await radio.central(), transport="virtual",
                           scan_timeout=args.scan_timeout, passkey=passkey)
-        what = await _bond(link)
+        what = await work(link)
         # the firmware's main loop writes the bond file soon after the keys came
         with contextlib.suppress(VBoardError):
             await insole.wait_stored(timeout=10)
