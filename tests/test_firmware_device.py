@@ -403,13 +403,17 @@ def test_status_counts_steps_uptime_battery():
 # ---- Control ----
 
 
-def test_commands_change_config_and_device():
-    trace = _synth(strides_ms=[1000] * 30)
-    dev, ble, fs = F.build(_flat(trace))
+def _walking_device(fs=None):
+    """A connected, bonded insole 12 s into a 30-step walk: (dev, ble, fs, steps)."""
+    dev, ble, fs = F.build(_flat(_synth(strides_ms=[1000] * 30)), fs=fs)
     _connect(ble, dev)
     dev.run(1200)
-    steps_before = dev.steps
-    assert steps_before > 5
+    assert dev.steps > 5
+    return dev, ble, fs, dev.steps
+
+
+def test_commands_change_config_and_device():
+    dev, ble, fs, steps_before = _walking_device()
     assert _command(ble, dev, HP.cmd_set_rate(200)).ok
     assert dev.sampler.rate_hz == 200 and dev.det.rate_hz == 200
     start = [e for e in _decode_all(ble.take(dev.ble.h_event)) if e.kind == "start"]
@@ -436,14 +440,10 @@ def test_commands_change_config_and_device():
 
 
 def test_set_mains_restarts_the_detector_on_the_new_mains_and_survives_a_reboot():
-    trace = _synth(strides_ms=[1000] * 30)
-    dev, ble, fs = F.build(_flat(trace))
-    _connect(ble, dev)
-    dev.run(1200)
-    steps_before = dev.steps
     import gait
 
-    assert steps_before > 5 and dev.det.mains_hz == 50
+    dev, ble, fs, steps_before = _walking_device()
+    assert dev.det.mains_hz == 50
     assert dev.det._st[gait._MAXLEN] == 8
     ble.take(dev.ble.h_event)
     assert _command(ble, dev, HP.cmd_set_mains(60)).ok
@@ -463,7 +463,7 @@ def test_set_mains_restarts_the_detector_on_the_new_mains_and_survives_a_reboot(
     dev.run(500)
     assert dev.steps > steps_before  # still walking
     # a reboot builds the detector on the saved mains
-    dev2, _, _ = F.build(_flat(trace), fs=fs)
+    dev2, _, _, _ = _walking_device(fs)
     assert dev2.cfg["mains_hz"] == 60 and dev2.det.mains_hz == 60
 
 

@@ -163,7 +163,9 @@ def _device_at(rate, samples, mains_hz=50):
     return dev
 
 
-def test_the_device_reads_four_times_per_sample_at_50_hz():
+@pytest.mark.parametrize("rate,mains_hz,gap_us", [(50, 50, 5000), (60, 50, 5000),
+                                                 (72, 60, 4166)])
+def test_the_device_reads_four_times_per_sample_up_to_6_5_of_mains(rate, mains_hz, gap_us):
     from array import array
 
     # read k of channel c returns 1000 c + 10 k: the sample must be their mean
@@ -172,15 +174,17 @@ def test_the_device_reads_four_times_per_sample_at_50_hz():
     for k in range(n):
         for c in range(3):
             samples[3 * k + c] = 1000 * (c + 1) + 10 * k
-    dev = _device_at(50, samples)
+    dev = _device_at(rate, samples, mains_hz)
     seen = []
     dev.det.feed = lambda h, a, f: seen.append((h, a, f)) or 0
     t0 = dev._clock.ticks_us()
     dev.sample()
-    assert dev._clock.ticks_diff(dev._clock.ticks_us(), t0) >= 15000
+    assert dev._clock.ticks_diff(dev._clock.ticks_us(), t0) >= 3 * gap_us
     dev.sample()
     assert seen == [(1015, 2015, 3015), (1055, 2055, 3055)]
-    assert type(dev._read_h.__self__).__name__ == "MainsAverage"
+    avg = dev._read_h.__self__
+    assert type(avg).__name__ == "MainsAverage" and avg._gap == gap_us
+    assert dev.det.mains_hz == mains_hz
 
 
 @pytest.mark.parametrize("rate,mains_hz", [(61, 50), (73, 60)])
@@ -196,25 +200,6 @@ def test_the_device_reads_once_per_sample_above_6_5_of_mains(rate, mains_hz):
     assert seen == [(1000, 2000, 3000), (1010, 2010, 3010)]
     assert dev._read_h == dev.adcs[0].read_u16
     assert dev.det.mains_hz == mains_hz
-
-
-def test_with_60_hz_mains_the_device_reads_four_times_up_to_72_hz():
-    from array import array
-
-    n = 40
-    samples = array("H", [0] * (3 * n))
-    for k in range(n):
-        for c in range(3):
-            samples[3 * k + c] = 1000 * (c + 1) + 10 * k
-    dev = _device_at(72, samples, 60)
-    seen = []
-    dev.det.feed = lambda h, a, f: seen.append((h, a, f)) or 0
-    t0 = dev._clock.ticks_us()
-    dev.sample()
-    assert dev._clock.ticks_diff(dev._clock.ticks_us(), t0) >= 3 * 4166
-    assert seen == [(1015, 2015, 3015)]
-    assert type(dev._read_h.__self__).__name__ == "MainsAverage"
-    assert dev._read_h.__self__._gap == 4166 and dev.det.mains_hz == 60
 
 
 _DEVICE_HEAP = """
