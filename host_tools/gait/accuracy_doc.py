@@ -166,9 +166,10 @@ regions against 12 raw noise levels instead of 16 changed none of these cells; 8
 250 Hz noise draw 1 at 50 Hz but failed 60 Hz noise draws 1 and 2 and 75 Hz noise
 draw 1 (97.9-98.9 % found, 1.9-2.4 % extra), so 16 stays. Four raw noise levels plus
 twelve of the noise the filter leaves (pickup the filter removes counting four times,
-random noise about sixteen) met 120 Hz draw 0 only: at 250 Hz the arch's span (about
-2000 counts then) is half the pickup's amplitude, and its rise does not show before the
-heel's.
+random noise about sixteen) met 120 Hz draw 0 of the seven cells, and 250 Hz noise draw
+1 still failed: at 250 Hz the arch's span (about 2000 counts then) is half the pickup's
+amplitude, and neither its load nor the forefoot's reaches the onset line before the
+heel's does.
 
 Recordings that score lowest (detected / reference / matched):
 
