@@ -162,7 +162,7 @@ wave's mean over a period drifts with the 0.2 Hz beat between 0 and half the pic
 amplitude (2000 counts), so the arch's rise is judged against its raw noise and the
 heel dates the contact. With every unloaded level raised 5000 counts above 0 (nothing
 clipped), 120 Hz draw 0 and 250 Hz draw 1 find 99.7 % with no extra step. Judging weak
-regions against 12 raw noise levels instead of 16 changed none of these cells; 8 met
+regions against 12 raw noise levels instead of 16 left every one of these cells unmet; 8 met
 250 Hz noise draw 1 at 50 Hz but failed 60 Hz noise draws 1 and 2 and 75 Hz noise
 draw 1 (97.9-98.9 % found, 1.9-2.4 % extra), so 16 stays. Four raw noise levels plus
 twelve of the noise the filter leaves (pickup the filter removes counting four times,
