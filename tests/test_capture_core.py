@@ -233,6 +233,7 @@ def test_sensor_faults_in_status_show_on_the_live_line_summary_and_session(tmp_p
     assert "!" in session.progress(width=40)  # the shortest forms still say so
     assert any("sensor faults reported: heel dead, fore noisy" in line
                for line in session.summary().splitlines())
+    assert "insole config --mains 60" in session.summary()  # what noisy may mean
     clean = _struct.pack("<BBHIIHHHBB", 2, 0, 100, 13, 31, 0, 0, 0, 190, 0)
     session._handle("status", clean, 0.1)
     assert "SENSOR" not in session.progress()

@@ -267,6 +267,15 @@ def test_sensor_faults_from_the_session_file_are_shown_in_text_and_html(
     assert "right insole" not in text
     page = write_html(rep, tmp_path / "report.html").read_text()
     assert "class='warn'>Sensor faults on the left insole during the walk: heel dead" in page
+    assert "mains" not in text  # a dead heel is no interference
+    # a noisy channel: what it may mean, and the setting where mains is 60 Hz
+    write_meta(meta_path, SessionMeta(side="left", firmware_version="test",
+                                      sample_rate_hz=RATE_HZ, sensor_faults=["arch noisy"]))
+    rep = build_report(tmp_path)
+    text = format_summary(rep)
+    assert "left insole during the walk: arch noisy" in text
+    assert "insole config --mains 60" in text
+    assert "insole config --mains 60" in write_html(rep, tmp_path / "report.html").read_text()
     # a clean walk says nothing about sensors
     write_meta(meta_path, SessionMeta(side="left", firmware_version="test", sample_rate_hz=RATE_HZ))
     assert "Sensor faults" not in format_summary(build_report(tmp_path))

@@ -200,6 +200,12 @@ CHANNELS = ("heel", "arch", "fore")
 FAULT_NAMES = ("ok", "dead", "saturated", "stuck", "noisy", "jumps")
 
 
+# what a "noisy" channel may mean, for the capture summary and the report
+NOISY_HINT = ("A noisy channel picks up interference: mains hum on the leads (where mains "
+              "is 60 Hz, set the insole to it: insole config --mains 60) or a loose "
+              "connection (docs/HARDWARE.md, \"Sample rate and mains pickup\").")
+
+
 def fault_name(code: int) -> str:
     return FAULT_NAMES[code] if code < len(FAULT_NAMES) else f"fault {code}"
 

@@ -453,10 +453,16 @@ def reference_lines(rep: Report) -> list[str]:
 
 
 def fault_lines(rep: Report) -> list[str]:
-    """One line per foot whose insole reported a sensor channel it cannot trust."""
-    return [f"Sensor faults on the {side} insole during the walk: {', '.join(f.sensor_faults)}"
-            " (steps and loads from those channels are less certain)"
-            for side, f in rep.feet.items() if f.sensor_faults]
+    """One line per foot whose insole reported a sensor channel it cannot trust, and
+    what a noisy one may mean."""
+    out = [f"Sensor faults on the {side} insole during the walk: {', '.join(f.sensor_faults)}"
+           " (steps and loads from those channels are less certain)"
+           for side, f in rep.feet.items() if f.sensor_faults]
+    if any(x.endswith(" noisy") for f in rep.feet.values() for x in f.sensor_faults):
+        from host_tools.ble.protocol import NOISY_HINT
+
+        out.append(NOISY_HINT)
+    return out
 
 
 def format_summary(rep: Report) -> str:
