@@ -2,11 +2,11 @@
 ``pytest --long`` (or INSOLE_LONG_TESTS=1), so ``make test`` stays short.
 
 Under CPython the firmware's lazy.py collects only the youngest generation when it
-drops a module: the full gc.collect() it makes for MicroPython, whose heap has no
-reference counts, frees nothing more under CPython (the dropped module goes with its
-last reference) and takes tens of ms in a test process that holds numpy, hypothesis
-and bumble, which was most of the Control fuzzing's time. Memory itself is measured
-under the micropython binary, where lazy.py runs unchanged."""
+drops a module. The full gc.collect() it makes is for MicroPython, where it returns the
+module's memory at once; CPython frees a dropped module's reference cycles in its own
+collections, and a full one after every command takes tens of ms in a test process that
+holds numpy, hypothesis and bumble (most of the Control fuzzing's time). Memory itself
+is measured under the micropython binary, where lazy.py runs unchanged."""
 
 from __future__ import annotations
 
