@@ -176,17 +176,23 @@ def _strikes_and_faults(
     return strikes, det.faults
 
 
+def clean_run(rate_hz: int, mains_hz: float = MAINS_HZ) -> tuple[int, list[float]]:
+    """The clean run every case is matched against: its length in samples, its strikes."""
+    clean = acquired(rate_hz, "clean", mains_hz=mains_hz)
+    strikes, _ = _strikes_and_faults(clean, rate_hz, setting(mains_hz))
+    return len(clean), strikes
+
+
 def run_case(
     rate_hz: int,
     case: str,
-    clean_strikes: list[float] | None = None,
+    clean: tuple[int, list[float]] | None = None,
     seed: int = 0,
     mains_hz: float = MAINS_HZ,
 ) -> CaseResult:
+    """One disturbed run against the clean one (clean_run(), made here when not given)."""
     mains = setting(mains_hz)
-    clean = acquired(rate_hz, "clean", mains_hz=mains_hz)
-    if clean_strikes is None:
-        clean_strikes, _ = _strikes_and_faults(clean, rate_hz, mains)
+    n_clean, clean_strikes = clean if clean is not None else clean_run(rate_hz, mains_hz)
     found, faults = _strikes_and_faults(
         acquired(rate_hz, case, seed, mains_hz=mains_hz), rate_hz, mains
     )
@@ -195,9 +201,9 @@ def run_case(
     pairs = evaluate.match(det, ref, FAULT_MATCH_MS if case in FAULT_CODES else MATCH_MS)
     n = max(len(ref), 1)
     errs = np.abs([det[i] - ref[j] for i, j in pairs]) if pairs else np.asarray([np.nan])
-    fault_ms = (len(clean) // 2) * 1000.0 / rate_hz
+    fault_ms = (n_clean // 2) * 1000.0 / rate_hz
     # a heel strike this close to the end cannot be seen without the heel
-    last_ms = (len(clean) - 1) * 1000.0 / rate_hz - FAULT_MATCH_MS
+    last_ms = (n_clean - 1) * 1000.0 / rate_hz - FAULT_MATCH_MS
     hit = {j for _, j in pairs}
     missed_late = sum(
         1 for j, t in enumerate(ref) if fault_ms + RECOVER_MS <= t <= last_ms and j not in hit
@@ -222,10 +228,9 @@ CASES = ("noise", "mains", "heel-saturated", "heel-stuck", "heel-dead")
 
 def _one(args: tuple[int, tuple[str, ...], tuple[int, ...], float]) -> list[CaseResult]:
     rate, cases, seeds, mains_hz = args
-    clean = acquired(rate, "clean", mains_hz=mains_hz)
-    strikes, _ = _strikes_and_faults(clean, rate, setting(mains_hz))
+    clean = clean_run(rate, mains_hz)
     return [
-        run_case(rate, case, strikes, seed, mains_hz)
+        run_case(rate, case, clean, seed, mains_hz)
         for case in cases
         for seed in (seeds if case in RANDOM_CASES else (0,))
     ]
