@@ -92,7 +92,7 @@ def test_a_refused_setting_stops_the_rest_and_says_what_was_set():
     todo = cmd_config.commands(Args)
     # mains comes after rate: the refusal leaves it unsent
     assert [w for w, _ in todo] == ["rate 300 Hz", "mains 60 Hz"]
-    Args.side, Args.rate = "left", 300
+    Args.side = "left"
     todo = cmd_config.commands(Args)
     link = RefusingInsole()
     done: list[str] = []
