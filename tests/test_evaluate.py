@@ -117,8 +117,9 @@ def test_pdb_conversion_scale_and_clip():
     ]
 
 
-def test_pdb_onsets_are_interpolated_after_a_quiet_spell():
+def test_pdb_onsets_are_interpolated_on_the_rise_out_of_each_swing():
     total = np.zeros(400)
+    total[:40] = 300.0  # the recording starts in a stance
     total[100:160] = 300.0  # a 0.6 s stance at 100 Hz
     total[99] = 10.0
     total[250:300] = 300.0
@@ -128,6 +129,34 @@ def test_pdb_onsets_are_interpolated_after_a_quiet_spell():
     assert len(onsets) == 2
     assert abs(onsets[0] - (990 + 10 * 10 / 290)) < 1e-6
     assert abs(onsets[1] - (2490 + 10 * 20 / 300)) < 1e-6
+
+
+def test_pdb_a_shallow_swing_beside_a_deep_one_is_a_swing_and_a_dip_in_stance_is_not():
+    # stances of 800 N; the swings alternate between 0 N and 50 N (the foot drags a
+    # sensor); one stance dips to 300 N half-way through
+    x = np.zeros(1200)
+    starts = list(range(100, 1100, 100))
+    for k, start in enumerate(starts):
+        x[start : start + 60] = 800.0
+        if k % 2:
+            x[start - 40 : start] = 50.0
+    x[530:535] = 300.0
+    onsets = physionet.pdb_onsets_ms(x, 100)
+    # each rise crosses its own swing's lowest value + 20 N: 20/800 of the way up from
+    # 0 N, 20/750 from 50 N; the first stance has no stance before it
+    want = [(s - 1 + (20 / 800 if k % 2 == 0 else 20 / 750)) * 10.0
+            for k, s in enumerate(starts)][1:]
+    np.testing.assert_allclose(onsets, want)
+
+
+def test_pdb_quiet_standing_before_the_walk_holds_no_contact():
+    # standing on both feet (350 N, sway of 15 N) for 3 s, then steps of 700 N
+    t = np.arange(700)
+    x = np.where(t < 300, 350.0 + 15.0 * np.sin(t / 7.0), 0.0)
+    for start in (400, 510, 620):
+        x[start : start + 60] = 700.0
+    onsets = physionet.pdb_onsets_ms(x, 100)
+    np.testing.assert_allclose(onsets, [(s - 1 + 20 / 700) * 10.0 for s in (400, 510, 620)])
 
 
 def _right_foot(strikes_ms, rate_hz=100, stance_ms=600, skip=()):
@@ -176,11 +205,26 @@ def test_ndd_right_reference_keeps_the_prediction_where_no_rise_is_near():
     np.testing.assert_allclose(np.delete(ref, 6), others, atol=10.0)
 
 
+def test_ndd_right_reference_takes_the_rise_after_a_spike_in_late_swing():
+    # a one-sample spike to stance level 80 ms before each contact, back in the air
+    # after it (control5's right FSR from 262 s on): the strike is the rise, not the spike
+    strides = [1100.0] + list(np.diff(STRIKES))
+    counts = _right_foot(STRIKES)
+    for t in STRIKES:
+        counts[int(t / 10) - 8] = 30000
+    ref = physionet.ndd_reference(_ts(strides, 0.95), "right", counts, 100)
+    np.testing.assert_allclose(ref, np.asarray(STRIKES) - 10.0, atol=10.0)
+    # taking every spell above the line as a rise puts the strikes on the spikes
+    spikes = physionet._crossing_times_ms(counts, 100, 0.15, hold_s=0.0) - 10.0
+    np.testing.assert_allclose(spikes[: len(STRIKES)], np.asarray(STRIKES) - 90.0, atol=10.0)
+
+
 def test_pdb_onsets_skip_a_one_sample_spike_in_the_air():
-    # swing at 0 N, a 28 N one-sample spike 300 ms before each stance of 600 N
+    # swing at 0 N, a 150 N one-sample spike 300 ms before each stance of 600 N
     x = np.zeros(600)
+    x[:30] = 600.0
     for start in (100, 250, 400):
-        x[start - 30] = 28.0
+        x[start - 30] = 150.0
         x[start : start + 60] = 600.0
     onsets = physionet.pdb_onsets_ms(x, 100)
     np.testing.assert_allclose(onsets, [(s - 1 + 20 / 600) * 10.0 for s in (100, 250, 400)])

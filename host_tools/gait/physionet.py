@@ -99,11 +99,26 @@ def ndd_group(record: str) -> str:
     raise ValueError(f"unknown gaitndd record {record!r}")
 
 
-def _crossing_times_ms(counts: np.ndarray, rate_hz: int, frac: float) -> np.ndarray:
+def _spikes_as_below(below: np.ndarray, hold: int) -> np.ndarray:
+    """``below`` with every spell above shorter than ``hold`` samples counted as below."""
+    below = below.copy()
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], below.astype(np.int8), [1]])))
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        if b - a < hold:
+            below[a:b] = True
+    return below
+
+
+def _crossing_times_ms(
+    counts: np.ndarray, rate_hz: int, frac: float, hold_s: float = 0.1
+) -> np.ndarray:
     """Offline rising crossings of ``frac`` of the local range (min..max over 3 s around).
 
     The local range follows slow baseline drift. A crossing counts only after the signal
-    spent 100 ms below the level, so ripples on a rising edge count once.
+    spent 100 ms below the level, so ripples on a rising edge count once, and only when
+    the signal then stays above it for ``hold_s``: a spell above the level that is
+    shorter (a one-sample spike in late swing, as control5's right FSR has before each
+    contact from 262 s on) counts as below, so the rise after it is the crossing.
     """
     x = np.asarray(counts, dtype=float)
     half = int(1.5 * rate_hz)
@@ -111,7 +126,7 @@ def _crossing_times_ms(counts: np.ndarray, rate_hz: int, frac: float) -> np.ndar
     win = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1)[: len(x)]
     lo, hi = win.min(axis=1), win.max(axis=1)
     level = lo + frac * (hi - lo)
-    below = x < level
+    below = _spikes_as_below(x < level, max(1, int(round(hold_s * rate_hz))))
     quiet = max(1, rate_hz // 10)
     run = np.zeros(len(x), dtype=int)
     for i in range(1, len(x)):
@@ -144,7 +159,7 @@ def ndd_reference(ts: np.ndarray, side: str, counts: np.ndarray, rate_hz: int) -
     # The row holding a stride is not always the row of the strike that ends it:
     # try the pairings one or two rows apart and keep the one the signal agrees with.
     best, best_cost = None, np.inf
-    for shift in (-2, -1, 0, 1, 2):
+    for shift in (0, -1, 1, -2, 2):  # on a tie, the pairing as the file gives it
         lo = max(1, 1 + shift)
         steps = strides[lo : len(strides) + min(0, shift)]
         rel = np.concatenate([[0.0], np.cumsum(steps)])
@@ -258,40 +273,56 @@ def pdb_onsets_ms(
     level_n: float = 20.0,
     floor_s: float = 2.0,
     hold_s: float = 0.1,
+    swing_frac: float = 0.1,
+    range_s: float = 1.5,
+    stance_n: float = 100.0,
 ) -> np.ndarray:
-    """Reference contacts: total force rising through ``level_n`` above a running swing floor.
+    """Reference contacts: the total force's rise out of each swing.
 
-    The floor is the lowest total force of the last ``floor_s`` seconds (this sample
-    included), so a sensor offset that keeps the total above a fixed line during swing
-    does not merge steps, and a rise is judged against the swing that came before it.
-    Until ``floor_s`` of history exist, the floor is the lowest force of the first
-    ``floor_s`` (the walks start with quiet standing, whose sway is not a swing). A rise
-    counts after at least 100 ms below the level, and only when the force then stays at
-    or above the level for ``hold_s``: a spell above it that is shorter (a one-sample
-    spike of one sensor in the air) is not a contact and counts as below. The time is
-    interpolated between the two samples around the rise.
+    A swing is a spell of at least 100 ms below the swing line: ``level_n`` or
+    ``swing_frac`` of the local range, whichever is more, above the floor. The floor is
+    the lowest force within ``floor_s`` either side, the range runs from it to the
+    highest force within ``range_s`` either side; so a swing is judged against the
+    stances around it, and a swing that stays at 50 N (a sensor offset, a toe that drags)
+    is still one when a deeper swing nearby sets the floor near 0. A spell above the line
+    shorter than ``hold_s`` (a one-sample spike of one sensor in the air) counts as
+    below. A swing must come after a stance: within the second before it, the force was at
+    least ``stance_n`` above the swing's lowest value (quiet standing at the start of a
+    walk, or one from the recording's first sample, is not a swing). The contact is where
+    the force last rises through ``level_n`` above that swing's own lowest value on its way
+    into the stance, interpolated between the two samples around the rise.
     """
     x = np.asarray(total_n, dtype=float)
-    span = max(1, int(floor_s * rate_hz))
-    pad = np.concatenate([np.full(span - 1, x[:span].min() if len(x) else 0.0), x])
-    floor = np.lib.stride_tricks.sliding_window_view(pad, span).min(axis=1)
-    level = floor + level_n
-    below = x < level
-    # a spell above the level shorter than hold_s is a spike: it counts as below
-    hold = max(1, int(round(hold_s * rate_hz)))
-    edges = np.flatnonzero(np.diff(np.concatenate([[1], below.astype(np.int8), [1]])))
-    for a, b in zip(edges[::2], edges[1::2], strict=True):
-        if b - a < hold:
-            below[a:b] = True
+    n = len(x)
+    if n == 0:
+        return np.zeros(0)
+
+    def around(fn, half: int) -> np.ndarray:
+        padded = np.pad(x, half, mode="edge")
+        return fn(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
+
+    floor = around(np.min, max(1, int(floor_s * rate_hz)))
+    top = around(np.max, max(1, int(range_s * rate_hz)))
+    swing_line = floor + np.maximum(level_n, swing_frac * (top - floor))
+    below = _spikes_as_below(x < swing_line, max(1, int(round(hold_s * rate_hz))))
+    runs = np.flatnonzero(np.diff(np.concatenate([[0], below.astype(np.int8), [0]])))
     out = []
-    min_gap = max(1, rate_hz // 10)
-    run = 0
-    for i in range(1, len(x)):
-        run = run + 1 if below[i - 1] else 0
-        if below[i - 1] and not below[i] and run >= min_gap:
-            a, b = x[i - 1] - level[i - 1], x[i] - level[i]
-            frac = -a / (b - a) if b != a else 0.0
-            out.append((i - 1 + frac) * 1000.0 / rate_hz)
+    for a, b in zip(runs[::2], runs[1::2], strict=True):
+        if b >= n or b - a < max(1, rate_hz // 10) or a == 0:
+            continue  # the walk ends in it, too short for a swing, or no start seen
+        low = x[a:b].min()
+        if x[max(0, a - rate_hz) : a].max() < low + stance_n:
+            continue  # no stance before it: quiet standing
+        line = low + level_n
+        j = b
+        while j < n and x[j] < line:
+            j += 1
+        if j == n:
+            continue
+        while x[j - 1] >= line:
+            j -= 1
+        lo, hi = x[j - 1] - line, x[j] - line
+        out.append((j - 1 - lo / (hi - lo)) * 1000.0 / rate_hz)
     return np.asarray(out)
 
 
