@@ -201,8 +201,8 @@ is rebuilt from stride intervals, so it can sit beside the rise it belongs to.
   slope at the onset line meets the baseline) moves more left-foot strikes away from the
   authors' times than it brings in (left feet 98.96-99.58 % against 99.75 %).
 - gaitpdb: its reference now judges a swing against the stances around it (2026-12-02,
-  below); before, its precision stood at 99.10 %. Of the 173
-  reference contacts missed since, 62 have a detection 150-500 ms away (43 of them late:
+  below); before, its precision stood at 99.10 %. Of the 173 reference contacts missed
+  since, 62 have a detection 150-500 ms away (43 of them late:
   a slow loading that the three insole regions see after the eight-sensor total does)
   and 111 have none within 500 ms; 19 of the 93 extra detections are in two feet whose
   three emulated sensors carry little load (GaPt07_01-left, GaCo13_10-left).
@@ -237,8 +237,8 @@ spike is no crossing), 10 ms earlier (the relation column 1 has to the left sign
 when one lies within 100 ms of the prediction, or when it is the next rise within a
 third of the median stride (35 %) of it: a prediction that stood there would sit on a
 foot already loaded, as in als4 and park8, whose `.ts` strides are off by 100-300 ms
-here and there. Otherwise the prediction stands, and after two such misses the chain re-
-anchors on the nearest crossing. The stride pairing (the same row or one or two apart)
+here and there. Otherwise the prediction stands, and after two such misses the chain
+re-anchors on the nearest crossing. The stride pairing (the same row or one or two apart)
 is the one the signal agrees with (on a tie, the same row). The authors' strides decide
 which rises are strikes; the signal gives their times. Where the right foot's gait is
 irregular (double humps, long pauses) this reconstruction is itself uncertain, which is
