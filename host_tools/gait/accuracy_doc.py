@@ -202,10 +202,11 @@ is rebuilt from stride intervals, so it can sit beside the rise it belongs to.
   authors' times than it brings in (left feet 98.96-99.58 % against 99.75 %).
 - gaitpdb: its reference now judges a swing against the stances around it (2026-12-02,
   below); before, its precision stood at 99.10 %. Of the 173 reference contacts missed
-  since, 62 have a detection 150-500 ms away (43 of them late:
-  a slow loading that the three insole regions see after the eight-sensor total does)
-  and 111 have none within 500 ms; 19 of the 93 extra detections are in two feet whose
-  three emulated sensors carry little load (GaPt07_01-left, GaCo13_10-left).
+  since, 62 have an unmatched detection 150-500 ms away (43 of them late: a slow loading
+  that the three insole regions see after the eight-sensor total does); 98 have no
+  detection within 500 ms, 83 of those between two detections more than 1.6 median
+  strides apart (two steps taken for one); 19 of the 93 extra detections are in two feet
+  whose three emulated sensors carry little load (GaPt07_01-left, GaCo13_10-left).
 
 ## Method
 
