@@ -814,8 +814,7 @@ class InsoleSession:
         if self.faults_seen:
             lines.append(f"  sensor faults reported: {', '.join(self.faults_seen)}"
                          " (steps timed by those channels are less certain)")
-            if any(x.endswith(" noisy") for x in self.faults_seen):
-                lines.append(f"  {protocol.NOISY_HINT}")
+            lines.extend(f"  {hint}" for hint in protocol.fault_hints(self.faults_seen))
         if s.reconnects:
             lines.append(f"  reconnects: {s.reconnects}")
         if s.backfilled:

@@ -7,6 +7,7 @@ device. Both are checked against the same byte vectors in tests/vectors/protocol
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 UUID_SERVICE = "f1fe0001-e1fa-4b38-8a41-0e11dc80f5eb"
@@ -204,6 +205,12 @@ FAULT_NAMES = ("ok", "dead", "saturated", "stuck", "noisy", "jumps")
 NOISY_HINT = ("A noisy channel picks up interference: mains hum on the leads (where mains "
               "is 60 Hz, set the insole to it: insole config --mains 60) or a loose "
               "connection (docs/HARDWARE.md, \"Sample rate and mains pickup\").")
+
+
+def fault_hints(faults: Iterable[str]) -> list[str]:
+    """What the reported faults ('heel dead', 'arch noisy', ...) may mean: NOISY_HINT
+    when a channel was noisy, else nothing."""
+    return [NOISY_HINT] if any(f.endswith(" noisy") for f in faults) else []
 
 
 def fault_name(code: int) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from host_tools.ble.protocol import fault_hints
 from host_tools.ble.steplog import SIDES, LogProblem, StepRow, log_paths, read_meta, read_steplog
 from host_tools.common import safeio
 
@@ -458,11 +459,7 @@ def fault_lines(rep: Report) -> list[str]:
     out = [f"Sensor faults on the {side} insole during the walk: {', '.join(f.sensor_faults)}"
            " (steps and loads from those channels are less certain)"
            for side, f in rep.feet.items() if f.sensor_faults]
-    if any(x.endswith(" noisy") for f in rep.feet.values() for x in f.sensor_faults):
-        from host_tools.ble.protocol import NOISY_HINT
-
-        out.append(NOISY_HINT)
-    return out
+    return out + fault_hints(x for f in rep.feet.values() for x in f.sensor_faults)
 
 
 def format_summary(rep: Report) -> str:
