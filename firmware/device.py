@@ -138,6 +138,7 @@ class Insole:
     _read_h: Any
     _read_a: Any
     _read_f: Any
+    _mains: Any
     _store: Any
     _log: Any
     _clock: Any
@@ -600,9 +601,12 @@ class Insole:
             flags |= _STATUS_ENCRYPTED
         if self.journal is not None and self.journal.dropped:
             flags |= _STATUS_JOURNAL_DROPPED
+        faults = getattr(self.det, "faults", 0)
+        if self._mains is not None:
+            faults = self._mains.faults(faults)  # hum at the other mains frequency
         P.pack_status(self._status, flags, self.sampler.rate_hz, self.steps,
                       self.sampler.uptime_s, self.sampler.overruns, self.lost,
-                      getattr(self.det, "faults", 0), self._battery_mv, self.buffered())
+                      faults, self._battery_mv, self.buffered())
         self.ble.publish(self.ble.h_status, self._status)
 
     # ---- Running Speed and Cadence (a step's part: _events) ----

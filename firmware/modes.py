@@ -36,6 +36,7 @@ _ERR_OK = const(0x00)
 _MODE_SLOW_WALK = const(4)
 _MODE_WALK = const(0)
 _MAINS_UP_TO_PER_5 = const(6)  # mains.py: rates to 6/5 of mains average four reads
+_MAINS_US = const(60)  # Hz: the higher mains frequency (config.py)
 _EVENT_SIZE = const(20)
 _REPLY_MAX = const(20)
 _RSC_SIZE = const(10)
@@ -74,6 +75,7 @@ def setup(dev, adcs, ble, store, cfg, log, clock, uid_suffix, board_name, batter
     dev._read_h = adcs[0].read_u16
     dev._read_a = adcs[1].read_u16
     dev._read_f = adcs[2].read_u16
+    dev._mains = None  # the reads' hum check (mains.py) where they average
     dev.ble = ble
     dev._store = store
     dev.cfg = cfg
@@ -171,11 +173,18 @@ def _emit_start(dev, skipped_seq=0, skipped_steps=0):
 
 
 def averages(cfg):
-    """True when a sample at cfg's rate is the mean of four reads over one mains
-    period (mains.py): rates up to 6/5 of the mains frequency, 60 Hz where mains is
-    50 Hz and 72 Hz where it is 60 Hz, at which the pre-filter could not span whole
-    periods within its longest length."""
-    return cfg["rate_hz"] * 5 <= cfg["mains_hz"] * _MAINS_UP_TO_PER_5
+    """The mains frequency whose quarter periods space a sample's four reads at cfg's
+    rate (mains.py), or 0 for one read per sample: cfg's own up to 6/5 of it (60 Hz
+    where mains is 50 Hz, 72 Hz where it is 60 Hz), at which the pre-filter could not
+    span whole periods within its longest length; and 60 Hz from there to 72 Hz
+    whatever the setting, where a 50 Hz period does not fit in a sample and 60 Hz hum
+    (an insole left at 50 Hz) would alias into the gait's band."""
+    rate5 = cfg["rate_hz"] * 5
+    if rate5 <= cfg["mains_hz"] * _MAINS_UP_TO_PER_5:
+        return cfg["mains_hz"]
+    if rate5 <= _MAINS_US * _MAINS_UP_TO_PER_5:
+        return _MAINS_US
+    return 0
 
 
 def _new_detector(dev):
@@ -291,7 +300,9 @@ def bind_reads(dev):
     module is dropped from sys.modules at once (its code stays only while the reads
     use it)."""
     adcs = dev.adcs
-    if not averages(dev.cfg):
+    hz = averages(dev.cfg)
+    dev._mains = None
+    if not hz:
         dev._read_h = adcs[0].read_u16
         dev._read_a = adcs[1].read_u16
         dev._read_f = adcs[2].read_u16
@@ -299,10 +310,11 @@ def bind_reads(dev):
     mod, added = lazy.load("mains")
     try:
         avg = mod.MainsAverage(adcs[0].read_u16, adcs[1].read_u16, adcs[2].read_u16,
-                               dev._clock, dev.cfg["mains_hz"])
+                               dev._clock, hz, dev.cfg["rate_hz"])
     finally:
         mod = None
         lazy.drop(added)
+    dev._mains = avg.check  # its hum check, for Status (device._update_status)
     dev._read_h = avg.heel
     dev._read_a = avg.arch
     dev._read_f = avg.fore

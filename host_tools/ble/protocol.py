@@ -198,7 +198,7 @@ class OtherEvent:
 
 # Status `faults`: one 4-bit code per channel (heel bits 0-3, arch 4-7, forefoot 8-11)
 CHANNELS = ("heel", "arch", "fore")
-FAULT_NAMES = ("ok", "dead", "saturated", "stuck", "noisy", "jumps")
+FAULT_NAMES = ("ok", "dead", "saturated", "stuck", "noisy", "jumps", "wrong-mains")
 
 
 # what a "noisy" channel may mean, for the capture summary and the report
@@ -207,10 +207,22 @@ NOISY_HINT = ("A noisy channel picks up interference: mains hum on the leads (wh
               "connection (docs/HARDWARE.md, \"Sample rate and mains pickup\").")
 
 
+# what "wrong-mains" means (firmware/mains.py), for the same places
+WRONG_MAINS_HINT = ("Wrong mains: the leads pick up hum at the mains frequency the insole "
+                    "is not set to, which costs steps at this sample rate. Set it to the "
+                    "local one: insole config --mains 60 (or 50).")
+
+
 def fault_hints(faults: Iterable[str]) -> list[str]:
     """What the reported faults ('heel dead', 'arch noisy', ...) may mean: NOISY_HINT
-    when a channel was noisy, else nothing."""
-    return [NOISY_HINT] if any(f.endswith(" noisy") for f in faults) else []
+    when a channel was noisy, WRONG_MAINS_HINT when one said wrong mains."""
+    faults = list(faults)
+    hints = []
+    if any(f.endswith(" noisy") for f in faults):
+        hints.append(NOISY_HINT)
+    if any(f.endswith(" wrong-mains") for f in faults):
+        hints.append(WRONG_MAINS_HINT)
+    return hints
 
 
 def fault_name(code: int) -> str:

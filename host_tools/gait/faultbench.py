@@ -8,14 +8,19 @@ resampled to each rate, and run clean and with one disturbance at a time:
   per channel, with the mains frequency 0.2 Hz off nominal so that it does not alias
   to a constant at 50 or 100 Hz (``--mains-hz 60.2``: 60 Hz mains, the insole set to
   it with SET_MAINS);
+- ``wrong-mains``: the same pickup at the other mains frequency (60.2 Hz, or 50.2 Hz
+  with ``--mains-hz 60.2``), the insole left at its setting;
 - ``heel-saturated`` / ``heel-stuck`` / ``heel-dead``: half-way through, the heel reads
   full scale, holds the value it had, or reads 0 for the rest of the walk.
 
 The insole's acquisition is modelled: each ADC read is clipped to 0..65535, and at
-rates up to 6/5 of the mains frequency (60 Hz for 50 Hz mains, 72 Hz for 60) a sample
-is the mean of four reads a quarter of a mains period apart (firmware/mains.py), each
-read with its own noise and the pickup at its own time. The detector and the reads are
-set to the mains frequency nearest the pickup's (50 or 60 Hz: the config's mains_hz).
+rates up to 6/5 of the mains frequency (60 Hz for 50 Hz mains, 72 Hz for 60), and with
+60 Hz spacing up to 72 Hz whatever the setting, a sample is the mean of four reads a
+quarter of a mains period apart (firmware/mains.py, modes.averages()), each read with
+its own noise and the pickup at its own time; those reads also feed the insole's hum
+check (mains.py MainsCheck), whose verdict joins the detector's ``faults`` as Status
+carries them. The detector and the reads are set to the mains frequency nearest the
+``mains`` pickup's (50 or 60 Hz: the config's mains_hz).
 
 Noise and pickup are random: each is run with several draws (SEEDS: the noise, and the
 pickup's phase per channel), each draw a row of its own.
@@ -25,7 +30,9 @@ Targets: >= 98 % of the clean run's steps found and <= 2 % extra; for noise the 
 strikes within 60 ms; for a faulty heel (which cannot date the contact it no longer
 sees) steps are counted, every clean step from 2 s after the fault on is found (but
 for one whose arch and forefoot would load after the recording ends), and
-the detector's ``faults`` word names the heel's fault.
+the detector's ``faults`` word names the heel's fault. No case but ``wrong-mains`` may
+report a wrong mains setting (code 6); ``wrong-mains`` meets the targets, or reports it
+on a channel: a setting that loses steps is never silent.
 """
 
 from __future__ import annotations
@@ -52,12 +59,14 @@ FOUND_MIN = 98.0
 EXTRA_MAX = 2.0
 FAULT_CODES = {"heel-saturated": 2, "heel-stuck": 3, "heel-dead": 1}
 SEEDS = (0, 1, 2)  # draws of the random disturbances (noise, pickup phases)
-RANDOM_CASES = ("noise", "mains")
+RANDOM_CASES = ("noise", "mains", "wrong-mains")
+WRONG_MAINS = 6  # Status fault code (firmware/mains.py _F_MAINS)
 
 
 # firmware/mains.py (and modes.averages): four reads over one mains period per sample
 AVERAGE_READS = 4
 AVERAGE_UP_TO_PER_5 = 6
+MAINS_SETTINGS = (50, 60)
 
 
 def setting(pickup_hz: float) -> int:
@@ -65,9 +74,26 @@ def setting(pickup_hz: float) -> int:
     return 60 if pickup_hz >= 55.0 else 50
 
 
+def other_mains(pickup_hz: float) -> float:
+    """Pickup at the other mains frequency, as far off nominal (60.2 for 50.2)."""
+    return pickup_hz + (10.0 if setting(pickup_hz) == 50 else -10.0)
+
+
 def average_up_to_hz(mains: int) -> int:
-    """Highest rate whose samples average four reads (firmware/modes.py averages())."""
+    """Highest rate whose samples average four reads spaced for this mains frequency
+    (firmware/modes.py averages())."""
     return mains * AVERAGE_UP_TO_PER_5 // 5
+
+
+def read_hz(rate_hz: int, mains: int) -> int:
+    """The mains frequency whose quarter periods space the four reads of a sample at
+    this rate and setting, 0 for one read (firmware/modes.py averages()): the setting
+    up to 6/5 of it, then 60 Hz up to 72 Hz."""
+    if rate_hz <= average_up_to_hz(mains):
+        return mains
+    if rate_hz <= average_up_to_hz(MAINS_SETTINGS[-1]):
+        return MAINS_SETTINGS[-1]
+    return 0
 
 
 def read_gap_s(mains: int) -> float:
@@ -97,21 +123,22 @@ def disturb(
     seed: int = 0,
     read: int = 0,
     mains_hz: float = MAINS_HZ,
+    gap_s: float = 0.0,
 ) -> np.ndarray:
     """One ADC read per sample of `clean` under `case`; read k of a sample is taken
-    k x read_gap_s() after its tick (its own noise, the pickup at its own time)."""
+    k x gap_s after its tick (its own noise, the pickup at its own time)."""
     rng = np.random.default_rng(seed)
-    gap_s = read_gap_s(setting(mains_hz))
     x = clean.astype(float)
     half = len(x) // 2
     if case == "noise":
         if read:
             rng = np.random.default_rng([seed, read])
         x = x + rng.normal(0.0, NOISE_SD, x.shape)
-    elif case == "mains":
+    elif case in ("mains", "wrong-mains"):
+        hz = mains_hz if case == "mains" else other_mains(mains_hz)
         t = np.arange(len(x)) / rate_hz + read * gap_s
         phase = rng.uniform(0, 2 * np.pi, 3)
-        x = x + MAINS_AMP * np.sin(2 * np.pi * mains_hz * t[:, None] + phase[None, :])
+        x = x + MAINS_AMP * np.sin(2 * np.pi * hz * t[:, None] + phase[None, :])
     elif case == "heel-saturated":
         x[half:, 0] = 65535
     elif case == "heel-stuck":
@@ -123,6 +150,26 @@ def disturb(
     return np.clip(np.round(x), 0, 65535).astype(np.int64)
 
 
+def acquired_reads(
+    rate_hz: int,
+    case: str,
+    seed: int = 0,
+    seconds: float = LOOP_S,
+    mains_hz: float = MAINS_HZ,
+) -> np.ndarray:
+    """The ADC reads the insole takes of the looped walk under `case`: reads x samples
+    x channels (one read per sample, or four: firmware/modes.py averages())."""
+    hz = read_hz(rate_hz, setting(mains_hz))
+    gap = read_gap_s(hz) if hz else 0.0
+    return np.stack([
+        disturb(
+            looped_walk(rate_hz, seconds, offset_s=k * gap),
+            rate_hz, case, seed, read=k, mains_hz=mains_hz, gap_s=gap,
+        )
+        for k in range(AVERAGE_READS if hz else 1)
+    ])
+
+
 def acquired(
     rate_hz: int,
     case: str,
@@ -131,16 +178,25 @@ def acquired(
     mains_hz: float = MAINS_HZ,
 ) -> np.ndarray:
     """The samples the insole takes of the looped walk under `case`."""
-    mains = setting(mains_hz)
-    reads = AVERAGE_READS if rate_hz <= average_up_to_hz(mains) else 1
-    total = sum(
-        disturb(
-            looped_walk(rate_hz, seconds, offset_s=k * read_gap_s(mains)),
-            rate_hz, case, seed, read=k, mains_hz=mains_hz,
-        )
-        for k in range(reads)
-    )
-    return total // reads
+    reads = acquired_reads(rate_hz, case, seed, seconds, mains_hz)
+    return reads.sum(axis=0) // len(reads)
+
+
+def hum_check(reads: np.ndarray, rate_hz: int, mains: int):
+    """firmware/mains.py's MainsCheck, fed the reads (acquired_reads()) as the insole
+    feeds it; None where the samples take one read (there is no check)."""
+    hz = read_hz(rate_hz, mains)
+    if len(reads) == 1 or not hz:
+        return None
+    mod = engine.load_firmware_module("mains")
+    check = mod.MainsCheck(rate_hz, round(read_gap_s(hz) * 1e6))
+    q = (reads[0] - reads[1] + reads[2] - reads[3]).tolist()
+    m = (reads.sum(axis=0) >> 2).tolist()
+    ok = ((reads.min(axis=0) > mod._LOW) & (reads.max(axis=0) < mod._HIGH)).tolist()
+    for qs, ms, oks in zip(q, m, ok, strict=True):
+        for c in range(3):
+            check.sample(c, qs[c], ms[c], oks[c])
+    return check
 
 
 @dataclass
@@ -158,6 +214,10 @@ class CaseResult:
     @property
     def met(self) -> bool:
         ok = self.found_pct >= FOUND_MIN and self.extra_pct <= EXTRA_MAX
+        wrong = any((self.faults >> (4 * c)) & 0xF == WRONG_MAINS for c in range(3))
+        if self.case == "wrong-mains":
+            return ok or wrong  # harmless, or never silent
+        ok = ok and not wrong  # hum at the setting's own frequency is no wrong setting
         if self.case in FAULT_CODES:
             ok = ok and self.missed_after_recovery == 0
             ok = ok and (self.faults & 0xF) == FAULT_CODES[self.case]
@@ -190,12 +250,15 @@ def run_case(
     seed: int = 0,
     mains_hz: float = MAINS_HZ,
 ) -> CaseResult:
-    """One disturbed run against the clean one (clean_run(), made here when not given)."""
+    """One disturbed run against the clean one (clean_run(), made here when not given).
+    `faults` is the word Status would carry: the detector's, with the hum check's."""
     mains = setting(mains_hz)
     n_clean, clean_strikes = clean if clean is not None else clean_run(rate_hz, mains_hz)
-    found, faults = _strikes_and_faults(
-        acquired(rate_hz, case, seed, mains_hz=mains_hz), rate_hz, mains
-    )
+    reads = acquired_reads(rate_hz, case, seed, mains_hz=mains_hz)
+    found, faults = _strikes_and_faults(reads.sum(axis=0) // len(reads), rate_hz, mains)
+    check = hum_check(reads, rate_hz, mains)
+    if check is not None:
+        faults = check.faults(faults)
     ref = np.asarray(clean_strikes)
     det = np.asarray(found)
     pairs = evaluate.match(det, ref, FAULT_MATCH_MS if case in FAULT_CODES else MATCH_MS)
@@ -223,7 +286,7 @@ def run_case(
     )
 
 
-CASES = ("noise", "mains", "heel-saturated", "heel-stuck", "heel-dead")
+CASES = ("noise", "mains", "wrong-mains", "heel-saturated", "heel-stuck", "heel-dead")
 
 
 def _one(args: tuple[int, tuple[str, ...], tuple[int, ...], float]) -> list[CaseResult]:
