@@ -26,7 +26,8 @@
 # counts for a clean walk, and the hum's size for the other frequency: above
 # _FLAG_ON the channel's Status code says so ("wrong mains").
 #
-# Hot path: heel() allocates nothing (sums of four 16-bit reads are small ints).
+# Hot path: heel() allocates nothing (sums of four 16-bit reads are small ints), and
+# the check of a sample runs in the next one's first wait between reads, not after them.
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -137,6 +138,9 @@ class MainsAverage:
         # phase error: what pickup leaves of it is far below the ADC's noise)
         self._gap = _PERIOD_US_X_HZ // (mains_hz * _READS)
         self.check = MainsCheck(rate_hz, self._gap)
+        # the last sample's q, mean and ok per channel, for the check to take in the
+        # next sample's first wait (a mean of -1 says there is none yet)
+        self._last = array("i", [0, -1, 0, 0, -1, 0, 0, -1, 0])
         self.a = 0
         self.f = 0
 
@@ -152,6 +156,12 @@ class MainsAverage:
         h = rh()
         a = ra()
         f = rf()
+        # the check of the last sample runs here, in time the reads wait anyway
+        last = self._last
+        k = self.check
+        k.sample(0, last[0], last[1], last[2])
+        k.sample(1, last[3], last[4], last[5])
+        k.sample(2, last[6], last[7], last[8])
         # r0 - r1 + r2 - r3 per channel, and the extremes of its reads
         qh = h
         qa = a
@@ -192,10 +202,15 @@ class MainsAverage:
         f >>= _SHIFT
         self.a = a
         self.f = f
-        k = self.check
-        k.sample(0, qh, h, lo_h > _LOW and hi_h < _HIGH)
-        k.sample(1, qa, a, lo_a > _LOW and hi_a < _HIGH)
-        k.sample(2, qf, f, lo_f > _LOW and hi_f < _HIGH)
+        last[0] = qh
+        last[1] = h
+        last[2] = lo_h > _LOW and hi_h < _HIGH
+        last[3] = qa
+        last[4] = a
+        last[5] = lo_a > _LOW and hi_a < _HIGH
+        last[6] = qf
+        last[7] = f
+        last[8] = lo_f > _LOW and hi_f < _HIGH
         return h
 
     def arch(self):
