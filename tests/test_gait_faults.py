@@ -100,6 +100,27 @@ def test_mains_pickup_costs_few_steps(rate):
     assert res.met and res.p95_ms <= faultbench.MATCH_MS
 
 
+@pytest.mark.parametrize("rate,pickup_hz", [(60, 50.2), (58, 50.2), (50, 60.2), (55, 60.2)])
+def test_hum_at_the_mains_frequency_the_insole_is_not_set_to_is_reported(rate, pickup_hz):
+    # the insole set for pickup_hz, the hum at the other frequency: it costs steps
+    # at these rates (60 Hz: 78.8 % found; 50 Hz with the insole at 60: 67.6 %), and
+    # Status names it on heel and forefoot, which load above the hum
+    res = faultbench.run_case(rate, "wrong-mains", mains_hz=pickup_hz)
+    codes = [(res.faults >> (4 * c)) & 0xF for c in range(3)]
+    assert codes[0] == codes[2] == faultbench.WRONG_MAINS and res.met
+    # hum at the set frequency: the same check says nothing
+    res = faultbench.run_case(rate, "mains", mains_hz=pickup_hz)
+    assert faultbench.WRONG_MAINS not in [(res.faults >> (4 * c)) & 0xF for c in range(3)]
+    assert res.met
+
+
+def test_60_hz_hum_between_61_and_72_hz_is_averaged_out_with_the_insole_at_50():
+    # one read per sample at 62 Hz found 24 % of the steps under 60.2 Hz hum with the
+    # insole left at 50 Hz; its four reads now take 60 Hz spacing there
+    res = faultbench.run_case(62, "wrong-mains")
+    assert res.found_pct >= 99.5 and res.extra_pct == 0.0
+
+
 @pytest.mark.parametrize("rate", [50, 60])
 def test_a_long_stance_keeps_its_dip_under_clipped_pickup(rate):
     # pickup clipped at 0 lifts the swing level; a baseline that also crept up under

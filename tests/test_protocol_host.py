@@ -74,6 +74,13 @@ def test_status_channel_faults():
     assert P.Status("L", False, False, 0, 100, 0, 0, 0, 0, 0, faults=0x0009).channel_faults()[
         "heel"] == "fault 9"
     assert P.Status("L", False, False, 0, 100, 0, 0, 0, 0, 0, faults=0).faults_text() == "ok"
+    vec = next(v for v in VECTORS["status"] if v["fields"]["faults"] == 0x0606)
+    s = P.decode_status(bytes.fromhex(vec["hex"]))
+    assert s.faults_text() == "heel wrong-mains, fore wrong-mains"
+    assert P.fault_hints(["heel wrong-mains", "arch noisy"]) == [P.NOISY_HINT,
+                                                                 P.WRONG_MAINS_HINT]
+    assert P.fault_hints(["heel wrong-mains"]) == [P.WRONG_MAINS_HINT]
+    assert P.fault_hints(["heel dead"]) == []
 
 
 @pytest.mark.parametrize("vec", VECTORS["raw"], ids=_ids("raw"))

@@ -145,7 +145,8 @@ periods (one period rounded down to whole samples, lengthening to the lengths ne
 whole periods), and at rates up to 72 Hz (6/5 of the mains frequency, as 60 Hz is for
 50 Hz mains) each sample is the mean of four reads 4.17 ms apart. Left at the 50 Hz
 filter and read spacing, 60.2 Hz pickup found 78.8 %, 93.4 % and 78.8 % of the steps at
-60 Hz (draws 0-2) and 97.6 % with 2.1 % and 4.2 % extra at 120 Hz. The same bench with
+60 Hz (draws 0-2) and 97.6 % with 2.1 % and 4.2 % extra at 120 Hz (the `wrong-mains`
+rows of the first table; they are no longer silent, below). The same bench with
 60.2 Hz pickup and the insole set to 60 Hz (`python -m host_tools.gait.faultbench
 --mains-hz 60.2 --write docs/faultbench_60hz.json`, every case, at 72 Hz too):
 
@@ -170,6 +171,30 @@ random noise about sixteen) met 120 Hz draw 0 of the seven cells, and 250 Hz noi
 1 still failed: at 250 Hz the arch's span (about 2000 counts then) is half the pickup's
 amplitude, and neither its load nor the forefoot's reaches the onset line before the
 heel's does.
+
+**A wrong mains setting is reported (2026-12-02).** The `wrong-mains` case puts the
+same 4000 counts of pickup at the other mains frequency (60.2 Hz with the insole at
+50 Hz in the first table, 50.2 Hz with it at 60 Hz in the second). Where the samples
+average four reads (up to 72 Hz), a channel whose reads carry hum they do not cancel is
+now reported with code 6, wrong mains (firmware/mains.py: r0 - r1 + r2 - r3 of a
+sample's reads, with the load's slope taken out, agrees from one sample to the next for
+such hum where it aliases into the gait's band, and averages out for noise; only samples
+whose reads stay between 5 % and 95 % of full scale count). It said so on heel and
+forefoot (0x606) in every draw at 60 Hz with the insole at 50 Hz (78.8-93.4 % found) and
+at 50 Hz with it at 60 Hz (67.6-75.3 % found), and at 52, 55, 57 and 58 Hz (63.9-99.7 %
+found) in a run over those rates; no `noise` or `mains` row, nor the clean walk, raised
+it (the check's mean stayed under 300 counts under 3 % noise, under 30 on the clean walk,
+against 576 to report and 650-1600 for the wrong hum). From 61 to 72 Hz the four reads
+now take 60 Hz spacing whatever the setting: with the insole at 50 Hz, 60.2 Hz hum read
+once per sample found 24-33 % of the steps at 62 Hz and 0.3 % at 65 Hz, and with the
+60 Hz reads 100 % at 62, 65 and 70 Hz, while 50.2 Hz hum there (the right setting)
+finds 99.5-99.7 % (99.2-99.5 % with 2.1-2.4 % extra at 62 Hz before). Above 72 Hz one
+read per sample is taken and nothing checks the setting; the pre-filter's residual
+reports such hum as noisy (code 4, whose hint in `insole capture` and the report names
+the setting) on the weak arch in most rows, and the case counts as met when its targets
+are, or when a channel says wrong mains or noisy. Not met: 120 Hz draws 0 and 1 in the
+first table (97.6 % found, nothing reported) and 1000 Hz draw 2 in the second, each
+losing the same 53.7 s contact as the `mains` cells of the second table (above).
 
 Recordings that score lowest (detected / reference / matched):
 
