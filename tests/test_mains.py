@@ -115,6 +115,7 @@ def test_the_bench_models_the_same_acquisition():
     assert faultbench.setting(50.2) == 50 and faultbench.setting(60.2) == 60
     assert faultbench.other_mains(50.2) == 60.2 and faultbench.other_mains(60.2) == 50.2
     assert faultbench.WRONG_MAINS == const("_F_MAINS")
+    assert faultbench.NOISY == const("_F_NOISY")
 
 
 def test_the_reads_follow_the_setting_and_take_60_hz_spacing_up_to_72_hz():

@@ -180,7 +180,12 @@ def acquired(
     mains_hz: float = MAINS_HZ,
 ) -> np.ndarray:
     """The samples the insole takes of the looped walk under `case`."""
-    reads = acquired_reads(rate_hz, case, seed, seconds, mains_hz)
+    return samples_of(acquired_reads(rate_hz, case, seed, seconds, mains_hz))
+
+
+def samples_of(reads: np.ndarray) -> np.ndarray:
+    """Each sample as the insole takes it from its reads (acquired_reads()): their mean,
+    rounded down as firmware/mains.py shifts it."""
     return reads.sum(axis=0) // len(reads)
 
 
@@ -188,12 +193,12 @@ def hum_check(reads: np.ndarray, rate_hz: int, mains: int):
     """firmware/mains.py's MainsCheck, fed the reads (acquired_reads()) as the insole
     feeds it; None where the samples take one read (there is no check)."""
     hz = read_hz(rate_hz, mains)
-    if len(reads) == 1 or not hz:
+    if not hz:
         return None
     mod = engine.load_firmware_module("mains")
     check = mod.MainsCheck(rate_hz, round(read_gap_s(hz) * 1e6))
     q = (reads[0] - reads[1] + reads[2] - reads[3]).tolist()
-    m = (reads.sum(axis=0) >> 2).tolist()
+    m = samples_of(reads).tolist()
     ok = ((reads.min(axis=0) > mod._LOW) & (reads.max(axis=0) < mod._HIGH)).tolist()
     for qs, ms, oks in zip(q, m, ok, strict=True):
         for c in range(3):
@@ -260,7 +265,7 @@ def run_case(
     mains = setting(mains_hz)
     n_clean, clean_strikes = clean if clean is not None else clean_run(rate_hz, mains_hz)
     reads = acquired_reads(rate_hz, case, seed, mains_hz=mains_hz)
-    found, faults = _strikes_and_faults(reads.sum(axis=0) // len(reads), rate_hz, mains)
+    found, faults = _strikes_and_faults(samples_of(reads), rate_hz, mains)
     check = hum_check(reads, rate_hz, mains)
     if check is not None:
         faults = check.faults(faults)
