@@ -16,7 +16,8 @@
 #    whole periods (rates between multiples of the mains frequency) pickup stays in the
 #    residual although the filter removes it, so a channel's noise is the smaller of the
 #    residual and what the filter's output measurably leaves, and the filter only takes
-#    lengths at least as near whole periods, per tap, as every shorter one. A faulty
+#    lengths at least as near whole periods, per tap, as every shorter one; there it
+#    starts at its longest and may shorten after _SETTLE_MS. A faulty
 #    channel is left out at once and learned afresh when it recovers; the codes are in
 #    `faults`.
 # 1. Each channel keeps a baseline (swing level: follows dips at once, follows drift
@@ -167,6 +168,7 @@ _SPIKE = const(16384)  # counts: a sample this far from both neighbours is a jum
 _JUMP_HIT = const(256)  # jump score per jump; it decays over about two seconds
 _JUMP_ON = const(384)  # two jumps close together: the channel jumps
 _JUMP_MS = const(2000)
+_SETTLE_MS = const(2000)  # the pre-filter starts long and shortens only after this
 
 FAULT_OK = const(0)
 FAULT_DEAD = const(1)
@@ -264,7 +266,8 @@ _ROUGH = const(110)  # the strongest live channel's raw noise rivals its span
 _FRES = const(111)  # noise the filter leaves: median |filtered(t) - filtered(t - taps)|, 1/16
 _STANCEN = const(114)  # _MAX_STANCE_MS in samples
 _GOOD = const(115)  # filter lengths that span mains periods best: bit n - 1 for n taps
-_NSTATE = const(116)
+_SETTLEN = const(116)  # _SETTLE_MS in samples
+_NSTATE = const(117)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -435,9 +438,20 @@ class GaitDetector:
         while not (good >> (longest - 1)) & 1:
             longest -= 1
         st[_MAXLEN] = longest
+        # Where one period of whole samples is no whole number of mains periods (75
+        # or 80 Hz with 50 Hz mains: one tap), pickup passes the base filter, and
+        # until the noise estimates have settled (they rise from 0 over seconds) it
+        # would be learnt into the baselines and peaks (a span it widened takes
+        # seconds to fade): start with the longest filter there, and shorten it only
+        # after _SETTLE_MS.
+        if taps * mains % rate:
+            st[_FLEN] = longest
+            st[_DELAY] = (longest - 1) * _SUB // 2
+            st[_ROOT] = _root16(longest)
         st[_STUCKN] = _STUCK_MS * rate // 1000
         st[_SMALLN] = _SMALL_MS * rate // 1000
         st[_STANCEN] = _MAX_STANCE_MS * rate // 1000
+        st[_SETTLEN] = _SETTLE_MS * rate // 1000
         for i in range(6 * _RING):
             self._ring[i] = 0
         for i in range(_HIST):
@@ -819,7 +833,7 @@ class GaitDetector:
                 need += 1
             if need > longest:
                 need = longest
-            if need > taps or need + bt < taps:
+            if need > taps or (need + bt < taps and s[_SEEN] >= s[_SETTLEN]):
                 self._set_taps(need)
         prev_l = s[_PREVL]
         s[_PREVL] = lc

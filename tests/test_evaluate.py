@@ -248,6 +248,31 @@ def test_the_report_shows_each_draw_of_the_fault_bench_and_the_rate_sweep(tmp_pa
     assert "| 100 | heel-dead | - | 377 | 99.73 |" in text
     assert text.endswith("Met in 1 of 2 cases.")
     assert accuracy_doc._rates(tmp_path / "none.json").startswith("(not run")
+
+
+def test_the_report_sets_the_biased_bench_beside_the_plain_one(tmp_path):
+    import json
+
+    from host_tools.gait import accuracy_doc
+
+    row = {"rate_hz": 120, "case": "mains", "clean_steps": 377, "found_pct": 97.61,
+           "extra_pct": 2.12, "p95_ms": 6.0, "missed_after_recovery": 0, "faults": 0,
+           "seed": 1, "met": False}
+    same = dict(row, rate_hz=100, found_pct=99.73, extra_pct=0.0, met=True)
+    heel = dict(same, case="heel-dead", seed=0, faults=1)
+    (tmp_path / "plain.json").write_text(json.dumps([row, same, heel]))
+    biased = [dict(r, bias=6000) for r in (row, same, heel)]
+    biased[0].update(found_pct=99.73, extra_pct=0.0, met=True)
+    biased[2].update(found_pct=97.0, met=False)
+    (tmp_path / "biased.json").write_text(json.dumps(biased))
+    text = accuracy_doc._bias(tmp_path / "plain.json", tmp_path / "biased.json")
+    assert text.startswith("Met in 2 of 3 cases with the bias, 2 of 3 without")
+    # the cell the bias mends and the one it costs are listed, the one met in both is not
+    assert "| 120 | mains | 1 | 97.61 | 99.73 | 2.12 | 0.00 | no | yes |" in text
+    assert "| 100 | heel-dead | - | 99.73 | 97.00 | 0.00 | 0.00 | yes | no |" in text
+    assert "| 100 | mains |" not in text
+    missing = accuracy_doc._bias(tmp_path / "plain.json", tmp_path / "none.json", "--x ")
+    assert missing.startswith("(not run") and "--x --bias 6000" in missing
     rates = [{"rate_hz": 50, "database": "gaitndd", "group": "all", "feet": 66, "n_ref": 10,
               "n_det": 10, "sensitivity": 99.44, "precision": 99.47, "median_abs_ms": 5.0,
               "p95_abs_ms": 13.0}]
@@ -263,6 +288,8 @@ def test_the_report_shows_each_draw_of_the_fault_bench_and_the_rate_sweep(tmp_pa
     ("faultbench", ["--workers", "0"], "outside 1..64"),
     ("faultbench", ["--mains-hz", "5"], "--mains-hz: 40..70"),
     ("faultbench", ["--mains-hz", "sixty"], "--mains-hz"),
+    ("faultbench", ["--bias", "30000"], "--bias 30000 is outside 0..20000"),
+    ("faultbench", ["--bias", "-1"], "--bias"),
     ("crossval", ["--workers", "65"], "outside 1..64"),
     ("crossval", ["--data", "/nonexistent/data"], "no gaitndd/ or gaitpdb/"),
     ("ratesweep", ["--data", "/nonexistent/data"], "no gaitndd/ or gaitpdb/"),

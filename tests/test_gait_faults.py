@@ -220,3 +220,60 @@ def test_the_filter_stays_one_mains_period_on_a_clean_walk():
     for h, a, f in faultbench.looped_walk(100, 120.0).tolist():
         det.feed(h, a, f)
         assert det._st[gait._FLEN] == 2
+
+
+@pytest.mark.parametrize(
+    ("rate", "mains", "final"), [(75, 50, 1), (80, 50, 1), (120, 50, 2), (1000, 60, 17)]
+)
+def test_where_one_period_is_no_whole_number_of_samples_the_filter_starts_long(
+    rate, mains, final
+):
+    # there pickup passes the base filter; learnt into the spans in the first second
+    # it cost 8 steps in the first 10 s at 75 Hz under 50.2 Hz hum (97.9 % found with
+    # a bias). The filter starts at its longest and shortens, on a clean walk, only
+    # once the noise estimates have had _SETTLE_MS (and, as ever, only by at least one
+    # base length: at 1000 Hz with 60 Hz mains 17 taps stay, against 16)
+    det = gait.GaitDetector(rate, mains)
+    st = det._st
+    assert st[gait._FLEN] == st[gait._MAXLEN] > st[gait._BTAPS]
+    settle = gait._SETTLE_MS * rate // 1000
+    lengths = []
+    for h, a, f in faultbench.looped_walk(rate, 12.0).tolist():
+        det.feed(h, a, f)
+        lengths.append(st[gait._FLEN])
+    assert set(lengths[: settle - 1]) == {st[gait._MAXLEN]}
+    assert lengths[-1] == final
+
+
+@pytest.mark.parametrize(("rate", "mains"), [(50, 50), (100, 50), (300, 50), (120, 60)])
+def test_where_one_period_is_whole_samples_the_filter_starts_at_one_period(rate, mains):
+    det = gait.GaitDetector(rate, mains)
+    assert det._st[gait._FLEN] == det._st[gait._BTAPS] == rate // mains
+
+
+def test_hum_costs_no_step_at_the_start_at_75_hz():
+    # 4000 counts of 50.2 Hz hum with the unloaded level 6000 counts above 0 (nothing
+    # clipped): the one-tap base filter let it widen the spans for ~10 s (97.9 %)
+    res = faultbench.run_case(75, "mains", bias=6000)
+    assert res.met and res.found_pct > 99.5 and res.extra_pct == 0.0
+
+
+def test_the_bench_models_a_bias_resistor_as_a_raised_unloaded_level():
+    walk = faultbench.looped_walk(100, 20.0)
+    same = faultbench.biased(walk, 0)
+    assert (same == walk).all()
+    lifted = faultbench.biased(walk, 6000)
+    assert lifted.min() >= 6000 and lifted.max() <= faultbench.FULL_SCALE
+    assert (np.diff(lifted[:, 0]) * np.diff(walk[:, 0]) >= 0).all()  # same shape
+    assert faultbench.biased(np.array([faultbench.FULL_SCALE]), 6000)[0] == faultbench.FULL_SCALE
+    with pytest.raises(ValueError, match="bias"):
+        faultbench.biased(walk, faultbench.BIAS_MAX + 1)
+
+
+def test_with_a_bias_clipped_hum_no_longer_loses_the_arch_first_contact():
+    # 60.2 Hz hum at 120 Hz, unloaded level at 0: the ADC clips the hum's lower half,
+    # the weak arch is lost in it, and the heel dates the contact at 53.7 s of every
+    # loop 62 ms after the clean run (97.6 %); lifted 6000 counts nothing clips
+    res = faultbench.run_case(120, "mains", seed=0, mains_hz=60.2, bias=6000)
+    assert res.bias == 6000
+    assert res.met and res.found_pct > 99.5 and res.extra_pct == 0.0

@@ -22,6 +22,11 @@ check (mains.py MainsCheck), whose verdict joins the detector's ``faults`` as St
 carries them. The detector and the reads are set to the mains frequency nearest the
 ``mains`` pickup's (50 or 60 Hz: the config's mains_hz).
 
+``--bias COUNTS`` models an insole built with a bias resistor from 3V3 to each ADC pin
+(docs/HARDWARE.md): every read of the walk sits COUNTS above 0 when unloaded and the
+walk's range shrinks to fit below full scale (an affine map, before any disturbance),
+so that pickup and noise in the swing no longer clip at the ADC's floor.
+
 Noise and pickup are random: each is run with several draws (SEEDS: the noise, and the
 pickup's phase per channel), each draw a row of its own.
 
@@ -69,6 +74,8 @@ NOISY = 4  # ... and the detector's (firmware/gait.py _F_NOISY)
 AVERAGE_READS = 4
 AVERAGE_UP_TO_PER_5 = 6
 MAINS_SETTINGS = (50, 60)
+FULL_SCALE = 65535
+BIAS_MAX = 20000  # counts: a bias above a third of full scale leaves too little span
 
 
 def setting(pickup_hz: float) -> int:
@@ -118,6 +125,14 @@ def looped_walk(rate_hz: int, seconds: float = LOOP_S, offset_s: float = 0.0) ->
     return np.round(np.stack(cols, axis=1)).astype(np.int64)
 
 
+def biased(walk: np.ndarray, bias: int) -> np.ndarray:
+    """The walk as an insole with a bias resistor reads it: `bias` counts when unloaded,
+    the range compressed so that full scale stays full scale."""
+    if not 0 <= bias <= BIAS_MAX:
+        raise ValueError(f"bias must be 0..{BIAS_MAX} counts")
+    return bias + walk * (FULL_SCALE - bias) // FULL_SCALE
+
+
 def disturb(
     clean: np.ndarray,
     rate_hz: int,
@@ -158,14 +173,16 @@ def acquired_reads(
     seed: int = 0,
     seconds: float = LOOP_S,
     mains_hz: float = MAINS_HZ,
+    bias: int = 0,
 ) -> np.ndarray:
     """The ADC reads the insole takes of the looped walk under `case`: reads x samples
-    x channels (one read per sample, or four: firmware/modes.py averages())."""
+    x channels (one read per sample, or four: firmware/modes.py averages()); `bias`:
+    see biased()."""
     hz = read_hz(rate_hz, setting(mains_hz))
     gap = read_gap_s(hz) if hz else 0.0
     return np.stack([
         disturb(
-            looped_walk(rate_hz, seconds, offset_s=k * gap),
+            biased(looped_walk(rate_hz, seconds, offset_s=k * gap), bias),
             rate_hz, case, seed, read=k, mains_hz=mains_hz, gap_s=gap,
         )
         for k in range(AVERAGE_READS if hz else 1)
@@ -178,9 +195,10 @@ def acquired(
     seed: int = 0,
     seconds: float = LOOP_S,
     mains_hz: float = MAINS_HZ,
+    bias: int = 0,
 ) -> np.ndarray:
     """The samples the insole takes of the looped walk under `case`."""
-    return samples_of(acquired_reads(rate_hz, case, seed, seconds, mains_hz))
+    return samples_of(acquired_reads(rate_hz, case, seed, seconds, mains_hz, bias))
 
 
 def samples_of(reads: np.ndarray) -> np.ndarray:
@@ -217,6 +235,7 @@ class CaseResult:
     missed_after_recovery: int
     faults: int
     seed: int = 0  # the draw of a random disturbance
+    bias: int = 0  # counts the unloaded reads sit above 0 (biased())
 
     @property
     def met(self) -> bool:
@@ -246,9 +265,11 @@ def _strikes_and_faults(
     return strikes, det.faults
 
 
-def clean_run(rate_hz: int, mains_hz: float = MAINS_HZ) -> tuple[int, list[float]]:
+def clean_run(
+    rate_hz: int, mains_hz: float = MAINS_HZ, bias: int = 0
+) -> tuple[int, list[float]]:
     """The clean run every case is matched against: its length in samples, its strikes."""
-    clean = acquired(rate_hz, "clean", mains_hz=mains_hz)
+    clean = acquired(rate_hz, "clean", mains_hz=mains_hz, bias=bias)
     strikes, _ = _strikes_and_faults(clean, rate_hz, setting(mains_hz))
     return len(clean), strikes
 
@@ -259,12 +280,15 @@ def run_case(
     clean: tuple[int, list[float]] | None = None,
     seed: int = 0,
     mains_hz: float = MAINS_HZ,
+    bias: int = 0,
 ) -> CaseResult:
     """One disturbed run against the clean one (clean_run(), made here when not given).
     `faults` is the word Status would carry: the detector's, with the hum check's."""
     mains = setting(mains_hz)
-    n_clean, clean_strikes = clean if clean is not None else clean_run(rate_hz, mains_hz)
-    reads = acquired_reads(rate_hz, case, seed, mains_hz=mains_hz)
+    if clean is None:
+        clean = clean_run(rate_hz, mains_hz, bias)
+    n_clean, clean_strikes = clean
+    reads = acquired_reads(rate_hz, case, seed, mains_hz=mains_hz, bias=bias)
     found, faults = _strikes_and_faults(samples_of(reads), rate_hz, mains)
     check = hum_check(reads, rate_hz, mains)
     if check is not None:
@@ -293,29 +317,36 @@ def run_case(
         missed_after_recovery=missed_late,
         faults=faults,
         seed=seed,
+        bias=bias,
     )
 
 
 CASES = ("noise", "mains", "wrong-mains", "heel-saturated", "heel-stuck", "heel-dead")
 
 
-def _one(args: tuple[int, tuple[str, ...], tuple[int, ...], float]) -> list[CaseResult]:
-    rate, cases, seeds, mains_hz = args
-    clean = clean_run(rate, mains_hz)
+def _one(args: tuple[int, tuple[str, ...], tuple[int, ...], float, int]) -> list[CaseResult]:
+    rate, cases, seeds, mains_hz, bias = args
+    clean = clean_run(rate, mains_hz, bias)
     return [
-        run_case(rate, case, clean, seed, mains_hz)
+        run_case(rate, case, clean, seed, mains_hz, bias)
         for case in cases
         for seed in (seeds if case in RANDOM_CASES else (0,))
     ]
 
 
 def run_all(
-    rates=RATES, cases=CASES, workers: int = 2, seeds=SEEDS, mains_hz: float = MAINS_HZ
+    rates=RATES,
+    cases=CASES,
+    workers: int = 2,
+    seeds=SEEDS,
+    mains_hz: float = MAINS_HZ,
+    bias: int = 0,
 ) -> list[CaseResult]:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        out = pool.map(_one, [(r, tuple(cases), tuple(seeds), mains_hz) for r in rates])
+        jobs = [(r, tuple(cases), tuple(seeds), mains_hz, bias) for r in rates]
+        out = pool.map(_one, jobs)
         return [res for chunk in out for res in chunk]
 
 
@@ -353,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mains-hz", type=float, default=MAINS_HZ, metavar="HZ",
                    help="frequency of the pickup (default %(default)s; 60.2 for 60 Hz mains;"
                    " the insole is set to the nearer of 50 and 60 Hz)")
+    p.add_argument("--bias", type=argcheck.int_range(0, BIAS_MAX, "--bias"), default=0,
+                   metavar="COUNTS", help="model a bias resistor: unloaded reads sit this"
+                   " many counts above 0 (default 0; docs/HARDWARE.md suggests about 6000)")
     p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2)
     p.add_argument("--write", metavar="JSON", help="save the results (docs/faultbench.json)")
     args = p.parse_args(argv)
@@ -369,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         p.error(f"--cases: unknown {', '.join(unknown)} (known: {', '.join(CASES)})")
-    results = run_all(rates, cases, args.workers, seeds, args.mains_hz)
+    results = run_all(rates, cases, args.workers, seeds, args.mains_hz, args.bias)
     print(report(results))
     if args.write:
         import json
