@@ -415,9 +415,6 @@ class GaitDetector:
         mains = self.mains_hz
         taps = max(1, rate // mains)
         st[_BTAPS] = taps
-        st[_FLEN] = taps
-        st[_DELAY] = (taps - 1) * _SUB // 2
-        st[_ROOT] = _root16(taps)
         # A filter of n taps spans n x mains / rate mains periods. Keep the lengths at
         # least as near whole periods, per tap, as every shorter one: the multiples of
         # one period at multiples of the mains frequency; at 120 Hz with 50 Hz mains
@@ -444,10 +441,10 @@ class GaitDetector:
         # would be learnt into the baselines and peaks (a span it widened takes
         # seconds to fade): start with the longest filter there, and shorten it only
         # after _SETTLE_MS.
-        if taps * mains % rate:
-            st[_FLEN] = longest
-            st[_DELAY] = (longest - 1) * _SUB // 2
-            st[_ROOT] = _root16(longest)
+        first = longest if taps * mains % rate else taps
+        st[_FLEN] = first
+        st[_DELAY] = (first - 1) * _SUB // 2
+        st[_ROOT] = _root16(first)
         st[_STUCKN] = _STUCK_MS * rate // 1000
         st[_SMALLN] = _SMALL_MS * rate // 1000
         st[_STANCEN] = _MAX_STANCE_MS * rate // 1000

@@ -248,6 +248,12 @@ def test_the_report_shows_each_draw_of_the_fault_bench_and_the_rate_sweep(tmp_pa
     assert "| 100 | heel-dead | - | 377 | 99.73 |" in text
     assert text.endswith("Met in 1 of 2 cases.")
     assert accuracy_doc._rates(tmp_path / "none.json").startswith("(not run")
+    rates = [{"rate_hz": 50, "database": "gaitndd", "group": "all", "feet": 66, "n_ref": 10,
+              "n_det": 10, "sensitivity": 99.44, "precision": 99.47, "median_abs_ms": 5.0,
+              "p95_abs_ms": 13.0}]
+    (tmp_path / "rates.json").write_text(json.dumps(rates))
+    assert "| 50 | gaitndd | all | 10 | 10 | 99.44 | 99.47 | 5.0 | 13.0 |" in accuracy_doc._rates(
+        tmp_path / "rates.json")
 
 
 def test_the_report_sets_the_biased_bench_beside_the_plain_one(tmp_path):
@@ -273,12 +279,6 @@ def test_the_report_sets_the_biased_bench_beside_the_plain_one(tmp_path):
     assert "| 100 | mains |" not in text
     missing = accuracy_doc._bias(tmp_path / "plain.json", tmp_path / "none.json", "--x ")
     assert missing.startswith("(not run") and "--x --bias 6000" in missing
-    rates = [{"rate_hz": 50, "database": "gaitndd", "group": "all", "feet": 66, "n_ref": 10,
-              "n_det": 10, "sensitivity": 99.44, "precision": 99.47, "median_abs_ms": 5.0,
-              "p95_abs_ms": 13.0}]
-    (tmp_path / "rates.json").write_text(json.dumps(rates))
-    assert "| 50 | gaitndd | all | 10 | 10 | 99.44 | 99.47 | 5.0 | 13.0 |" in accuracy_doc._rates(
-        tmp_path / "rates.json")
 
 
 @pytest.mark.parametrize("module, argv, needle", [

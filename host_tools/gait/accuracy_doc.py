@@ -539,7 +539,6 @@ def _faults(path: Path = FAULTS_JSON, options: str = "") -> str:
     return f"{report(results)}\n\nMet in {met} of {len(results)} cases."
 
 
-BIAS_COUNTS = 6000  # the bench's model of the bias resistor (docs/HARDWARE.md)
 BIAS_JSON = FAULTS_JSON.with_name("faultbench_bias.json")
 BIAS60_JSON = FAULTS_JSON.with_name("faultbench_60hz_bias.json")
 
@@ -547,10 +546,11 @@ BIAS60_JSON = FAULTS_JSON.with_name("faultbench_60hz_bias.json")
 def _bias(unbiased: Path, biased: Path, options: str = "") -> str:
     """The biased build's run against the unbiased one, cell by cell: the totals, and
     every cell whose verdict differs or that the biased build leaves unmet."""
+    from host_tools.gait.faultbench import BIAS_SUGGESTED, RANDOM_CASES, from_rows
+
     if not biased.exists():
         return (f"(not run: `python -m host_tools.gait.faultbench {options}--bias "
-                f"{BIAS_COUNTS} --write docs/{biased.name}`)")
-    from host_tools.gait.faultbench import RANDOM_CASES, from_rows
+                f"{BIAS_SUGGESTED} --write docs/{biased.name}`)")
 
     after = from_rows(json.loads(biased.read_text()))
     before = {}
@@ -580,6 +580,8 @@ def _bias(unbiased: Path, biased: Path, options: str = "") -> str:
 
 
 def render(rows, sides, results: list[FootResult], engine: str, rate_hz: int = 100) -> str:
+    from host_tools.gait.faultbench import BIAS_SUGGESTED
+
     return TEMPLATE.format(
         rate=rate_hz,
         rates=_rates(),
@@ -588,7 +590,7 @@ def render(rows, sides, results: list[FootResult], engine: str, rate_hz: int = 1
         faults60=_faults(FAULTS60_JSON, "--mains-hz 60.2 "),
         bias=_bias(FAULTS_JSON, BIAS_JSON),
         bias60=_bias(FAULTS60_JSON, BIAS60_JSON, "--mains-hz 60.2 "),
-        bias_counts=BIAS_COUNTS,
+        bias_counts=BIAS_SUGGESTED,
         crossval=_crossval(),
         targets=_targets(list(rows) + list(sides)),
         date=datetime.date.today().isoformat(),

@@ -76,6 +76,7 @@ AVERAGE_UP_TO_PER_5 = 6
 MAINS_SETTINGS = (50, 60)
 FULL_SCALE = 65535
 BIAS_MAX = 20000  # counts: a bias above a third of full scale leaves too little span
+BIAS_SUGGESTED = 6000  # counts: docs/HARDWARE.md's 6.8 kOhm bias resistor
 
 
 def setting(pickup_hz: float) -> int:
@@ -157,14 +158,14 @@ def disturb(
         phase = rng.uniform(0, 2 * np.pi, 3)
         x = x + MAINS_AMP * np.sin(2 * np.pi * hz * t[:, None] + phase[None, :])
     elif case == "heel-saturated":
-        x[half:, 0] = 65535
+        x[half:, 0] = FULL_SCALE
     elif case == "heel-stuck":
         x[half:, 0] = x[half, 0]
     elif case == "heel-dead":
         x[half:, 0] = 0
     elif case != "clean":
         raise ValueError(case)
-    return np.clip(np.round(x), 0, 65535).astype(np.int64)
+    return np.clip(np.round(x), 0, FULL_SCALE).astype(np.int64)
 
 
 def acquired_reads(
@@ -386,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                    " the insole is set to the nearer of 50 and 60 Hz)")
     p.add_argument("--bias", type=argcheck.int_range(0, BIAS_MAX, "--bias"), default=0,
                    metavar="COUNTS", help="model a bias resistor: unloaded reads sit this"
-                   " many counts above 0 (default 0; docs/HARDWARE.md suggests about 6000)")
+                   " many counts above 0 (default 0; docs/HARDWARE.md's resistor: about"
+                   f" {BIAS_SUGGESTED})")
     p.add_argument("--workers", type=argcheck.int_range(1, 64, "--workers"), default=2)
     p.add_argument("--write", metavar="JSON", help="save the results (docs/faultbench.json)")
     args = p.parse_args(argv)
