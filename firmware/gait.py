@@ -107,7 +107,7 @@ _ONSET = const(200)  # level whose crossing dates contact and toe-off
 _LEAD_MS = const(10)  # the foot touched this long before the _ONSET crossing
 _MIN_SPAN = const(1200)  # counts: smaller swings are noise, not footsteps
 _WEAK_SPAN = const(600)  # ... but a region this big counts while another one walks
-_MIN_SWING_MS = const(130)  # shorter unloaded spells are mid-stance dips
+_MIN_SWING_MS = const(110)  # shorter unloaded spells are mid-stance dips (cross-validated)
 # Once the walker's rhythm is known, an unloaded spell shorter than 5/8 of the usual
 # swing that ends before 3/5 of the usual stride is a dip as well.
 _SWING_NUM = const(5)

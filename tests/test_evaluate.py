@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -303,3 +305,42 @@ def test_the_accuracy_benches_refuse_bad_arguments_in_one_line(module, argv, nee
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert needle in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def _feet(database, group, n_ref, matched):
+    return evaluate.FootResult(name=f"{group}-left", database=database, group=group,
+                               n_ref=n_ref, n_det=n_ref, matched=matched)
+
+
+def test_crossval_keeps_the_shipped_constants_on_a_tie_and_leaves_them_for_a_better_set():
+    from host_tools.gait import crossval
+
+    cands = [{"_MIN_SWING_MS": 110}, {"_MIN_SWING_MS": 130}]
+    groups = crossval.FOLDS["gaitndd"]
+    # 110 and 130 score alike on every group: the shipped one stands, whichever it is
+    tie = [[_feet("gaitndd", g, 100, 99) for g in groups] for _ in cands]
+    for ship in cands:
+        folds = crossval.crossvalidate(tie, cands, ship)["folds"]
+        assert [f["chosen"] for f in folds] == [ship] * len(groups)
+    # 110 finds one more step on every group but the last: folds that train on any of
+    # those pick it although 130 ships; the held-out group is scored with that choice
+    better = [[_feet("gaitndd", g, 100, 99 + (k == 0 and g != groups[-1])) for g in groups]
+              for k in range(2)]
+    cv = crossval.crossvalidate(better, cands, cands[1])
+    assert [f["chosen"] for f in cv["folds"]] == [cands[0]] * len(groups)
+    assert cv["folds"][-1]["sensitivity"] == 99.0
+    assert cv["folds"][0]["sensitivity"] == 100.0
+
+
+def test_the_cost_of_a_wrong_setting_is_read_from_the_benches(tmp_path):
+    from host_tools.gait import accuracy_doc
+
+    rows = [{"rate_hz": 80, "case": "wrong-mains", "found_pct": f, "extra_pct": 2.0}
+            for f in (6.44, 8.81)]
+    rows.append({"rate_hz": 80, "case": "noise", "found_pct": 99.0, "extra_pct": 0.0})
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(rows))
+    assert accuracy_doc._spread(path, 80, "found_pct") == "6.4-8.8"
+    assert accuracy_doc._spread(path, 80, "extra_pct") == "2.0"
+    assert accuracy_doc._spread(path, 100, "found_pct") == "(not run)"
+    assert accuracy_doc._spread(tmp_path / "none.json", 80, "found_pct") == "(not run)"

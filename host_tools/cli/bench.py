@@ -22,6 +22,8 @@ One run prints JSON lines (docs/HARDWARE.md, "Memory and CPU budget", explains e
   a connected, subscribed central on tests/fw_fakes.py's fake radio), idle and while
   streaming raw, as a ratio to a loop that only reads the three ADCs, per mode; and
   the estimated highest sample rate each mode holds on a 240 MHz ESP32.
+- ``strike_latency``: per sample rate, how many samples after the bundled walk's own
+  contact crossing the detector reports each strike (host_tools/gait/latency.py).
 - ``targets``: each target and whether it is met.
 
 64-bit figures are the unix port's; the 32-bit estimate beside each scales the
@@ -377,6 +379,12 @@ def device_budget(trace, micropython32: str | None = None) -> list[dict]:
                  "method": "3 ADC reads at 35 us + (loop - bare ADC loop) on the unix port "
                            "x esp32_per_unix_us; a mode holds a rate whose loop takes at "
                            f"most {CPU_SHARE:.0%} of its period"})
+    from host_tools.gait import latency
+
+    strike_latency = latency.rows()
+    rows.append({"section": "strike_latency", "rates": strike_latency,
+                 "method": "samples from the trace's own 25 % crossing to the strike "
+                           "(first two strikes left out), CPython engine"})
     walk_cpu = next(r for r in cpu_rows if r["mode"] == 0)
     checks = {
         "heap_boot_ring64_le_40KB": boot["firmware_heap_boot_ring64_bytes"] <= TARGET_HEAP_BOOT,
@@ -391,6 +399,7 @@ def device_budget(trace, micropython32: str | None = None) -> list[dict]:
             fw <= esp[MODES[m]]["max_rate_hz"] for m, fw in enumerate(fw_rates)),
         "heap_returns_after_modes": modes["walk_after_modes_bytes"]
         <= modes["walk_after_commands_bytes"] + 4096,
+        "strike_within_3_samples_at_100hz": latency.target_met(strike_latency),
     }
     rows.append({"section": "targets", **checks})
     return rows
