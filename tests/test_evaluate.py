@@ -332,7 +332,7 @@ def test_crossval_keeps_the_shipped_constants_on_a_tie_and_leaves_them_for_a_bet
     assert cv["folds"][0]["sensitivity"] == 100.0
 
 
-def test_the_cost_of_a_wrong_setting_is_read_from_the_benches(tmp_path):
+def test_the_cost_of_a_wrong_setting_is_read_from_the_benches(tmp_path, monkeypatch):
     from host_tools.gait import accuracy_doc
 
     rows = [{"rate_hz": 80, "case": "wrong-mains", "found_pct": f, "extra_pct": 2.0}
@@ -344,3 +344,11 @@ def test_the_cost_of_a_wrong_setting_is_read_from_the_benches(tmp_path):
     assert accuracy_doc._spread(path, 80, "extra_pct") == "2.0"
     assert accuracy_doc._spread(path, 100, "found_pct") == "(not run)"
     assert accuracy_doc._spread(tmp_path / "none.json", 80, "found_pct") == "(not run)"
+    # the sentence takes each figure from its bench; a bench not run says so, with no unit
+    for name in ("BIAS60_JSON", "FAULTS60_JSON", "FAULTS_JSON"):
+        monkeypatch.setattr(accuracy_doc, name, path)
+    monkeypatch.setattr(accuracy_doc, "BIAS_JSON", tmp_path / "none.json")
+    text = accuracy_doc._wrong_cost()
+    assert text.startswith("with the insole at 60 Hz under 50.2 Hz hum 6.4-8.8 % found at 80 Hz"
+                           " (2.0 % extra), (not run) at 100 Hz")
+    assert text.endswith("hum (not run) at 60 Hz ((not run) without)")

@@ -43,17 +43,18 @@ docs/crossval.json`, CPython engine, which gives the insole's events exactly):
 
 {crossval}
 
-A fold keeps the shipped value of a constant unless its training groups score another one
-higher (sensitivity plus precision). The insole ships `_MIN_SWING_MS` = 110 ms, as every
-fold chooses: on gaitndd 110 and 130 ms give the same events on every group, and on
-gaitpdb 110 ms finds more contacts in both folds' training groups (all of gaitpdb, with
-the other shipped constants: 99.65 % / 99.79 % against 99.62 % / 99.80 % at 130 ms).
-Before 2026-12-02 the insole shipped 130 ms and ties went to the first candidate in the
-grid. With 110 ms the rate sweep below gains 0.01-0.04 points of sensitivity at every
-rate (precision within 0.01), and the four fault benches meet as many cells as before:
-of their 504 rows 35 changed in steps found or extra: 26 `noise` rows by one to three (the
-largest, 60 Hz draw 0: three more extra, 0.8 points, in both 50 and 60 Hz benches), and
-9 `wrong-mains` rows by up to 12, all of them reported by the insole before and after.
+**The shipped constants and the folds (2026-12-02).** A fold keeps the shipped value of
+a constant unless its training groups score another one higher (sensitivity plus
+precision). The insole ships `_MIN_SWING_MS` = 110 ms, as every fold chooses: on gaitndd
+110 and 130 ms give the same events on every group, and on gaitpdb 110 ms finds more
+contacts in both folds' training groups (all of gaitpdb, with the other shipped
+constants: 99.65 % / 99.79 % against 99.62 % / 99.80 % at 130 ms). Before 2026-12-02 the
+insole shipped 130 ms and ties went to the first candidate in the grid. With 110 ms the
+rate sweep below gains 0.01-0.04 points of sensitivity at every rate (precision within
+0.01), and the four fault benches meet as many cells as before: of their 504 rows 35
+changed in steps found or extra: 26 `noise` rows by one to three (the largest, 60 Hz draw
+0: three more extra, 0.8 points, in both 50 and 60 Hz benches), and 9 `wrong-mains` rows
+by up to 12, all of them reported by the insole before and after.
 
 The same evaluation at other insole sample rates (`python -m host_tools.gait.ratesweep
 --write docs/rates.json`, CPython engine; each recording resampled linearly):
@@ -623,7 +624,8 @@ def _spread(path: Path, rate_hz: int, key: str, case: str = "wrong-mains") -> st
 def _wrong_cost() -> str:
     """What a wrong mains setting costs with the bias and without, from the benches."""
     def found(path, rate):
-        return _spread(path, rate, "found_pct") + " %"
+        text = _spread(path, rate, "found_pct")
+        return text if text.startswith("(") else text + " %"
 
     return (
         f"with the insole at 60 Hz under 50.2 Hz hum {found(BIAS60_JSON, 80)} found at 80 Hz"
