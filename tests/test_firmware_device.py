@@ -36,6 +36,7 @@ import modes  # noqa: E402
 import protocol as FP  # noqa: E402
 
 from host_tools.ble import protocol as HP  # noqa: E402
+from host_tools.gait import latency  # noqa: E402
 from tests.mpy import run_micropython  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "gaitpdb" / "GaCo01_01.txt.gz"
@@ -258,18 +259,6 @@ def test_backfill_from_beyond_the_ring_is_partial():
     assert dev.ring.capacity >= 512
 
 
-def _crossing_near(trace: np.ndarray, k: int) -> int:
-    """The trace's own contact crossing nearest sample k: where the most-loaded channel,
-    scaled to its range over the surrounding 3 s, rises through 25 % (the detector's
-    contact level), found without the detector."""
-    a = max(0, k - 150)
-    w = trace[a : k + 150].astype(float)
-    lo, hi = w.min(axis=0), w.max(axis=0)
-    comp = ((w - lo) / np.maximum(hi - lo, 1)).max(axis=1)
-    ups = [a + i for i in range(1, len(comp)) if comp[i] >= 0.25 > comp[i - 1]]
-    return min(ups, key=lambda i: abs(i - k))
-
-
 @pytest.mark.parametrize("source", ["synthetic", "real"])
 def test_heel_strike_notified_within_3_samples(source):
     if source == "synthetic":
@@ -295,7 +284,8 @@ def test_heel_strike_notified_within_3_samples(source):
     assert stamps == confirmed and len(stamps) > 20
     # and in trace time, within 3 samples of the contact crossing (after the first
     # two steps, while the detector learns the signal's range)
-    late = [k - _crossing_near(trace, k) for k in stamps[2:]]
+    # (the crossing as host_tools/gait/latency.py finds it, without the detector)
+    late = [k - latency.crossing_near(trace, k, 100) for k in stamps[2:]]
     assert all(0 <= d <= 3 for d in late), late
 
 

@@ -101,6 +101,12 @@ def _score(results: list[evaluate.FootResult]) -> float:
 FOLDS = {"gaitndd": ("control", "huntington", "parkinson", "als"), "gaitpdb": ("Ga", "Ju")}
 
 
+def best_candidate(cands: list[dict[str, int]], results_of, prefer=None) -> int:
+    """Index of the candidate whose results (results_of(k)) score highest; on a tie the
+    `prefer` set (the shipped constants), then the earliest."""
+    return max(range(len(cands)), key=lambda k: (_score(results_of(k)), cands[k] == prefer))
+
+
 def crossvalidate(
     per: list[list[evaluate.FootResult]],
     cands: list[dict[str, int]],
@@ -119,8 +125,7 @@ def crossvalidate(
 
             if not train(0):
                 continue
-            best = max(range(len(cands)),
-                       key=lambda k: (_score(train(k)), cands[k] == prefer))
+            best = best_candidate(cands, train, prefer)
             test = [r for r in per[best] if r.database == db and r.group == held]
             pooled.setdefault(db, []).extend(test)
             s = evaluate.summarise(held, test)
@@ -179,8 +184,8 @@ def _main(args) -> int:
     cv["shipped"] = ship
     # in-sample: the candidate best over every recording, per database (ties as above)
     cv["in_sample_best"] = {
-        db: cands[max(range(len(cands)), key=lambda k, db=db: (_score(
-            [r for r in per[k] if r.database == db]), cands[k] == ship))]
+        db: cands[best_candidate(
+            cands, lambda k, db=db: [r for r in per[k] if r.database == db], ship)]
         for db in FOLDS
     }
     print(markdown(cv))
