@@ -19,7 +19,9 @@
 #    lengths at least as near whole periods, per tap, as every shorter one; there it
 #    starts at its longest and may shorten after _SETTLE_MS. A faulty
 #    channel is left out at once and learned afresh when it recovers; the codes are in
-#    `faults`.
+#    `faults`. Above 72 Hz (one ADC read per sample) the raw readings' change over two
+#    lags, one that cancels hum at the other mains frequency and one that keeps it,
+#    also says when the setting is wrong (hum_lags(); `faults` reports it as code 6).
 # 1. Each channel keeps a baseline (swing level: follows dips at once, follows drift
 #    while the foot is in the air, otherwise creeps up slowly, and slower still
 #    within a stance, which must not lift the swing level), a peak envelope
@@ -169,6 +171,15 @@ _JUMP_HIT = const(256)  # jump score per jump; it decays over about two seconds
 _JUMP_ON = const(384)  # two jumps close together: the channel jumps
 _JUMP_MS = const(2000)
 _SETTLE_MS = const(2000)  # the pre-filter starts long and shortens only after this
+# Hum at the other mains frequency (a wrong setting), above the rates whose samples are
+# four reads' means (modes.averages(): up to 6/5 of 60 Hz; mains.py checks those reads):
+_READS_UP_TO_HZ = const(72)
+_MAINS_EU = const(50)  # the two mains frequencies, Hz (config.py)
+_MAINS_US = const(60)
+_HUM_NEAR = const(20)  # a lag cancels hum within 1/_HUM_NEAR of a period (2 sin(pi/20) = 0.31)
+_HUM_KEEP = const(6)  # ... and keeps it when 1/_HUM_KEEP of a period or more off (2 sin(pi/6) = 1)
+_HUM_K = const(4)  # wrong: the residual it keeps is this many times the one it cancels
+_HUM_SPAN = const(8)  # ... and at least 1/_HUM_SPAN of the channel's span
 
 FAULT_OK = const(0)
 FAULT_DEAD = const(1)
@@ -176,7 +187,8 @@ FAULT_SATURATED = const(2)
 FAULT_STUCK = const(3)
 FAULT_NOISY = const(4)
 FAULT_JUMPS = const(5)
-FAULT_NAMES = ("ok", "dead", "saturated", "stuck", "noisy", "jumps")
+FAULT_WRONG_MAINS = const(6)  # hum at the other mains frequency (also firmware/mains.py's)
+FAULT_NAMES = ("ok", "dead", "saturated", "stuck", "noisy", "jumps", "wrong-mains")
 
 # Sensor positions along the foot in per-mille of foot length (heel, arch,
 # forefoot) for the weighted contact position; strike-index bands after
@@ -267,7 +279,11 @@ _FRES = const(111)  # noise the filter leaves: median |filtered(t) - filtered(t 
 _STANCEN = const(114)  # _MAX_STANCE_MS in samples
 _GOOD = const(115)  # filter lengths that span mains periods best: bit n - 1 for n taps
 _SETTLEN = const(116)  # _SETTLE_MS in samples
-_NSTATE = const(117)
+_HUMN = const(117)  # lag (samples) that cancels hum at the other mains frequency (0: no check)
+_HUMM = const(118)  # ... and one that cancels the setting's at least as well and keeps it
+_HRN = const(119)  # median |raw(t) - raw(t - _HUMN)|, 1/16 count
+_HRM = const(122)  # ... - _HUMM)| (_HRN + 3: feed() indexes both from _HRN)
+_NSTATE = const(125)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -287,11 +303,10 @@ def shift_for(samples):
     return s
 
 
-@micropython.viper
-def _crossing_ms(st, a: int, b: int, level: int) -> int:
+def _crossing_ms(s, a, b, level):
     # Clock time at which the composite went from a (previous sample) to b (this
-    # sample) through level, interpolated to 1/_SUB sample.
-    s = ptr32(st)
+    # sample) through level, interpolated to 1/_SUB sample. Bytecode, as is
+    # _first_loaded(): called at transitions only, it keeps native code in budget.
     frac = _SUB
     if a != b:
         frac = (a - level) * _SUB // (a - b)
@@ -303,10 +318,8 @@ def _crossing_ms(st, a: int, b: int, level: int) -> int:
     return (s[_NOW] - back) & _MS_MASK
 
 
-@micropython.viper
-def _first_loaded(st) -> int:
+def _first_loaded(s):
     # Which region reached contact level first; _NOBODY when several did at once.
-    s = ptr32(st)
     count = 0
     first = _NOBODY
     c = 0
@@ -318,6 +331,41 @@ def _first_loaded(st) -> int:
     if count != 1:
         return _NOBODY
     return first
+
+
+def _off_period(n, hz, rate):
+    # how far n samples are from a whole number of periods at hz, 1/rate period
+    r = n * hz % rate
+    return min(r, rate - r)
+
+
+def hum_lags(rate, mains):
+    """The wrong-mains check's lags, samples (0, 0: none at this rate). Hum at the
+    other mains frequency cancels in raw(t) - raw(t - n); m keeps it (a sixth of a
+    period off or more) and cancels the setting's hum at least as well as n does, so
+    that hum at the setting never makes the change over m the larger, and noise or
+    gait moves both about alike. A channel whose change over m is _HUM_K times that
+    over n, and large against its span, carries hum the pre-filter does not expect.
+    None at 130 Hz, for example: a lag that cancels 60 Hz there (13) cancels 50 too."""
+    other = _MAINS_EU + _MAINS_US - mains
+    n = 0
+    for k in range(1, _RING + 1):
+        d = _off_period(k, other, rate)
+        if d * _HUM_NEAR <= rate and (n == 0 or d < _off_period(n, other, rate)):
+            n = k
+    if n == 0:
+        return (0, 0)
+    m = 0
+    for k in range(1, _RING + 1):
+        d = _off_period(k, other, rate)
+        if d * _HUM_KEEP < rate or _off_period(k, mains, rate) > _off_period(n, mains, rate):
+            continue
+        best = _off_period(m, other, rate) if m else -1
+        if d > best or (d == best and abs(k - n) < abs(m - n)):
+            m = k
+    if m == 0:
+        return (0, 0)
+    return (n, m)
 
 
 def _root16(n):
@@ -339,7 +387,7 @@ class GaitDetector:
     def __init__(self, rate_hz=100, mains_hz=50):
         if not 50 <= rate_hz <= 1000:
             raise ValueError("rate_hz must be 50..1000")
-        if type(mains_hz) is not int or (mains_hz != 50 and mains_hz != 60):
+        if type(mains_hz) is not int or (mains_hz != _MAINS_EU and mains_hz != _MAINS_US):
             raise ValueError("mains_hz must be 50 or 60")
         self.rate_hz = rate_hz
         self.mains_hz = mains_hz
@@ -375,9 +423,22 @@ class GaitDetector:
     @property
     def faults(self):
         """Fault code per channel, 4 bits each: heel bits 0-3, arch 4-7, forefoot 8-11
-        (FAULT_OK, FAULT_DEAD, FAULT_SATURATED, FAULT_STUCK, FAULT_NOISY, FAULT_JUMPS)."""
+        (FAULT_OK, FAULT_DEAD, FAULT_SATURATED, FAULT_STUCK, FAULT_NOISY, FAULT_JUMPS;
+        above 72 Hz FAULT_WRONG_MAINS in place of ok or noisy: see hum_lags())."""
         st = self._st
-        return st[_CODE] | (st[_CODE + 1] << 4) | (st[_CODE + 2] << 8)
+        word = 0
+        c = 0
+        while c < 3:
+            code = st[_CODE + c]
+            if st[_HUMN] and (code == _F_OK or code == _F_NOISY):
+                # what the other frequency's hum leaves, against what cancels it
+                kept = st[_HRM + c]
+                if kept > _HUM_K * st[_HRN + c] and kept > _STILL << 4 and \
+                        kept * _HUM_SPAN > st[_PEAK + c] - st[_BASE + c]:
+                    code = FAULT_WRONG_MAINS
+            word |= code << (4 * c)
+            c += 1
+        return word
 
     @property
     def strike_corrected(self):
@@ -449,6 +510,9 @@ class GaitDetector:
         st[_SMALLN] = _SMALL_MS * rate // 1000
         st[_STANCEN] = _MAX_STANCE_MS * rate // 1000
         st[_SETTLEN] = _SETTLE_MS * rate // 1000
+        lags = hum_lags(rate, mains) if rate > _READS_UP_TO_HZ else (0, 0)
+        st[_HUMN] = lags[0]
+        st[_HUMM] = lags[1]
         for i in range(6 * _RING):
             self._ring[i] = 0
         for i in range(_HIST):
@@ -510,6 +574,7 @@ class GaitDetector:
         old_l = ri - taps
         if old_l < 0:
             old_l += _RING
+        hum = s[_HUMN] != 0
         spmax = 0
         spprev = s[_SPMAX]
         # a lightly loaded region (a high arch) is worth reading while the foot walks
@@ -601,6 +666,28 @@ class GaitDetector:
             # residual noise: change over one mains period (pickup cancels), a running
             # median; one period of averaging leaves about residual / sqrt(taps)
             e = raw - rg[ring0 + old_b]
+            # the wrong-mains check's running medians of |raw(t) - raw(t - lag)| for
+            # its two lags (hum_lags()), read before the ring's oldest slot (a lag may
+            # be the ring's whole length) takes this sample
+            k = 0
+            while hum and k < 2:
+                old = ri - s[_HUMN + k]
+                if old < 0:
+                    old += _RING
+                d = raw - rg[ring0 + old]
+                if d < 0:
+                    d = 0 - d
+                d = d << 4
+                i = _HRN + 3 * k + c
+                h = s[i]
+                if d > h:
+                    h += (h >> sh_nz) + 16
+                elif d < h:
+                    h -= (h >> sh_nz) + 16
+                    if h < 0:
+                        h = 0
+                s[i] = h
+                k += 1
             rg[ring0 + ri] = raw
             if e < 0:
                 e = 0 - e

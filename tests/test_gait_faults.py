@@ -277,3 +277,65 @@ def test_with_a_bias_clipped_hum_no_longer_loses_the_arch_first_contact():
     res = faultbench.run_case(120, "mains", seed=0, mains_hz=60.2, bias=6000)
     assert res.bias == 6000
     assert res.met and res.found_pct > 99.5 and res.extra_pct == 0.0
+
+
+@pytest.mark.parametrize("rate", range(73, 1001))
+@pytest.mark.parametrize("mains", [50, 60])
+def test_the_wrong_mains_lags_cancel_one_frequency_and_keep_the_other(rate, mains):
+    n, m = gait.hum_lags(rate, mains)
+    other = 110 - mains
+    if n == 0:
+        # no lag up to the ring's length tells the two apart
+        assert m == 0 and rate in (85, 95, 110, 130, 169, 170, 171, 189, 190)
+        return
+
+    def off(k, hz):  # periods from the nearest whole number, 0..0.5
+        p = k * hz / rate
+        return abs(p - round(p))
+
+    assert 1 <= n <= 20 and 1 <= m <= 20
+    assert off(n, other) <= 1 / 20  # the other's hum cancels over n
+    assert off(m, other) >= 1 / 6  # ... and not over m
+    assert off(m, mains) <= off(n, mains) + 1e-9  # the setting's hum never favours m
+
+
+def _codes_over(rate, case, mains_hz, bias=0, seconds=40.0):
+    """Per sample (the last half of a walk of `seconds`): each channel's fault code."""
+    det = gait.GaitDetector(rate, faultbench.setting(mains_hz))
+    x = faultbench.acquired(rate, case, 0, seconds=seconds, mains_hz=mains_hz, bias=bias)
+    words = []
+    for h, a, f in x.tolist():
+        det.feed(h, a, f)
+        words.append(det.faults)
+    w = np.asarray(words[len(words) // 2:])
+    return np.stack([(w >> (4 * c)) & 0xF for c in range(3)], axis=1)
+
+
+@pytest.mark.parametrize("rate", [80, 100, 120, 250, 1000])
+@pytest.mark.parametrize("pickup_hz", [50.2, 60.2])
+def test_hum_at_the_other_mains_frequency_is_reported_above_72_hz(rate, pickup_hz):
+    # one read per sample here, so mains.py's check of the reads is not there: the
+    # detector's own lags (hum_lags) say it, on the arch (whose span is below the hum)
+    # all the time and on heel or forefoot for a fifth of it or more (at 80 and 120 Hz
+    # with the insole at 60 the lag that cancels 50 Hz is 100 ms, which the gait moves)
+    wrong = gait.FAULT_WRONG_MAINS
+    codes = _codes_over(rate, "wrong-mains", pickup_hz)
+    assert (codes[:, 1] == wrong).all()
+    assert max((codes[:, 0] == wrong).mean(), (codes[:, 2] == wrong).mean()) > 0.2
+    # hum at the setting, noise, or nothing: never
+    for case in ("mains", "noise", "clean"):
+        assert not (_codes_over(rate, case, pickup_hz) == wrong).any(), case
+
+
+@pytest.mark.parametrize("bias", [0, 6000])
+def test_the_wrong_mains_check_needs_no_clipping(bias):
+    # with the bias resistor nothing is cut off at 0: the hum passes whole
+    wrong = gait.FAULT_WRONG_MAINS
+    assert (_codes_over(100, "wrong-mains", 50.2 + 10, bias) == wrong).mean() > 0.8
+    assert not (_codes_over(100, "mains", 50.2 + 10, bias) == wrong).any()
+
+
+def test_no_wrong_mains_check_where_the_reads_average():
+    # up to 72 Hz four reads per sample cancel the hum they are spaced for, and
+    # firmware/mains.py checks those reads instead
+    assert not (_codes_over(72, "wrong-mains", 60.2) == gait.FAULT_WRONG_MAINS).any()

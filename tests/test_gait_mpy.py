@@ -93,13 +93,15 @@ def run(rate):
     events = 0
     for h, a, f in samples:
         ev = -1
+        word = -1
         micropython.heap_lock()
         try:
             ev = det.feed(h, a, f)
+            word = det.faults  # Status reads it (the wrong-mains check lives there)
         except MemoryError:
             pass
         micropython.heap_unlock()
-        if ev < 0:
+        if ev < 0 or word < 0:
             failed += 1
         elif ev:
             events += 1
@@ -207,6 +209,18 @@ def test_same_events_under_60_hz_pickup_with_the_detector_set_to_60_hz(rate):
     assert len(engine.step_summaries(cp)) > 20
     assert cp == engine.run_micropython(trace, rate, mains_hz=60)
     assert cp != engine.run_cpython(trace, rate)  # the setting matters
+
+
+@pytest.mark.parametrize("rate,pickup_hz", [(100, 60.2), (250, 50.2), (1000, 50.2)])
+def test_same_fault_words_under_hum_at_the_other_mains_frequency(rate, pickup_hz):
+    # the wrong-mains check (gait.hum_lags) and every other code, sample by sample
+    clean = faultbench.looped_walk(rate, seconds=30.0)
+    trace = faultbench.disturb(clean, rate, "wrong-mains", seed=rate, mains_hz=pickup_hz)
+    mains = faultbench.setting(pickup_hz)
+    cp = engine.run_cpython(trace, rate, mains_hz=mains, faults=True)
+    words = [e[2] for e in cp if e[0] == "F"]
+    assert any((w >> 4) & 0xF == 6 for w in words)  # the arch said wrong mains
+    assert cp == engine.run_micropython(trace, rate, mains_hz=mains, faults=True)
 
 
 def test_step_counts_saturate_below_2_to_the_29():

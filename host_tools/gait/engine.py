@@ -2,7 +2,8 @@
 
 Both engines execute the same file, firmware/gait.py. Their results are a list of
 events in the order the detector produced them: ("C", contact_ms, contact_seq) for a
-heel strike and ("S", seq, strike_ms, ...) for a step summary.
+heel strike and ("S", seq, strike_ms, ...) for a step summary; with faults=True also
+("F", sample, faults) after each sample at which the faults word changed.
 """
 
 from __future__ import annotations
@@ -50,19 +51,27 @@ def load_firmware_module(name: str = "gait", firmware_dir: Path = FIRMWARE) -> M
 
 
 def run_cpython(
-    samples: np.ndarray, rate_hz: int, gait: ModuleType | None = None, mains_hz: int = 50
+    samples: np.ndarray,
+    rate_hz: int,
+    gait: ModuleType | None = None,
+    mains_hz: int = 50,
+    faults: bool = False,
 ) -> list[Event]:
     gait = gait or load_firmware_module()
     det = gait.GaitDetector(rate_hz, mains_hz)
     out: list[Event] = []
     feed = det.feed
-    for h, a, f in np.asarray(samples, dtype=np.int64).tolist():
+    word = 0
+    for i, (h, a, f) in enumerate(np.asarray(samples, dtype=np.int64).tolist()):
         ev = feed(h, a, f)
         if ev:
             if ev & gait.EV_STEP:
                 out.append(("S", *det.summary()))
             if ev & gait.EV_STRIKE:
                 out.append(("C", det.contact_ms, det.contact_seq))
+        if faults and det.faults != word:
+            word = det.faults
+            out.append(("F", i, word))
     return out
 
 
@@ -73,7 +82,11 @@ def mpy_env() -> dict[str, str]:
 
 
 def run_micropython(
-    samples: np.ndarray, rate_hz: int, timeout: float = 600, mains_hz: int = 50
+    samples: np.ndarray,
+    rate_hz: int,
+    timeout: float = 600,
+    mains_hz: int = 50,
+    faults: bool = False,
 ) -> list[Event]:
     data = np.asarray(samples, dtype="<u2").reshape(-1, 3)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +94,7 @@ def run_micropython(
         path.write_bytes(data.tobytes())
         proc = subprocess.run(
             [micropython_binary(), str(MPY_DIR / "run_detector.py"), str(path), str(rate_hz),
-             str(mains_hz)],
+             str(mains_hz), *(["faults"] if faults else [])],
             capture_output=True,
             text=True,
             env=mpy_env(),

@@ -19,7 +19,8 @@ rates up to 6/5 of the mains frequency (60 Hz for 50 Hz mains, 72 Hz for 60), an
 quarter of a mains period apart (firmware/mains.py, modes.averages()), each read with
 its own noise and the pickup at its own time; those reads also feed the insole's hum
 check (mains.py MainsCheck), whose verdict joins the detector's ``faults`` as Status
-carries them. The detector and the reads are set to the mains frequency nearest the
+carries them; above 72 Hz the detector checks the setting itself (gait.py
+hum_lags()). The detector and the reads are set to the mains frequency nearest the
 ``mains`` pickup's (50 or 60 Hz: the config's mains_hz).
 
 ``--bias COUNTS`` models an insole built with a bias resistor from 3V3 to each ADC pin
@@ -244,7 +245,8 @@ class CaseResult:
         codes = [(self.faults >> (4 * c)) & 0xF for c in range(3)]
         wrong = WRONG_MAINS in codes
         if self.case == "wrong-mains":
-            # harmless, or never silent: wrong mains (the reads' check, up to 72 Hz)
+            # harmless, or never silent: wrong mains (the reads' check up to 72 Hz,
+            # the detector's hum_lags() check above)
             # or noisy (the pre-filter's residual, whose hint names the setting)
             return ok or wrong or NOISY in codes
         ok = ok and not wrong  # hum at the setting's own frequency is no wrong setting
