@@ -179,7 +179,9 @@ _MAINS_US = const(60)
 _HUM_NEAR = const(20)  # a lag cancels hum within 1/_HUM_NEAR of a period (2 sin(pi/20) = 0.31)
 _HUM_KEEP = const(6)  # ... and keeps it when 1/_HUM_KEEP of a period or more off (2 sin(pi/6) = 1)
 _HUM_K = const(4)  # wrong: the residual it keeps is this many times the one it cancels
-_HUM_SPAN = const(8)  # ... and at least 1/_HUM_SPAN of the channel's span
+_HUM_SPAN = const(8)  # ... and at least 1/_HUM_SPAN of the channel's span and of _MIN_SPAN
+# (a quantised reading that steps every two or three samples on a small span, 100-150
+# counts, is no hum worth a report)
 
 FAULT_OK = const(0)
 FAULT_DEAD = const(1)
@@ -433,7 +435,7 @@ class GaitDetector:
             if st[_HUMN] and (code == _F_OK or code == _F_NOISY):
                 # what the other frequency's hum leaves, against what cancels it
                 kept = st[_HRM + c]
-                if kept > _HUM_K * st[_HRN + c] and kept > _STILL << 4 and \
+                if kept > _HUM_K * st[_HRN + c] and kept * _HUM_SPAN > _MIN_SPAN << 4 and \
                         kept * _HUM_SPAN > st[_PEAK + c] - st[_BASE + c]:
                     code = FAULT_WRONG_MAINS
             word |= code << (4 * c)

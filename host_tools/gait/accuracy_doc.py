@@ -226,11 +226,17 @@ reading's change over two lags of up to 20 samples (firmware/gait.py `hum_lags()
 which cancels hum at the other mains frequency (within a twentieth of a period), and m,
 which keeps it (a sixth of a period off or more) and cancels hum at the setting at least
 as well as n. A change over m four times that over n, and an eighth of the channel's
-span or more, is code 6 in place of ok or noisy. At 100 Hz with the insole at 50 Hz n is
+span and of 1200 counts (the smallest span that walks) or more, is code 6 in place of ok
+or noisy. Without that floor a quantised reading that steps every two or three samples
+on a small span raised it for a few samples in 4 of the 550 PhysioNet feet at 100 Hz
+with the insole at 60 Hz; with it none did, at 100 Hz with either setting and at 150 Hz
+and 300 Hz (the 550 feet resampled: 7.1 million samples at 100 Hz, 21.2 million at
+300 Hz). At 100 Hz with the insole at 50 Hz n is
 5 samples (3 periods of 60 Hz) and m is 4 (2 periods of 50 Hz, 2.4 of 60). On a minute
 of the bench's walk (draw 1), at 23 rates from 73 to 1000 Hz with either setting, plain
 and biased, no `clean`, `noise` or `mains` run raised it at any sample after the first
-5 s, and every `wrong-mains` run did on the arch in 69-100 % of the samples (85-100 %
+5 s (8 of those rates re-run with that floor: the same figures), and every
+`wrong-mains` run did on the arch in 69-100 % of the samples (85-100 %
 but at 73 Hz, 100 % at all but 73, 77 and 97 Hz) and on heel or forefoot in 27-100 % of
 them (0-2 % at 73, 77 and 97 Hz, where the arch alone says it). The check only reports:
 no event moves, here or in the PhysioNet figures. It cannot tell the frequencies apart
