@@ -69,9 +69,11 @@ def run_cpython(
                 out.append(("S", *det.summary()))
             if ev & gait.EV_STRIKE:
                 out.append(("C", det.contact_ms, det.contact_seq))
-        if faults and det.faults != word:
-            word = det.faults
-            out.append(("F", i, word))
+        if faults:
+            w = det.faults
+            if w != word:
+                word = w
+                out.append(("F", i, word))
     return out
 
 
