@@ -98,10 +98,10 @@ _STATUS_JOURNAL_DROPPED = const(0x08)  # the journal dropped days (how many: GET
 _STATUS_MODE_SHIFT = const(4)  # bits 4..7: the mode
 
 # highest sample rate (Hz) each mode holds on a 240 MHz ESP32, by mode number: a step
-# below the bench's estimates (`make bench`, esp32_estimate: walk 850, heel raise 350,
-# toe scrunch 550, balance 350, slow walk 900 on a quiet machine; a busy one gives
-# less), and never above protocol.RATE_MAX
-MAX_RATE_HZ = (400, 300, 400, 300, 400)
+# below the bench's estimates (`make bench`, esp32_estimate, three runs: walk 950,
+# heel raise 350, toe scrunch 450, balance 250, slow walk 700-800), and never above
+# protocol.RATE_MAX
+MAX_RATE_HZ = (400, 300, 400, 250, 400)
 
 
 class Insole:
