@@ -54,6 +54,10 @@
 #    that collapses at once and stays unloaded as long as a swing before the foot
 #    loads again was a spike, when it bore little of the stance's load: the step
 #    summary dates the strike to the contact after it and says so (strike_corrected).
+# 4. Event times are true times on the device clock. Up to 72 Hz a sample is the mean
+#    of four reads a quarter of a mains period apart, taken from its tick on
+#    (reads_hz(), firmware/mains.py): it stands for 3/8 of that period after its tick
+#    (7.5 ms at 50 Hz, 6.25 ms at 60 Hz), which every back-dated time adds back.
 #
 # The per-sample work is feed(), one viper method over a preallocated int32 state
 # array; the rare transitions (contact, toe-off, step summary) run as plain methods.
@@ -171,11 +175,15 @@ _JUMP_HIT = const(256)  # jump score per jump; it decays over about two seconds
 _JUMP_ON = const(384)  # two jumps close together: the channel jumps
 _JUMP_MS = const(2000)
 _SETTLE_MS = const(2000)  # the pre-filter starts long and shortens only after this
-# Hum at the other mains frequency (a wrong setting), above the rates whose samples are
-# four reads' means (modes.averages(): up to 6/5 of 60 Hz; mains.py checks those reads):
-_READS_UP_TO_HZ = const(72)
+# Rates up to 6/5 of a mains frequency take each sample as four reads' mean (reads_hz())
+_READS_UP_TO_PER_5 = const(6)
+# such a sample stands for 3/8 of a read period after its tick: this over the read
+# frequency, in 1/_SUB ms (375 ms x _SUB)
+_READS_LATE = const(6000)
 _MAINS_EU = const(50)  # the two mains frequencies, Hz (config.py)
 _MAINS_US = const(60)
+# Hum at the other mains frequency (a wrong setting) is checked here above the rates
+# whose samples are four reads' means (mains.py checks those reads)
 _HUM_NEAR = const(20)  # a lag cancels hum within 1/_HUM_NEAR of a period (2 sin(pi/20) = 0.31)
 _HUM_KEEP = const(6)  # ... and keeps it when 1/_HUM_KEEP of a period or more off (2 sin(pi/6) = 1)
 _HUM_K = const(4)  # wrong: the residual it keeps is this many times the one it cancels
@@ -285,7 +293,8 @@ _HUMN = const(117)  # lag (samples) that cancels hum at the other mains frequenc
 _HUMM = const(118)  # ... and one that cancels the setting's at least as well and keeps it
 _HRN = const(119)  # median |raw(t) - raw(t - _HUMN)|, 1/16 count
 _HRM = const(122)  # ... - _HUMM)| (_HRN + 3: feed() indexes both from _HRN)
-_NSTATE = const(125)
+_LATE = const(125)  # a sample stands for this long after its tick, 1/_SUB ms (reads_hz())
+_NSTATE = const(126)
 
 _NOBODY = const(3)  # no single channel loaded first
 
@@ -305,6 +314,20 @@ def shift_for(samples):
     return s
 
 
+def reads_hz(rate, mains):
+    """The mains frequency whose quarter periods space a sample's four reads at this
+    rate and setting (firmware/mains.py), or 0 for one read per sample: the setting's
+    own up to 6/5 of it (60 Hz where mains is 50 Hz, 72 Hz where it is 60 Hz), at which
+    the pre-filter could not span whole periods within its longest length; and 60 Hz
+    from there to 72 Hz whatever the setting, where a 50 Hz period does not fit in a
+    sample and 60 Hz hum (an insole left at 50 Hz) would alias into the gait's band."""
+    if rate * 5 <= mains * _READS_UP_TO_PER_5:
+        return mains
+    if rate * 5 <= _MAINS_US * _READS_UP_TO_PER_5:
+        return _MAINS_US
+    return 0
+
+
 def _crossing_ms(s, a, b, level):
     # Clock time at which the composite went from a (previous sample) to b (this
     # sample) through level, interpolated to 1/_SUB sample. Bytecode, as is
@@ -316,8 +339,11 @@ def _crossing_ms(s, a, b, level):
             frac = 0
         elif frac > _SUB:
             frac = _SUB
-    back = (_SUB - frac + s[_DELAY]) * 1000 // (_SUB * s[_RATE])
-    return (s[_NOW] - back) & _MS_MASK
+    # back from the tick: the pre-filter's delay added, the averaged reads' lateness
+    # taken off (the floor of a floor over _SUB is the floor of the whole: exact, and
+    # the one division it was when nothing is late); negative for a time after the tick
+    frac = ((_SUB - frac + s[_DELAY]) * 1000 // s[_RATE] - s[_LATE]) // _SUB
+    return (s[_NOW] - frac) & _MS_MASK
 
 
 def _first_loaded(s):
@@ -512,7 +538,9 @@ class GaitDetector:
         st[_SMALLN] = _SMALL_MS * rate // 1000
         st[_STANCEN] = _MAX_STANCE_MS * rate // 1000
         st[_SETTLEN] = _SETTLE_MS * rate // 1000
-        lags = hum_lags(rate, mains) if rate > _READS_UP_TO_HZ else (0, 0)
+        read = reads_hz(rate, mains)
+        st[_LATE] = _READS_LATE // read if read else 0
+        lags = (0, 0) if read else hum_lags(rate, mains)
         st[_HUMN] = lags[0]
         st[_HUMM] = lags[1]
         for i in range(6 * _RING):
@@ -1083,8 +1111,9 @@ class GaitDetector:
             if cur != prev:
                 frac = (_ONSET - prev) * _SUB // (cur - prev)
             back = (j + 1) * _SUB - frac
-        back_ms = (back + st[_DELAY]) * 1000 // (_SUB * self.rate_hz) + _LEAD_MS
-        return (st[_NOW] - back_ms) & _MS_MASK
+        # as in _crossing_ms()
+        back = ((back + st[_DELAY]) * 1000 // self.rate_hz - st[_LATE]) // _SUB + _LEAD_MS
+        return (st[_NOW] - back) & _MS_MASK
 
     def _start_stance(self):
         st = self._st

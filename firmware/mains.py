@@ -12,8 +12,9 @@
 # period). The reads take three quarters of a mains period (with 50 Hz mains 15 ms of
 # the 16.7-20 ms sample period at 50-60 Hz; with 60 Hz mains 12.5 ms of 13.9-20 ms at
 # 50-72 Hz); a sample stands for the middle of them, 3/8 of a mains period after its
-# deadline. From 61 to 72 Hz the reads are 60 Hz ones whatever the setting (modes.py):
-# a 50 Hz period does not fit, and there 60 Hz hum would alias into the gait's band.
+# deadline (the detector dates its events so: gait.reads_hz()). From 61 to 72 Hz the
+# reads are 60 Hz ones whatever the setting (gait.reads_hz()): a 50 Hz period does not
+# fit, and there 60 Hz hum would alias into the gait's band.
 #
 # The check (MainsCheck): for hum at the frequency the reads cancel, r0 - r1 + r2 - r3
 # of a sample's four reads is zero while no read clips; a ramp of the load puts -2 x

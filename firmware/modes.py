@@ -24,7 +24,7 @@ from array import array
 
 import lazy
 import protocol as P
-from gait import GaitDetector
+from gait import GaitDetector, reads_hz
 from pairing import TapGesture
 from ring import EventRing
 from sampler import Sampler
@@ -35,8 +35,6 @@ _ERR_NO_MEMORY = const(0x0B)  # no room for a mode's counter (walk runs) or a co
 _ERR_OK = const(0x00)
 _MODE_SLOW_WALK = const(4)
 _MODE_WALK = const(0)
-_MAINS_UP_TO_PER_5 = const(6)  # mains.py: rates to 6/5 of mains average four reads
-_MAINS_US = const(60)  # Hz: the higher mains frequency (config.py)
 _EVENT_SIZE = const(20)
 _REPLY_MAX = const(20)
 _RSC_SIZE = const(10)
@@ -89,7 +87,7 @@ def setup(dev, adcs, ble, store, cfg, log, clock, uid_suffix, board_name, batter
     dev.wdt = wdt
     dev._finished = finished
     dev.sampler = Sampler(cfg["rate_hz"], clock)
-    if averages(cfg):
+    if reads_hz(cfg["rate_hz"], cfg["mains_hz"]):
         bind_reads(dev)  # four reads over a mains period
     log.clock = dev.sampler
     dev.det = _new_detector(dev)
@@ -170,21 +168,6 @@ def _emit_start(dev, skipped_seq=0, skipped_steps=0):
     P.pack_start(dev._pkt, dev.ring.head, dev.steps, dev.cfg["rate_hz"], side,
                  dev.mode, skipped_seq, skipped_steps)
     dev._put(dev._pkt)
-
-
-def averages(cfg):
-    """The mains frequency whose quarter periods space a sample's four reads at cfg's
-    rate (mains.py), or 0 for one read per sample: cfg's own up to 6/5 of it (60 Hz
-    where mains is 50 Hz, 72 Hz where it is 60 Hz), at which the pre-filter could not
-    span whole periods within its longest length; and 60 Hz from there to 72 Hz
-    whatever the setting, where a 50 Hz period does not fit in a sample and 60 Hz hum
-    (an insole left at 50 Hz) would alias into the gait's band."""
-    rate5 = cfg["rate_hz"] * 5
-    if rate5 <= cfg["mains_hz"] * _MAINS_UP_TO_PER_5:
-        return cfg["mains_hz"]
-    if rate5 <= _MAINS_US * _MAINS_UP_TO_PER_5:
-        return _MAINS_US
-    return 0
 
 
 def _new_detector(dev):
@@ -296,11 +279,11 @@ def restart_detector(dev):
 
 def bind_reads(dev):
     """The sample's ADC reads at dev.cfg's rate and mains: one read per channel, or
-    where averages() says so the mean of four over one mains period (mains.py), whose
+    where gait.reads_hz() says so the mean of four over one mains period (mains.py), whose
     module is dropped from sys.modules at once (its code stays only while the reads
     use it)."""
     adcs = dev.adcs
-    hz = averages(dev.cfg)
+    hz = reads_hz(dev.cfg["rate_hz"], dev.cfg["mains_hz"])
     dev._mains = None
     if not hz:
         dev._read_h = adcs[0].read_u16

@@ -66,13 +66,23 @@ def test_resampling_keeps_the_reference_and_interpolates_the_trace():
         "r-left", "gaitpdb", "Ga", "left", 100, trace, np.array([15.0]), (15.0, 15.0),
         invalid_ms=[(0.0, 5.0)],
     )
+    # 50 Hz: each sample the mean of four reads 5 ms apart from its tick (a ramp of 30
+    # counts per ms: 0, 150, 300, 450; then 600, 750, 900 and 900 past the end),
+    # rounded down as the insole shifts the sum
     half = physionet.resample(rec, 50)
-    assert half.rate_hz == 50 and half.trace.tolist() == [[0, 10, 20], [600, 610, 620]]
+    assert half.rate_hz == 50 and half.trace.tolist() == [[225, 235, 245], [787, 797, 807]]
+    # with 60 Hz mains the reads are 4166 us apart: 0, 125, 250 and 375 counts (0,
+    # 4.166, 8.332 and 12.498 ms, each rounded to a whole count) and 600, 725, 850, 900
+    half60 = physionet.resample(rec, 50, mains_hz=60)
+    assert half60.trace[:, 0].tolist() == [187, 768]
+    # the mean stands for 3/8 of a mains period after the tick: on a ramp it reads
+    # what a point read 7.5 ms (6.25 ms) later reads, to the rounding
+    assert abs(half.trace[0, 0] - 7.5 * 30) <= 1 and abs(half60.trace[0, 0] - 6.25 * 30) <= 1
     triple = physionet.resample(rec, 300)
     assert triple.rate_hz == 300 and len(triple.trace) == 10
     assert triple.trace[:, 0].tolist() == [0, 100, 200, 300, 400, 500, 600, 700, 800, 900]
     assert triple.trace[:, 2].tolist() == [20, 120, 220, 320, 420, 520, 620, 720, 820, 920]
-    for r in (half, triple):
+    for r in (half, half60, triple):
         assert r.reference_ms.tolist() == [15.0] and r.invalid_ms == [(0.0, 5.0)]
         assert r.window_ms == (15.0, 15.0) and r.trace.dtype == trace.dtype
     assert physionet.resample(rec, 100) is rec

@@ -15,6 +15,7 @@ from tests.fw_fakes import FakeClock
 from tests.mpy import ROOT, run_micropython
 
 sys.path.insert(0, str(FIRMWARE))
+import gait  # noqa: E402
 import mains  # noqa: E402
 
 PICKUP = 4000
@@ -100,17 +101,17 @@ def test_the_bench_models_the_same_acquisition():
     def const(name):
         return int(re.search(rf"^{name} = const\((\d+)\)", src, re.M).group(1))
 
-    import modes
-
     assert faultbench.AVERAGE_READS == const("_READS") == 1 << const("_SHIFT")
-    assert faultbench.AVERAGE_UP_TO_PER_5 == modes._MAINS_UP_TO_PER_5
+    gait_src = (FIRMWARE / "gait.py").read_text()
+    per5 = re.search(r"^_READS_UP_TO_PER_5 = const\((\d+)\)", gait_src, re.M).group(1)
+    assert faultbench.AVERAGE_UP_TO_PER_5 == int(per5)
     for hz in (50, 60):
         gap_us = const("_PERIOD_US_X_HZ") // (hz * const("_READS"))
         assert faultbench.read_gap_s(hz) == gap_us / 1e6
         assert abs(const("_READS") * gap_us - 1e6 / hz) < 4  # one mains period
         for rate in range(50, 101):
             cfg = {"rate_hz": rate, "mains_hz": hz}
-            assert modes.averages(cfg) == faultbench.read_hz(rate, hz), cfg
+            assert gait.reads_hz(rate, hz) == faultbench.read_hz(rate, hz), cfg
     assert faultbench.average_up_to_hz(50) == 60 and faultbench.average_up_to_hz(60) == 72
     assert faultbench.setting(50.2) == 50 and faultbench.setting(60.2) == 60
     assert faultbench.other_mains(50.2) == 60.2 and faultbench.other_mains(60.2) == 50.2
@@ -119,11 +120,7 @@ def test_the_bench_models_the_same_acquisition():
 
 
 def test_the_reads_follow_the_setting_and_take_60_hz_spacing_up_to_72_hz():
-    import modes
-
-    def hz(rate, mains):
-        return modes.averages({"rate_hz": rate, "mains_hz": mains})
-
+    hz = gait.reads_hz
     assert [hz(r, 50) for r in (50, 60, 61, 72, 73, 100)] == [50, 50, 60, 60, 0, 0]
     assert [hz(r, 60) for r in (50, 60, 72, 73, 100)] == [60, 60, 60, 0, 0]
 

@@ -16,7 +16,7 @@ resampled to each rate, and run clean and with one disturbance at a time:
 The insole's acquisition is modelled: each ADC read is clipped to 0..65535, and at
 rates up to 6/5 of the mains frequency (60 Hz for 50 Hz mains, 72 Hz for 60), and with
 60 Hz spacing up to 72 Hz whatever the setting, a sample is the mean of four reads a
-quarter of a mains period apart (firmware/mains.py, modes.averages()), each read with
+quarter of a mains period apart (firmware/mains.py, gait.reads_hz()), each read with
 its own noise and the pickup at its own time; those reads also feed the insole's hum
 check (mains.py MainsCheck), whose verdict joins the detector's ``faults`` as Status
 carries them; above 72 Hz the detector checks the setting itself (gait.py
@@ -71,7 +71,7 @@ WRONG_MAINS = 6  # Status fault code (firmware/mains.py _F_MAINS)
 NOISY = 4  # ... and the detector's (firmware/gait.py _F_NOISY)
 
 
-# firmware/mains.py (and modes.averages): four reads over one mains period per sample
+# firmware/mains.py (and gait.reads_hz): four reads over one mains period per sample
 AVERAGE_READS = 4
 AVERAGE_UP_TO_PER_5 = 6
 MAINS_SETTINGS = (50, 60)
@@ -92,13 +92,13 @@ def other_mains(pickup_hz: float) -> float:
 
 def average_up_to_hz(mains: int) -> int:
     """Highest rate whose samples average four reads spaced for this mains frequency
-    (firmware/modes.py averages())."""
+    (firmware/gait.py reads_hz())."""
     return mains * AVERAGE_UP_TO_PER_5 // 5
 
 
 def read_hz(rate_hz: int, mains: int) -> int:
     """The mains frequency whose quarter periods space the four reads of a sample at
-    this rate and setting, 0 for one read (firmware/modes.py averages()): the setting
+    this rate and setting, 0 for one read (firmware/gait.py reads_hz()): the setting
     up to 6/5 of it, then 60 Hz up to 72 Hz."""
     if rate_hz <= average_up_to_hz(mains):
         return mains
@@ -178,7 +178,7 @@ def acquired_reads(
     bias: int = 0,
 ) -> np.ndarray:
     """The ADC reads the insole takes of the looped walk under `case`: reads x samples
-    x channels (one read per sample, or four: firmware/modes.py averages()); `bias`:
+    x channels (one read per sample, or four: firmware/gait.py reads_hz()); `bias`:
     see biased()."""
     hz = read_hz(rate_hz, setting(mains_hz))
     gap = read_gap_s(hz) if hz else 0.0

@@ -9,6 +9,7 @@ of ``read_u16()`` counts 0..65535.
 
 from __future__ import annotations
 
+import functools
 import gzip
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ NDD_INVALID = -2048
 PDB_RATE_HZ = 100
 PDB_FULL_SCALE_N = 1200.0
 U16_MAX = 65535
+READS = 4  # ADC reads a sample averages at 72 Hz and below (firmware/mains.py)
 
 # gaitpdb columns (0-based) emulating a 3-FSR insole: heel L1, arch L5, forefoot L7.
 PDB_COLUMNS = {"left": (1, 5, 7), "right": (9, 13, 15)}
@@ -75,21 +77,43 @@ class Recording:
     invalid_ms: list[tuple[float, float]] = field(default_factory=list)
 
 
-def resample(rec: Recording, rate_hz: int) -> Recording:
+def resample(rec: Recording, rate_hz: int, mains_hz: int = 50) -> Recording:
     """The same recording as an insole sampling at ``rate_hz`` would have read it.
 
-    Each column is interpolated linearly at the new sample times (at a lower rate this
-    keeps every k-th sample where k is whole); the reference and spans, in ms, stay.
+    Each column is interpolated linearly at the insole's read times and rounded to
+    whole counts, as an ADC reads them; the reference and spans, in ms, stay. Above
+    72 Hz a sample is one read at its tick (at a lower rate than the recording's, where
+    the ratio is whole, every k-th sample). Up to 72 Hz it is the mean of four reads a
+    quarter of a mains period apart from its tick on, rounded down (firmware/mains.py;
+    the period is ``mains_hz``'s or 60 Hz's as firmware/gait.py reads_hz() says), so it
+    stands for 3/8 of that period after its tick, as on the insole.
     """
     if rate_hz == rec.rate_hz:
         return rec
     n = len(rec.trace)
+    if not n:
+        return replace(rec, rate_hz=rate_hz)
     t_in = np.arange(n) * 1000.0 / rec.rate_hz
-    n_out = int((n - 1) * rate_hz // rec.rate_hz) + 1 if n else 0
+    n_out = int((n - 1) * rate_hz // rec.rate_hz) + 1
     t_out = np.arange(n_out) * 1000.0 / rate_hz
-    cols = [np.interp(t_out, t_in, rec.trace[:, c]) for c in range(rec.trace.shape[1])]
-    trace = np.rint(np.stack(cols, axis=1)).astype(rec.trace.dtype) if n else rec.trace
+    hz = _firmware_gait().reads_hz(rate_hz, mains_hz)
+    # the insole waits whole microseconds between reads
+    offsets_ms = [k * (1_000_000 // (hz * READS)) / 1000.0 for k in range(READS)] if hz \
+        else [0.0]
+    reads = [
+        np.rint(np.stack([np.interp(t_out + dt, t_in, rec.trace[:, c])
+                          for c in range(rec.trace.shape[1])], axis=1)).astype(np.int64)
+        for dt in offsets_ms
+    ]
+    trace = (sum(reads) // len(reads)).astype(rec.trace.dtype)
     return replace(rec, rate_hz=rate_hz, trace=trace)
+
+
+@functools.cache
+def _firmware_gait():
+    from host_tools.gait import engine
+
+    return engine.load_firmware_module()
 
 
 def ndd_group(record: str) -> str:

@@ -1,7 +1,10 @@
 """The PhysioNet evaluation repeated at several insole sample rates.
 
-The detector must not depend on the rate it samples at: every recording is resampled
-linearly to each rate (host_tools.gait.physionet.resample), run through the detector
+The detector must not depend on the rate it samples at: every recording is read at
+each rate as the insole would read it (host_tools.gait.physionet.resample: linear
+interpolation at the read times, and up to 72 Hz each sample the mean of four reads a
+quarter of a 50 Hz period apart, which the detector dates 7.5 ms after the tick), run
+through the detector
 (CPython engine: the same events as the insole's MicroPython) and scored exactly as
 `insole evaluate` scores it at 100 Hz.
 
