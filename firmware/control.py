@@ -21,6 +21,7 @@ import control_wire
 import lazy
 import modes
 from device import MAX_RATE_HZ
+from gait import reads_hz
 
 # protocol.py's constants, private here (no name, no lookup on the insole;
 # tests/test_firmware_units.py checks every copy against protocol.py's)
@@ -28,7 +29,7 @@ _ERR_NOT_YET = const(0x09)  # backfill: the first event asked for has not been m
 _ERR_OK = const(0x00)
 _ERR_PARTIAL = const(0x07)  # backfill: the oldest wanted events are gone
 _ERR_STORAGE = const(0x06)
-_ERR_TOO_FAST = const(0x0A)  # SET_RATE, SET_MODE: the mode cannot hold that sample rate
+_ERR_TOO_FAST = const(0x0A)  # SET_RATE, SET_MODE, SET_MAINS: the mode cannot hold that rate
 _OP_BACKFILL = const(0x08)  # u16 low bits, or u32 (29 bits), of the first event wanted
 _OP_GET_CONFIG = const(0x0A)  # reply data: side, rate, stride, mains, name
 _OP_GET_JOURNAL = const(0x0B)  # reply data: head, oldest held, days dropped, journal bytes
@@ -44,6 +45,7 @@ _OP_ZERO = const(0x05)  # zero-calibrate (insole unloaded)
 _SEQ_MASK = const(0xFFFF)  # the packet carries the low 16 bits of the event sequence
 _SIDE_LEFT = const(0)
 _SIDE_RIGHT = const(1)
+_READS_SPAN_PER_MILLE = const(750)  # four reads take 3/4 of a mains period (mains.py)
 
 _RAW_SIZE = const(20)
 
@@ -80,7 +82,7 @@ def command(dev, data):
     elif op == _OP_SET_NAME:
         err = change(dev, "name", value)
     elif op == _OP_SET_RATE:
-        if value > MAX_RATE_HZ[dev.mode]:
+        if not holds(dev.mode, value, cfg["mains_hz"]):
             err = _ERR_TOO_FAST
         else:
             err = change(dev, "rate_hz", value)
@@ -88,7 +90,10 @@ def command(dev, data):
             modes.restart_detector(dev)
     elif op == _OP_SET_MAINS:
         # the pre-filter and the four-read average follow the mains period
-        err = change(dev, "mains_hz", value)
+        if not holds(dev.mode, cfg["rate_hz"], value):
+            err = _ERR_TOO_FAST
+        else:
+            err = change(dev, "mains_hz", value)
         if err == _ERR_OK:
             modes.restart_detector(dev)
     elif op == _OP_SET_STRIDE:
@@ -112,12 +117,26 @@ def command(dev, data):
             dev.raw_on = False
             dev._raw_link = -1
     elif op == _OP_SET_MODE:
-        if cfg["rate_hz"] > MAX_RATE_HZ[value[0]]:
+        if not holds(value[0], cfg["rate_hz"], cfg["mains_hz"]):
             err = _ERR_TOO_FAST
         else:
             err = modes.set_mode(dev, value)
     dev._log("cmd", "%d -> %d" % (op, err))
     return bytes((op, err))
+
+
+def holds(mode, rate, mains):
+    """Whether the mode can run at this rate and mains setting: at most its highest
+    rate (device.MAX_RATE_HZ, where its loop takes at most half a period), and where a
+    sample averages four reads (gait.reads_hz()) what the reads leave of the period is
+    at least that half period, the longest the mode's loop may take. (1/1000 s and
+    Hz: every product stays far below 2**29.)"""
+    top = MAX_RATE_HZ[mode]
+    if rate > top:
+        return False
+    hz = reads_hz(rate, mains)
+    # (1/rate - 3/4 / hz) >= 1 / (2 top), times 1000 rate hz
+    return not hz or (1000 * hz - _READS_SPAN_PER_MILLE * rate) * 2 * top >= 1000 * rate * hz
 
 
 def change(dev, key, value):

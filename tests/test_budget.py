@@ -175,6 +175,46 @@ def test_set_mode_into_a_mode_that_cannot_hold_the_rate_is_refused():
     assert _command(ble, dev, _set_mode(FP._MODE_BALANCE)).ok and dev.mode == FP._MODE_BALANCE
 
 
+def test_averaged_rates_a_mode_cannot_hold_are_refused():
+    # Up to 72 Hz four reads take 3/4 of a mains period; the mode's loop may take half
+    # a period at its highest rate (2 ms for balance at 250 Hz, 1.67 ms heel raise):
+    # balance leaves 1.67 ms at 60 Hz with 50 Hz reads, heel raise 1.39 ms at 72 Hz
+    dev, ble = _device()
+    assert _command(ble, dev, HP.cmd_set_rate(60)).ok  # walk holds every rate
+    r = _command(ble, dev, _set_mode(FP._MODE_BALANCE))
+    assert r.error == HP.ERR_TOO_FAST and dev.mode == FP._MODE_WALK and dev.ex is None
+    assert _command(ble, dev, _set_mode(FP._MODE_HEEL_RAISE)).ok  # 1.67 ms: just fits
+    assert _command(ble, dev, HP.cmd_set_rate(72)).error == HP.ERR_TOO_FAST
+    assert dev.sampler.rate_hz == 60 and dev.cfg["rate_hz"] == 60
+    assert _command(ble, dev, HP.cmd_set_rate(70)).ok and dev.sampler.rate_hz == 70
+    assert _command(ble, dev, _set_mode(FP._MODE_WALK)).ok
+    # with 60 Hz mains the reads take 12.5 ms: balance holds 60 Hz, and a switch back
+    # to 50 Hz mains (15 ms of reads) is refused while it runs
+    assert _command(ble, dev, HP.cmd_set_rate(60)).ok
+    assert _command(ble, dev, HP.cmd_set_mains(60)).ok
+    assert _command(ble, dev, _set_mode(FP._MODE_BALANCE)).ok
+    r = _command(ble, dev, HP.cmd_set_mains(50))
+    assert r.error == HP.ERR_TOO_FAST and dev.cfg["mains_hz"] == 60
+    assert _command(ble, dev, HP.cmd_set_rate(69)).error == HP.ERR_TOO_FAST
+    assert _command(ble, dev, HP.cmd_set_rate(68)).ok and dev.sampler.rate_hz == 68
+
+
+def test_which_rates_each_mode_holds():
+    import control
+
+    for mode, top in enumerate(device.MAX_RATE_HZ):
+        for mains in (50, 60):
+            for rate in range(FP._RATE_MIN, FP._RATE_MAX + 1):
+                hz = modes.reads_hz(rate, mains)
+                free_ms = 1000 / rate - (0.75 * 1000 / hz if hz else 0)
+                want = rate <= top and (not hz or free_ms >= 500 / top - 1e-9)
+                assert control.holds(mode, rate, mains) == want, (mode, rate, mains)
+    # at 72 Hz and below only heel raise and balance lose rates
+    lost = {m for m in range(5) for r in range(50, 73) for hz in (50, 60)
+            if not control.holds(m, r, hz)}
+    assert lost == {FP._MODE_HEEL_RAISE, FP._MODE_BALANCE}
+
+
 # ---- counters saturate at 2**29 - 1 ----
 
 

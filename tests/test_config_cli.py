@@ -96,8 +96,8 @@ def test_a_refused_setting_stops_the_rest_and_says_what_was_set():
     todo = cmd_config.commands(Args)
     link = RefusingInsole()
     done: list[str] = []
-    with pytest.raises(Failed, match=r"refused rate 300 Hz: sample rate too high for the "
-                       r"mode \(side left set\)"):
+    with pytest.raises(Failed, match=r"refused rate 300 Hz: the mode cannot hold that "
+                       r"sample rate at this mains setting \(side left set\)"):
         asyncio.run(cmd_config._configure(todo, done)(link))
     assert done == ["side left"]
     assert [w[0] for w in link.writes] == [protocol.OP_SET_SIDE, protocol.OP_SET_RATE]

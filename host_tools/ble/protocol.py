@@ -109,7 +109,7 @@ ERROR_NAMES = {
     ERR_PARTIAL: "backfill partial: oldest events gone",
     ERR_BUSY: "busy: command queue full",
     ERR_NOT_YET: "backfill from an event the insole has not made yet",
-    ERR_TOO_FAST: "sample rate too high for the mode",
+    ERR_TOO_FAST: "the mode cannot hold that sample rate at this mains setting",
     ERR_NO_MEMORY: "no memory for the mode (the insole walks on)",
 }
 

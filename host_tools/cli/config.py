@@ -11,7 +11,9 @@ ones before it stay set.
 
   --side left|right   which foot (the advertised name follows from the next advertising)
   --name NAME         the advertised name's prefix: 1-12 letters, digits, space, _ or .
-  --rate HZ           sample rate, 50..400 (and at most the current mode's highest)
+  --rate HZ           sample rate, 50..400, one the current mode holds (docs/PROTOCOL.md,
+                      "Control": exercise modes hold less, and two of them not every
+                      rate up to 72 Hz)
   --stride CM         stride length for the RSC speed and distance, 30..300
   --mains 50|60       the local mains frequency, whose hum the detector cancels: 60 in
                       most of the Americas, South Korea, Taiwan and western Japan
