@@ -342,8 +342,8 @@ def _crossing_ms(s, a, b, level):
     # back from the tick: the pre-filter's delay added, the averaged reads' lateness
     # taken off (the floor of a floor over _SUB is the floor of the whole: exact, and
     # the one division it was when nothing is late); negative for a time after the tick
-    frac = ((_SUB - frac + s[_DELAY]) * 1000 // s[_RATE] - s[_LATE]) // _SUB
-    return (s[_NOW] - frac) & _MS_MASK
+    back = ((_SUB - frac + s[_DELAY]) * 1000 // s[_RATE] - s[_LATE]) // _SUB
+    return (s[_NOW] - back) & _MS_MASK
 
 
 def _first_loaded(s):

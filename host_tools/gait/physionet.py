@@ -9,7 +9,6 @@ of ``read_u16()`` counts 0..65535.
 
 from __future__ import annotations
 
-import functools
 import gzip
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +20,6 @@ NDD_INVALID = -2048
 PDB_RATE_HZ = 100
 PDB_FULL_SCALE_N = 1200.0
 U16_MAX = 65535
-READS = 4  # ADC reads a sample averages at 72 Hz and below (firmware/mains.py)
 
 # gaitpdb columns (0-based) emulating a 3-FSR insole: heel L1, arch L5, forefoot L7.
 PDB_COLUMNS = {"left": (1, 5, 7), "right": (9, 13, 15)}
@@ -86,8 +84,12 @@ def resample(rec: Recording, rate_hz: int, mains_hz: int = 50) -> Recording:
     the ratio is whole, every k-th sample). Up to 72 Hz it is the mean of four reads a
     quarter of a mains period apart from its tick on, rounded down (firmware/mains.py;
     the period is ``mains_hz``'s or 60 Hz's as firmware/gait.py reads_hz() says), so it
-    stands for 3/8 of that period after its tick, as on the insole.
+    stands for 3/8 of that period after its tick, as on the insole. The acquisition is
+    the fault bench's model (faultbench.read_hz(), read_gap_s(), samples_of()).
     """
+    # imported here: faultbench imports this module (through evaluate)
+    from host_tools.gait import faultbench
+
     if rate_hz == rec.rate_hz:
         return rec
     n = len(rec.trace)
@@ -96,24 +98,15 @@ def resample(rec: Recording, rate_hz: int, mains_hz: int = 50) -> Recording:
     t_in = np.arange(n) * 1000.0 / rec.rate_hz
     n_out = int((n - 1) * rate_hz // rec.rate_hz) + 1
     t_out = np.arange(n_out) * 1000.0 / rate_hz
-    hz = _firmware_gait().reads_hz(rate_hz, mains_hz)
-    # the insole waits whole microseconds between reads
-    offsets_ms = [k * (1_000_000 // (hz * READS)) / 1000.0 for k in range(READS)] if hz \
-        else [0.0]
-    reads = [
-        np.rint(np.stack([np.interp(t_out + dt, t_in, rec.trace[:, c])
+    hz = faultbench.read_hz(rate_hz, mains_hz)
+    gap_ms = faultbench.read_gap_s(hz) * 1000.0 if hz else 0.0
+    reads = np.stack([
+        np.rint(np.stack([np.interp(t_out + k * gap_ms, t_in, rec.trace[:, c])
                           for c in range(rec.trace.shape[1])], axis=1)).astype(np.int64)
-        for dt in offsets_ms
-    ]
-    trace = (sum(reads) // len(reads)).astype(rec.trace.dtype)
+        for k in range(faultbench.AVERAGE_READS if hz else 1)
+    ])
+    trace = faultbench.samples_of(reads).astype(rec.trace.dtype)
     return replace(rec, rate_hz=rate_hz, trace=trace)
-
-
-@functools.cache
-def _firmware_gait():
-    from host_tools.gait import engine
-
-    return engine.load_firmware_module()
 
 
 def ndd_group(record: str) -> str:
